@@ -1,0 +1,1 @@
+"""Configuration: Fluent Bit classic and YAML formats, one model, validation."""

@@ -1,0 +1,1 @@
+"""The pipeline engine: batches, routing, buffers, retries, acknowledgements."""

@@ -1,0 +1,349 @@
+"""The Input / Filter / Output contracts and the plugin registry.
+
+Built-in plugins live in ``plugins/`` (installed as ``logfwd.plugins``), one
+module each, named by kind: ``in_<name>.py``, ``filter_<name>.py``,
+``out_<name>.py``, each exposing ``PLUGIN = <class>``. They are found by
+module name without importing them, so a daemon only imports the plugins its
+config uses (the Kafka client is not loaded to tail a file). Third-party plugins
+register a class through the ``logfwd.plugins`` entry-point group.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import pkgutil
+import re
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+from typing import Any, Awaitable, Callable, ClassVar
+
+import orjson
+
+from .engine.batch import AckHandle, AckTracker, Batch, Chunk, MemBudget, Result
+from .metrics import Counters
+from .options import Option
+
+__all__ = [
+    "Plugin",
+    "Input",
+    "Filter",
+    "Output",
+    "PluginContext",
+    "Emitter",
+    "ConfigValueError",
+    "PluginNotFound",
+    "find_plugin",
+    "all_options",
+    "COMMON_OPTIONS",
+    "list_plugins",
+    "expand_tag",
+    "Batch",
+    "Chunk",
+    "Result",
+    "AckHandle",
+    "AckTracker",
+    "Option",
+]
+
+KINDS = ("input", "filter", "output")
+_PREFIX = {"input": "in_", "filter": "filter_", "output": "out_"}
+
+# Friendly names users of other forwarders type; each points to a Fluent Bit name.
+ALIASES: dict[str, dict[str, str]] = {
+    "input": {"journald": "systemd"},
+    "filter": {"k8s": "kubernetes"},
+    "output": {"elasticsearch": "es", "influx": "influxdb"},
+}
+
+
+class ConfigValueError(Exception):
+    """A plugin rejects a configured value in ``setup()``.
+
+    The config layer turns it into an error naming file, line, section and key.
+    """
+
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(message)
+        self.key = key
+        self.message = message
+
+
+class PluginNotFound(LookupError):
+    def __init__(self, kind: str, name: str, suggestion: str | None) -> None:
+        self.kind, self.name, self.suggestion = kind, name, suggestion
+        hint = f" (did you mean {suggestion!r}?)" if suggestion else ""
+        super().__init__(f"unknown {kind} plugin {name!r}{hint}")
+
+
+@dataclass
+class PluginContext:
+    """What the engine hands every plugin instance."""
+
+    instance: str  # "tail.0", or the section's Alias
+    metrics: Counters
+    log: logging.Logger
+    service: dict[str, Any] = field(default_factory=dict)  # converted [SERVICE] options
+    parsers: Any = None  # logfwd.parsers.ParserRegistry: ctx.parsers.get(name)
+    storage_path: str | None = None  # service storage.path, for DBs and dead letters
+    raw: list[tuple[str, str]] = field(default_factory=list)  # (key lower, value), in file order
+
+
+class Plugin:
+    """Common base: declared options, converted config, metrics and logger.
+
+    ``config`` maps each declared option's lower-case name to its converted value
+    (defaults filled in). Subclasses validate cross-option rules in ``setup()``
+    and raise ``ConfigValueError(key, message)``.
+    """
+
+    kind: ClassVar[str] = ""
+    name: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+    options: ClassVar[tuple[Option, ...]] = ()
+
+    def __init__(self, config: dict[str, Any], ctx: PluginContext) -> None:
+        self.config = config
+        self.ctx = ctx
+        self.metrics = ctx.metrics
+        self.log = ctx.log
+
+    def setup(self) -> None:
+        """Validate and prepare (compile regexes, resolve parsers). No I/O here."""
+
+
+class Emitter:
+    """How an input hands records to the pipeline.
+
+    ``emit`` waits for the input's memory budget (backpressure: an input that
+    cannot emit stops reading), then runs filters and routing. The batch's
+    acknowledgement handle completes when every matching output has delivered
+    or dead-lettered it; pass a handle from ``tracker()`` to checkpoint on it.
+    """
+
+    def __init__(
+        self,
+        tag: str,
+        budget: MemBudget,
+        dispatch: Callable[[Batch], Awaitable[None]],
+        metrics: Counters,
+    ) -> None:
+        self.tag = tag
+        self.budget = budget
+        self._dispatch = dispatch
+        self._metrics = metrics
+
+    @property
+    def paused(self) -> bool:
+        return self.budget.paused
+
+    def expand_tag(self, value: str) -> str:
+        """The input's Tag with ``*`` replaced by ``value`` (Fluent Bit's rule)."""
+        return expand_tag(self.tag, value)
+
+    def tracker(self, on_commit: Callable[[Any], None] | None = None) -> AckTracker:
+        return AckTracker(on_commit)
+
+    async def emit(
+        self,
+        records: list[dict[str, Any]],
+        times: list[int] | None = None,
+        *,
+        tag: str | None = None,
+        handle: AckHandle | None = None,
+        nbytes: int = 0,
+        keys: list[str] | None = None,
+    ) -> None:
+        if not records:
+            if handle is not None:
+                handle.done()
+            return
+        if times is None:
+            import time
+
+            now = time.time_ns()
+            times = [now] * len(records)
+        if nbytes <= 0:
+            nbytes = estimate_bytes(records)
+        await self.budget.acquire(nbytes)
+        h = handle if handle is not None else AckHandle(nbytes)
+        h.nbytes = nbytes
+        budget = self.budget
+        h.on_complete(lambda _h: budget.release(nbytes))
+        self._metrics.inc("records", len(records))
+        self._metrics.inc("bytes", nbytes)
+        batch = Batch(tag or self.tag, times, records, h, nbytes, keys)
+        try:
+            await self._dispatch(batch)
+        finally:
+            h.done()
+
+
+def estimate_bytes(records: list[dict[str, Any]]) -> int:
+    """Serialized size of a sample of records, scaled: a budget estimate, not exact."""
+    n = len(records)
+    if n <= 16:
+        return len(orjson.dumps(records, default=str))
+    step = n // 16
+    sample = records[::step][:16]
+    return len(orjson.dumps(sample, default=str)) * n // len(sample)
+
+
+def expand_tag(template: str, value: str) -> str:
+    """Fluent Bit's tag expansion: ``kube.*`` + ``/var/log/x.log`` → ``kube.var.log.x.log``."""
+    if "*" not in template:
+        return template
+    v = value.replace("/", ".").strip(".")
+    return template.replace("*", v)
+
+
+class Input(Plugin):
+    """An async task that reads a source and emits batches.
+
+    ``run`` returns when the source is exhausted (``stdin`` at EOF, ``dummy``
+    with ``samples``) or is cancelled at shutdown. ``close`` runs after the
+    pipeline has drained, to commit final checkpoints.
+    """
+
+    kind = "input"
+
+    async def run(self, emitter: Emitter) -> None:
+        raise NotImplementedError
+
+    async def close(self) -> None:
+        """Commit checkpoints and release resources (after outputs drained)."""
+
+
+class Filter(Plugin):
+    """A function from batch to batch; ``None`` drops the whole batch.
+
+    Synchronous by default. A filter that must do I/O (Kubernetes metadata)
+    sets ``is_async = True`` and implements ``filter_async``.
+    """
+
+    kind = "filter"
+    is_async: ClassVar[bool] = False
+
+    def filter(self, batch: Batch) -> Batch | None:
+        raise NotImplementedError
+
+    async def filter_async(self, batch: Batch) -> Batch | None:
+        return self.filter(batch)
+
+    async def close(self) -> None:
+        """Release resources at shutdown."""
+
+
+class Output(Plugin):
+    """Delivers chunks to a backend and says what happened (see ``Result``).
+
+    ``flush`` must not retry in a loop: return ``Result.retry_everything`` and
+    the engine retries with backoff and ``Retry_Limit``. Several workers may
+    call ``flush`` concurrently (``workers`` option).
+    """
+
+    kind = "output"
+
+    async def start(self) -> None:
+        """Connect; an exception here stops the daemon with a clear message."""
+
+    async def flush(self, chunk: Chunk) -> Result:
+        raise NotImplementedError
+
+    async def stop(self) -> None:
+        """Close connections after the last flush."""
+
+
+# Options every plugin of a kind takes, handled by the engine, not the plugin.
+COMMON_OPTIONS: dict[str, tuple[Option, ...]] = {
+    "input": (
+        Option("Tag", "str", None, "tag of the records; '*' is expanded by the input (tail: the path)"),
+        Option("Alias", "str", None, "instance name in metrics and logs instead of name.N"),
+        Option("Mem_Buf_Limit", "size", "32M", "bytes emitted but not yet delivered before the input pauses"),
+        Option("storage.type", "str", "memory", "memory, or filesystem (chunks on disk)",
+               choices=("memory", "filesystem")),
+        Option("storage.pause_on_chunks_overlimit", "bool", "off", "pause instead of spilling at the limit"),
+        Option("Log_Level", "str", None, "log level of this instance",
+               choices=("off", "error", "warn", "warning", "info", "debug", "trace")),
+        Option("Threaded", "bool", "off", "accepted for Fluent Bit compatibility; inputs share the event loop"),
+    ),
+    "filter": (
+        Option("Match", "str", None, "tag pattern with '*' wildcards"),
+        Option("Match_Regex", "regex", None, "regular expression the whole tag must match"),
+        Option("Alias", "str", None, "instance name in metrics and logs instead of name.N"),
+        Option("Log_Level", "str", None, "log level of this instance",
+               choices=("off", "error", "warn", "warning", "info", "debug", "trace")),
+    ),
+    "output": (
+        Option("Match", "str", None, "tag pattern with '*' wildcards"),
+        Option("Match_Regex", "regex", None, "regular expression the whole tag must match"),
+        Option("Alias", "str", None, "instance name in metrics and logs instead of name.N"),
+        Option("Retry_Limit", "str", "1",
+               "retries per chunk: a number, no_limits (or False) for unlimited, no_retries"),
+        Option("Workers", "int", "1", "concurrent flushes to this output", minimum=1),
+        Option("storage.total_limit_size", "size", None, "bytes of chunks on disk for this output"),
+        Option("Log_Level", "str", None, "log level of this instance",
+               choices=("off", "error", "warn", "warning", "info", "debug", "trace")),
+    ),
+}
+
+
+def all_options(cls: type[Plugin]) -> tuple[Option, ...]:
+    """A plugin's own options followed by the engine's options for its kind."""
+    own = {o.key for o in cls.options}
+    return tuple(cls.options) + tuple(o for o in COMMON_OPTIONS[cls.kind] if o.key not in own)
+
+
+# ---------------------------------------------------------------- registry
+
+_entry_point_cache: dict[tuple[str, str], Any] | None = None
+
+
+def _entry_point_plugins() -> dict[tuple[str, str], Any]:
+    global _entry_point_cache
+    if _entry_point_cache is None:
+        _entry_point_cache = {}
+        for ep in entry_points(group="logfwd.plugins"):
+            try:
+                cls = ep.load()
+            except Exception as e:  # a broken third-party plugin must not break startup
+                logging.getLogger("logfwd").warning("cannot load plugin entry point %s: %s", ep.name, e)
+                continue
+            if getattr(cls, "kind", None) in KINDS and getattr(cls, "name", None):
+                _entry_point_cache[(cls.kind, cls.name)] = cls
+    return _entry_point_cache
+
+
+def _builtin_names(kind: str) -> list[str]:
+    from . import plugins
+
+    prefix = _PREFIX[kind]
+    return sorted(
+        m.name[len(prefix) :] for m in pkgutil.iter_modules(plugins.__path__) if m.name.startswith(prefix)
+    )
+
+
+def list_plugins(kind: str) -> list[str]:
+    """Names of every plugin of a kind, built-in and third-party."""
+    names = set(_builtin_names(kind))
+    names.update(n for (k, n) in _entry_point_plugins() if k == kind)
+    return sorted(names)
+
+
+_NAME_RE = re.compile(r"^[a-z0-9_]+$")
+
+
+def find_plugin(kind: str, name: str) -> type[Plugin]:
+    """The plugin class for a config's ``Name``; raises PluginNotFound with a suggestion."""
+    from .options import closest
+
+    key = name.strip().lower()
+    key = ALIASES.get(kind, {}).get(key, key)
+    if _NAME_RE.match(key) and key in _builtin_names(kind):
+        mod = importlib.import_module(f"logfwd.plugins.{_PREFIX[kind]}{key}")
+        return mod.PLUGIN  # type: ignore[no-any-return]
+    cls = _entry_point_plugins().get((kind, key))
+    if cls is not None:
+        return cls  # type: ignore[no-any-return]
+    candidates = list_plugins(kind) + list(ALIASES.get(kind, {}))
+    raise PluginNotFound(kind, name, closest(key, candidates))
