@@ -1,0 +1,60 @@
+"""Fluent Bit regular expressions (Onigmo/Ruby syntax) translated for Python's ``re``.
+
+Fluent Bit parsers files write named groups as ``(?<name>...)`` and use a few
+Ruby escapes. Translating them lets a parsers file written for Fluent Bit load
+unchanged.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+
+__all__ = ["translate", "compile_onigmo"]
+
+_NAMED = re.compile(r"\(\?<(?![=!])([A-Za-z_][A-Za-z0-9_]*)>")
+_BACKREF = re.compile(r"\\k<([A-Za-z_][A-Za-z0-9_]*)>")
+
+
+def translate(pattern: str) -> str:
+    """Onigmo → Python: ``(?<n>`` → ``(?P<n>``, ``\\k<n>`` → ``(?P=n)``, ``\\h`` → hex digit,
+    ``\\A``/``\\z`` anchors. Lookbehinds ``(?<=``/``(?<!`` are left alone."""
+    out = []
+    i = 0
+    n = len(pattern)
+    while i < n:
+        c = pattern[i]
+        if c == "\\" and i + 1 < n:
+            nxt = pattern[i + 1]
+            if nxt == "h":
+                out.append("[0-9a-fA-F]")
+            elif nxt == "H":
+                out.append("[^0-9a-fA-F]")
+            elif nxt == "z":
+                out.append(r"\Z")
+            elif nxt == "k":
+                m = _BACKREF.match(pattern, i)
+                if m:
+                    out.append(f"(?P={m.group(1)})")
+                    i = m.end()
+                    continue
+                out.append(pattern[i : i + 2])
+            else:
+                out.append(pattern[i : i + 2])
+            i += 2
+            continue
+        if c == "(":
+            m = _NAMED.match(pattern, i)
+            if m:
+                out.append(f"(?P<{m.group(1)}>")
+                i = m.end()
+                continue
+        out.append(c)
+        i += 1
+    return "".join(out)
+
+
+@lru_cache(maxsize=512)
+def compile_onigmo(pattern: str, flags: int = 0) -> re.Pattern[str]:
+    """Compile a Fluent Bit regex; raises ``re.error`` with Python's message."""
+    return re.compile(translate(pattern), flags)

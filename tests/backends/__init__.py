@@ -1,0 +1,1 @@
+"""Real backend servers for tests, started and stopped by pytest fixtures."""

@@ -1,0 +1,3 @@
+"""Shared fixtures: real backends (tests/backends/*) are started on demand, once per session."""
+
+pytest_plugins: list[str] = []
