@@ -1,3 +1,11 @@
-"""Shared fixtures: real backends (tests/backends/*) are started on demand, once per session."""
+"""Shared fixtures. Every module in tests/backends/ (except _-prefixed helpers) is a pytest
+plugin that defines session fixtures starting one real backend on demand."""
 
-pytest_plugins: list[str] = []
+import pkgutil
+from pathlib import Path
+
+pytest_plugins = [
+    f"tests.backends.{m.name}"
+    for m in pkgutil.iter_modules([str(Path(__file__).parent / "backends")])
+    if not m.name.startswith("_")
+]
