@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 __all__ = ["Counters", "MetricsRegistry", "INPUT_COUNTERS", "FILTER_COUNTERS", "OUTPUT_COUNTERS"]
 
@@ -83,9 +84,8 @@ class PrometheusCollector:
         self.registry = registry
 
     def collect(self) -> Iterator[Any]:
-        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
-
         import psutil
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
         families: dict[str, Any] = {}
         for section, insts in self.registry.sections.items():

@@ -14,9 +14,10 @@ import importlib
 import logging
 import pkgutil
 import re
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
-from typing import Any, Awaitable, Callable, ClassVar
+from typing import Any, ClassVar
 
 import orjson
 
