@@ -1,0 +1,244 @@
+"""The ``logfwd`` command.
+
+Accepts a config file (``-c``, Fluent Bit classic or YAML) or Fluent Bit-style
+one-liners (``-i dummy -p rate=10 -o stdout -m '*'``), validates everything
+before anything starts, and runs the pipeline under trio with Fluent Bit's
+signal semantics: the first SIGTERM/SIGINT drains within ``grace`` seconds and
+exits 0, a second one exits at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from . import __version__
+
+__all__ = ["main"]
+
+DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "conf" / "logfwd.yaml"
+_PIPELINE_FLAGS = {"-i", "--input", "-F", "--filter", "-o", "--output", "-p", "--prop", "-m", "--match", "-t", "--tag"}
+
+
+def _split_pipeline_args(argv: list[str]) -> tuple[list[str], list[tuple[str, str, list[tuple[str, str]]]]]:
+    """Pull ``-i/-F/-o NAME`` with their following ``-p k=v``, ``-m``, ``-t`` out of argv, keeping order."""
+    rest: list[str] = []
+    plugins: list[tuple[str, str, list[tuple[str, str]]]] = []
+    i = 0
+    while i < len(argv):
+        a = argv[i]
+        flag, eq, inline = a.partition("=") if a.startswith("--") else (a, "", "")
+        if flag in _PIPELINE_FLAGS:
+            if eq:
+                value = inline
+                i += 1
+            else:
+                if i + 1 >= len(argv):
+                    raise SystemExit(f"logfwd: {a} needs a value")
+                value = argv[i + 1]
+                i += 2
+            if flag in ("-i", "--input"):
+                plugins.append(("input", value, []))
+            elif flag in ("-F", "--filter"):
+                plugins.append(("filter", value, []))
+            elif flag in ("-o", "--output"):
+                plugins.append(("output", value, []))
+            else:
+                if not plugins:
+                    raise SystemExit(f"logfwd: {flag} must follow -i, -F or -o")
+                if flag in ("-m", "--match"):
+                    plugins[-1][2].append(("match", value))
+                elif flag in ("-t", "--tag"):
+                    plugins[-1][2].append(("tag", value))
+                else:
+                    key, sep, val = value.partition("=")
+                    if not sep:
+                        raise SystemExit(f"logfwd: -p expects key=value, got {value!r}")
+                    plugins[-1][2].append((key.strip(), val))
+            continue
+        rest.append(a)
+        i += 1
+    return rest, plugins
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="logfwd",
+        description="Log forwarder: tail, journald, syslog → Elasticsearch, Kafka, InfluxDB. "
+        "Pipeline one-liners as Fluent Bit: -i NAME [-p key=value]... [-t TAG]  -F NAME -m PATTERN [-p ...]  "
+        "-o NAME -m PATTERN [-p ...]",
+    )
+    p.add_argument("-c", "--config", help="config file (Fluent Bit classic .conf or YAML)")
+    p.add_argument("-R", "--parser", action="append", default=[], help="parsers file (repeatable)")
+    p.add_argument("-f", "--flush", help="flush interval (seconds)")
+    p.add_argument("-H", "--http", action="store_true", help="enable the HTTP monitoring server")
+    p.add_argument("-P", "--port", help="HTTP monitoring port (default 2020)")
+    p.add_argument("-s", "--storage-path", dest="storage_path", help="storage path (DBs, chunks, dead letters)")
+    p.add_argument("-l", "--log-file", dest="log_file", help="write the daemon's log to this file")
+    p.add_argument("--log-level", choices=["off", "error", "warn", "info", "debug", "trace"], help="log level")
+    p.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-v debug, -vv trace)")
+    p.add_argument("-q", "--quiet", action="store_true", help="log errors only")
+    p.add_argument("-D", "--dry-run", action="store_true", help="validate the configuration and exit 0 or 1")
+    p.add_argument("-V", "--version", action="store_true", help="print the version and exit")
+    p.add_argument("--help-plugin", metavar="NAME", help="print a plugin's options (kind:name to disambiguate)")
+    p.add_argument("--list-plugins", action="store_true", help="list the available plugins")
+    return p
+
+
+def _service_overrides(args: argparse.Namespace) -> dict[str, str]:
+    svc: dict[str, str] = {}
+    if args.flush:
+        svc["flush"] = args.flush
+    if args.http:
+        svc["http_server"] = "on"
+    if args.port:
+        svc["http_port"] = args.port
+    if args.storage_path:
+        svc["storage.path"] = args.storage_path
+    if args.log_file:
+        svc["log_file"] = args.log_file
+    level = args.log_level
+    if args.verbose:
+        level = "debug" if args.verbose == 1 else "trace"
+    elif args.quiet:
+        level = "error"
+    if level:
+        svc["log_level"] = level
+    return svc
+
+
+def _list_plugins() -> str:
+    from .plugin import ALIASES, KINDS, find_plugin, list_plugins
+
+    out = []
+    for kind in KINDS:
+        out.append(f"{kind}s:")
+        for name in list_plugins(kind):
+            try:
+                desc = find_plugin(kind, name).description
+            except Exception as e:  # a plugin whose client library is missing still lists
+                desc = f"(unavailable: {e})"
+            aliases = [a for a, t in ALIASES.get(kind, {}).items() if t == name]
+            alias = f" (alias: {', '.join(aliases)})" if aliases else ""
+            out.append(f"  {name:<18} {desc}{alias}")
+    return "\n".join(out)
+
+
+def _help_plugin(spec: str) -> str:
+    from .plugin import KINDS, PluginNotFound, all_options, find_plugin
+
+    kind_hint, _, name = spec.rpartition(":")
+    kinds = [kind_hint] if kind_hint in KINDS else list(KINDS)
+    found = []
+    for kind in kinds:
+        try:
+            found.append(find_plugin(kind, name))
+        except PluginNotFound:
+            continue
+    if not found:
+        raise SystemExit(f"logfwd: no plugin named {name!r} (see --list-plugins)")
+    out = []
+    for cls in found:
+        out.append(f"{cls.kind} plugin {cls.name}: {cls.description}\n")
+        own = {o.key for o in cls.options}
+        for opt in all_options(cls):
+            default = "" if opt.default is None else f" (default: {opt.default})"
+            common = "" if opt.key in own else " [common]"
+            out.append(f"  {opt.name:<28} {opt.type_label():<16} {opt.help}{default}{common}")
+        out.append("")
+    return "\n".join(out)
+
+
+def _load(args: argparse.Namespace, plugins: list[tuple[str, str, list[tuple[str, str]]]]) -> Any:
+    from .config import config_from_cli, load_config
+
+    overrides = _service_overrides(args)
+    if plugins:
+        ins = [(n, props) for k, n, props in plugins if k == "input"]
+        fls = [(n, props) for k, n, props in plugins if k == "filter"]
+        outs = [(n, props) for k, n, props in plugins if k == "output"]
+        return config_from_cli(ins, fls, outs, overrides, list(args.parser))
+    path = args.config or str(DEFAULT_CONFIG)
+    cfg = load_config(path)
+    if overrides or args.parser:
+        # Command-line service options win over the file, as in Fluent Bit.
+        from .config import apply_service_overrides
+
+        cfg = apply_service_overrides(cfg, overrides, list(args.parser))
+    return cfg
+
+
+async def _run(cfg: Any) -> int:
+    from .engine.pipeline import Pipeline, StartupError
+
+    log = logging.getLogger("logfwd")
+    pipeline = Pipeline(cfg)
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async with trio.open_nursery() as nursery:
+
+            async def watch_signals() -> None:
+                first = True
+                async for signum in signals:
+                    if first:
+                        log.info("received %s: stopping inputs, flushing within %.1fs",
+                                 signal.Signals(signum).name, pipeline.grace)
+                        pipeline.shutdown()
+                        first = False
+                    else:
+                        log.warning("second %s: exiting now", signal.Signals(signum).name)
+                        os._exit(1)
+
+            nursery.start_soon(watch_signals)
+            try:
+                await pipeline.run()
+            except StartupError as e:
+                log.error("%s", e)
+                nursery.cancel_scope.cancel()
+                return 1
+            nursery.cancel_scope.cancel()
+    log.info("stopped%s", "" if pipeline.stopped_cleanly else " (some records left unacknowledged)")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    rest, plugins = _split_pipeline_args(argv)
+    args = _parser().parse_args(rest)
+    if args.version:
+        print(f"logfwd {__version__}")
+        return 0
+    if args.list_plugins:
+        print(_list_plugins())
+        return 0
+    if args.help_plugin:
+        print(_help_plugin(args.help_plugin))
+        return 0
+    from .config import ConfigError
+
+    try:
+        cfg = _load(args, plugins)
+    except ConfigError as e:
+        print(f"logfwd: configuration error\n{e}", file=sys.stderr)
+        return 1
+    except OSError as e:
+        print(f"logfwd: cannot read configuration: {e}", file=sys.stderr)
+        return 1
+    if args.dry_run:
+        print("configuration test is successful")
+        return 0
+    from .log import setup_logging
+
+    setup_logging(str(cfg.service.get("log_level") or "info"), cfg.service.get("log_file"))
+    logging.getLogger("logfwd").info("logfwd %s starting (%d input(s), %d filter(s), %d output(s))",
+                                     __version__, len(cfg.inputs), len(cfg.filters), len(cfg.outputs))
+    try:
+        return trio.run(_run, cfg)
+    except KeyboardInterrupt:  # pragma: no cover - signals are handled in _run
+        return 1
