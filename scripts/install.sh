@@ -11,9 +11,13 @@ want_test=0
 
 apt_pkgs=()
 command -v gcc >/dev/null || apt_pkgs+=(gcc)
-python3 -c 'import venv, ensurepip' 2>/dev/null || apt_pkgs+=(python3-venv)
-python3 -c 'import sysconfig,os,sys; sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"],"Python.h")))' \
-  || apt_pkgs+=(python3-dev)
+if ! command -v python3 >/dev/null; then
+  apt_pkgs+=(python3 python3-venv python3-dev)
+else
+  python3 -c 'import venv, ensurepip' 2>/dev/null || apt_pkgs+=(python3-venv)
+  python3 -c 'import sysconfig,os,sys; sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"],"Python.h")))' \
+    || apt_pkgs+=(python3-dev)
+fi
 if ((want_test)); then
   for p in influxdb systemd-journal-remote rsyslog libsystemd-dev pkg-config util-linux curl; do
     dpkg -s "$p" >/dev/null 2>&1 || apt_pkgs+=("$p")

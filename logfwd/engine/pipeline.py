@@ -115,6 +115,11 @@ class Pipeline:
             storage_path=self.service.get("storage.path"),
             raw=list(sec.raw),
         )
+        level = sec.options.get("log_level")
+        if level:
+            from ..log import parse_level
+
+            ctx.log.setLevel(parse_level(level))
         plugin = sec.cls(dict(sec.options), ctx)
         plugin.setup()
         return plugin
@@ -155,13 +160,17 @@ class Pipeline:
             if match(batch.tag):
                 buf.add(batch)
 
-    async def _flush_filters(self) -> None:
-        """Release records filters hold across batches (multiline) once their timeout passed."""
+    async def _flush_filters(self, force: bool = False) -> None:
+        """Release records filters hold across batches (multiline): timed-out ones, or all at shutdown.
+
+        Each batch a filter releases goes through the filters after it only, then to the
+        outputs; its handle's first reference is ours and is released after routing.
+        """
         for i, slot in enumerate(self._filters):
             flush = getattr(slot.plugin, "flush_pending", None)
             if flush is None:
                 continue
-            for batch in flush():
+            for batch in flush(force=force):
                 try:
                     await self._route(batch, i + 1)
                 finally:
@@ -239,7 +248,7 @@ class Pipeline:
     async def _drain(self) -> None:
         """Flush held and buffered records, waiting at most ``grace`` seconds."""
         with trio.move_on_after(self.grace) as scope:
-            await self._flush_filters()
+            await self._flush_filters(force=True)
             for _, buf in self._outputs:
                 await buf.wait_idle()
         if scope.cancelled_caught:
@@ -253,12 +262,12 @@ class Pipeline:
         from .. import __version__
         from ..server import HealthPolicy, serve_http
 
-        health = HealthPolicy.from_service(self.service, self.registry)
+        health = HealthPolicy.from_service(self.registry, self.service)
         await serve_http(
             self.registry,
             health,
             str(self.service.get("http_listen") or "0.0.0.0"),
-            int(self.service.get("http_port") or 2020),
+            int(self.service["http_port"]) if self.service.get("http_port") is not None else 2020,
             task_status=task_status,
             build_info={"version": __version__, "edition": "community"},
         )

@@ -1,0 +1,840 @@
+"""Fluent Bit's multiline engine: join records that belong together.
+
+Three kinds of multiline parser exist, as in Fluent Bit:
+
+- ``regex``: a state machine over rules ``(from_states, regex, next_state)``. A line
+  matching a rule of ``start_state`` begins a record (emitting any record still being
+  built); while a record is open, a line matching one of the rules reachable from the
+  last matched rule's ``next_state`` is appended ("\\n"-joined); a line matching
+  nothing ends the open record and is emitted on its own. When the matched rule leads
+  back to ``start_state`` the record is complete at once (Python's ``ValueError: ...``
+  line). Built-ins ``go``, ``python``, ``java``, ``ruby`` are rule sets.
+- ``endswith``: a record is complete when its content ends with ``match_string``
+  (``docker``: a json-file ``log`` without a trailing "\\n" is a 16 KiB piece of a
+  longer line); pieces are concatenated as-is.
+- ``equal``: complete when a field equals ``match_string`` (``cri``: ``P`` partial,
+  ``F`` final).
+
+Records are kept apart per ``key_group`` value (docker/cri: ``stream``, so stdout and
+stderr pieces never mix). A merged record is the first line's record with the content
+key replaced by the joined text, timestamped with the first line's time.
+
+``group([...])`` (``multiline.parser docker, cri``) tries the parser that handled the
+stream's previous line first, then the others in order; a line no parser takes is
+emitted unchanged (for docker/cri: kept raw under ``log`` and counted in
+``MultilineStream.unparsed``).
+
+Offsets (for tail checkpoints): ``feed`` takes, per line, the stream offset just past
+it, and reports per emitted record an offset that is safe to checkpoint once that
+record is delivered: the end of its last line, lowered to the start of the oldest line
+still held (a stderr record completing while a stdout piece is held must not let the
+checkpoint skip the held piece). Held lines are never reported. Reported offsets never
+decrease.
+
+Timeouts are the caller's: ``pending_since`` says since when something is held,
+``flush_expired()`` emits what has been held longer than its parser's
+``flush_timeout``, ``flush()`` emits everything (shutdown, file rotation).
+"""
+
+from __future__ import annotations
+
+import calendar
+import copy
+import re
+import time
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from .options import Option
+from .regex import compile_onigmo
+
+if TYPE_CHECKING:  # parsers.py imports this module; avoid the cycle at runtime
+    from .parsers import ParserRegistry
+
+__all__ = [
+    "MULTILINE_OPTIONS",
+    "MultilineParser",
+    "MultilineStream",
+    "builtin_multiline",
+    "group",
+    "DEFAULT_FLUSH_TIMEOUT_MS",
+    "DEFAULT_BUFFER_LIMIT",
+    "compile_fluent_regex",
+    "rfc3339_ns",
+]
+
+DEFAULT_FLUSH_TIMEOUT_MS = 4000  # Fluent Bit's FLB_ML_FLUSH_TIMEOUT
+# Fluent Bit's multiline_buffer_limit default (2MB). Past it Fluent Bit truncates; we
+# emit the record built so far and go on (no data is dropped).
+DEFAULT_BUFFER_LIMIT = 2 * 1024 * 1024
+
+MULTILINE_OPTIONS: tuple[Option, ...] = (
+    Option("Name", "str", None, "unique name of the multiline parser", required=True),
+    Option("Type", "str", "regex", "regex (rules), endswith or equal (match_string)",
+           choices=("regex", "endswith", "equal", "eq")),
+    Option("Parser", "str", None, "parser applied to each line before the rules (its key_content is matched)"),
+    Option("Key_Content", "str", None, "key holding the text to match and concatenate (default log)"),
+    Option("Key_Group", "str", None, "key whose value separates independent streams (e.g. stream)"),
+    Option("Key_Pattern", "str", None, "key matched by type equal (default: key_content)"),
+    Option("Match_String", "str", None, "string for type endswith / equal"),
+    Option("Negate", "bool", "false", "invert the endswith / equal match"),
+    Option("Flush_Timeout", "int", str(DEFAULT_FLUSH_TIMEOUT_MS),
+           "milliseconds before an unterminated record is emitted anyway", minimum=1),
+    Option("Rule", "str", None, 'rule "state_name" "/regex/" "next_state" (repeatable)', multi=True),
+)
+
+# Built-in rule sets: (from_states, regex, next_state), in Fluent Bit's order.
+_BUILTIN_RULES: dict[str, list[tuple[str, str, str]]] = {
+    "go": [
+        ("start_state", r"/\bpanic: /", "go_after_panic"),
+        ("start_state", r"/http: panic serving/", "go_goroutine"),
+        ("go_after_panic", r"/^$/", "go_goroutine"),
+        ("go_after_panic, go_after_signal, go_frame_1", r"/^$/", "go_goroutine"),
+        ("go_after_panic", r"/^\[signal /", "go_after_signal"),
+        ("go_goroutine", r"/^goroutine \d+ \[[^\]]+\]:$/", "go_frame_1"),
+        ("go_frame_1", r"/^(?:[^\s.:]+\.)*[^\s.():]+\(|^created by /", "go_frame_2"),
+        ("go_frame_2", r"/^\s/", "go_frame_1"),
+    ],
+    "python": [
+        ("start_state", r"/^Traceback \(most recent call last\):$/", "python"),
+        ("python", r"/^[\t ]+File /", "python_code"),
+        ("python_code", r"/[^\t ]/", "python"),
+        ("python", r"/^(?:[^\s.():]+\.)*[^\s.():]+:/", "start_state"),
+    ],
+    "java": [
+        ("start_state, java_start_exception",
+         r"/(.)(?:Exception|Error|Throwable|V8 errors stack trace)[:\r\n]/", "java_after_exception"),
+        ("java_after_exception", r"/^[\t ]*nested exception is:[\t ]*/", "java_start_exception"),
+        ("java_after_exception", r"/^[\r\n]*$/", "java_after_exception"),
+        ("java_after_exception, java", r"/^[\t ]+(?:eval )?at /", "java"),
+        ("java_after_exception, java", r"/^[\t ]+--- End of inner exception stack trace ---$/", "java"),
+        ("java_after_exception, java",
+         r"/^--- End of stack trace from previous location where exception was thrown ---$/", "java"),
+        ("java_after_exception, java", r"/^[\t ]*(?:Caused by|Suppressed):/", "java_after_exception"),
+        ("java_after_exception, java", r"/^[\t ]*... \d+ (?:more|common frames omitted)/", "java"),
+    ],
+    "ruby": [
+        ("start_state, ruby_start_exception", r"/^.+:\d+:in\s+.*/", "ruby_after_exception"),
+        ("ruby_after_exception, ruby", r"/^\s+from\s+.*:\d+:in\s+.*/", "ruby"),
+    ],
+}
+
+
+def _config_error(key: str, message: str) -> Exception:
+    from .plugin import ConfigValueError
+
+    return ConfigValueError(key, message)
+
+
+# ------------------------------------------------------------------ rules
+
+_RULE_FLAGS = {"i": re.IGNORECASE, "m": re.DOTALL, "x": re.VERBOSE}
+
+
+def compile_fluent_regex(text: str) -> re.Pattern[str]:
+    """``/pattern/opts`` (Fluent Bit's form; opts i, m = dot matches newline, x) or a bare pattern.
+
+    Anchors are Ruby's: ``^``/``$`` match at line boundaries, hence ``re.M``.
+    """
+    pattern = text
+    flags = re.MULTILINE
+    if len(text) >= 2 and text[0] == "/":
+        end = text.rfind("/")
+        opts = text[end + 1 :]
+        if end > 0 and all(c in _RULE_FLAGS for c in opts):
+            pattern = text[1:end]
+            for c in opts:
+                flags |= _RULE_FLAGS[c]
+    return compile_onigmo(pattern, flags)
+
+
+class _Rule:
+    __slots__ = ("index", "from_states", "regex", "to_state", "start", "pattern")
+
+    def __init__(self, index: int, from_states: str, regex: str, to_state: str) -> None:
+        self.index = index
+        self.from_states = frozenset(s.strip() for s in from_states.split(",") if s.strip())
+        self.pattern = regex
+        self.regex = compile_fluent_regex(regex)
+        self.to_state = to_state.strip()
+        self.start = "start_state" in self.from_states
+
+
+_TOKEN = re.compile(r'"((?:[^"\\]|\\.)*)"|(\S+)')
+
+
+def _parse_rule(value: Any) -> tuple[str, str, str]:
+    """A ``rule`` value: the classic ``"state" "/regex/" "next"`` line, a 3-tuple, or a YAML map."""
+    if isinstance(value, dict):
+        lower = {str(k).lower(): v for k, v in value.items()}
+        try:
+            return str(lower["state"]), str(lower["regex"]), str(lower["next_state"])
+        except KeyError as e:
+            raise _config_error("rule", f"rule map needs state, regex and next_state (missing {e})") from None
+    if isinstance(value, (list, tuple)):
+        if len(value) != 3:
+            raise _config_error("rule", f"a rule has 3 parts (state, regex, next state), got {len(value)}")
+        return str(value[0]), str(value[1]), str(value[2])
+    tokens = []
+    for m in _TOKEN.finditer(str(value)):
+        tokens.append(m.group(1).replace('\\"', '"') if m.group(1) is not None else m.group(2))
+    if len(tokens) != 3:
+        raise _config_error(
+            "rule", f'expected: rule "state_name" "/regex/" "next_state", got {len(tokens)} part(s) in {value!r}'
+        )
+    return tokens[0], tokens[1], tokens[2]
+
+
+# ------------------------------------------------------------------ line formats (docker / cri)
+
+_TS_TAIL = re.compile(r"(?:\.(\d+))?(?:([Zz])|([+-])(\d\d):?(\d\d))?$")
+_sec_cache: dict[str, int] = {}
+_POW10 = [10**i for i in range(10)]
+
+
+def rfc3339_ns(s: str) -> int | None:
+    """Nanoseconds since the epoch of an RFC 3339 time (docker/CRI ``time``), or None.
+
+    The seconds part is cached: consecutive log lines share it, which makes this cheap.
+    """
+    if len(s) < 19:
+        return None
+    head = s[:19]
+    base = _sec_cache.get(head)
+    if base is None:
+        if head[4] != "-" or head[7] != "-" or head[10] not in "Tt " or head[13] != ":" or head[16] != ":":
+            return None
+        try:
+            base = calendar.timegm(
+                (int(head[0:4]), int(head[5:7]), int(head[8:10]), int(head[11:13]), int(head[14:16]), int(head[17:19]))
+            )
+        except ValueError:
+            return None
+        if len(_sec_cache) > 4096:
+            _sec_cache.clear()
+        _sec_cache[head] = base
+    if s[-1] == "Z" and len(s) > 21 and s[19] == ".":
+        # Docker's and containerd's own form, 2024-05-01T10:00:00.123456789Z: no regex.
+        frac = s[20:-1]
+        if frac.isdigit():
+            k = len(frac)
+            ns = int(frac) * _POW10[9 - k] if k <= 9 else int(frac[:9])
+            return base * 1_000_000_000 + ns
+    m = _TS_TAIL.match(s, 19)
+    if m is None:
+        return None
+    frac, _z, sign, hh, mm = m.groups()
+    ns = int(frac[:9].ljust(9, "0")) if frac else 0
+    if sign is not None:
+        delta = int(hh) * 3600 + int(mm) * 60
+        base = base - delta if sign == "+" else base + delta
+    return base * 1_000_000_000 + ns
+
+
+class _Format:
+    """Turns a line's raw text into a record; ``None`` for a line it does not recognise."""
+
+    name = ""
+
+    def parse_one(self, text: Any) -> tuple[int | None, dict[str, Any]] | None:
+        raise NotImplementedError
+
+    def parse_batch(self, texts: list[Any]) -> list[tuple[int | None, dict[str, Any]] | None]:
+        parse = self.parse_one
+        return [parse(x) for x in texts]
+
+
+class _DockerFormat(_Format):
+    """Docker json-file lines ``{"log": ..., "stream": ..., "time": ...}``; ``time`` is kept.
+
+    Built in (orjson) until/unless the parser registry supplies a faster ``docker`` parser.
+    """
+
+    name = "docker"
+
+    def parse_one(self, text: Any) -> tuple[int | None, dict[str, Any]] | None:
+        if text is None:
+            return None
+        try:
+            obj = orjson.loads(text)
+        except orjson.JSONDecodeError:
+            return None
+        if type(obj) is not dict or type(obj.get("log")) is not str:
+            return None
+        ts = obj.get("time")
+        return (rfc3339_ns(ts) if type(ts) is str else None), obj
+
+    def parse_batch(self, texts: list[Any]) -> list[tuple[int | None, dict[str, Any]] | None]:
+        loads = orjson.loads
+        err = orjson.JSONDecodeError
+        ts_ns = rfc3339_ns
+        out: list[tuple[int | None, dict[str, Any]] | None] = []
+        append = out.append
+        for text in texts:
+            try:
+                obj = loads(text)
+            except (err, TypeError):
+                append(None)
+                continue
+            if type(obj) is not dict or type(obj.get("log")) is not str:
+                append(None)
+                continue
+            ts = obj.get("time")
+            append(((ts_ns(ts) if type(ts) is str else None), obj))
+        return out
+
+
+class _CriFormat(_Format):
+    """CRI lines ``<time> <stdout|stderr> <P|F> <log>`` → ``{time, stream, _p, log}`` (Fluent Bit's keys)."""
+
+    name = "cri"
+
+    def parse_one(self, text: Any) -> tuple[int | None, dict[str, Any]] | None:
+        if text is None:
+            return None
+        if type(text) is not str:
+            text = bytes(text).decode("utf-8", "replace")
+        parts = text.split(" ", 3)
+        if len(parts) != 4:
+            return None
+        ts, stream, tag, log = parts
+        if (stream != "stdout" and stream != "stderr") or (tag != "F" and tag != "P"):
+            return None
+        return rfc3339_ns(ts), {"time": ts, "stream": stream, "_p": tag, "log": log}
+
+
+class _ParserFormat(_Format):
+    """A registry parser (``[PARSER]``) used as a multiline parser's ``parser``."""
+
+    def __init__(self, parser: Any) -> None:
+        self.parser = parser
+        self.name = getattr(parser, "name", "parser")
+
+    def parse_one(self, text: Any) -> tuple[int | None, dict[str, Any]] | None:
+        if text is None:
+            return None
+        try:
+            res = self.parser.parse_record_field(text)
+        except Exception:
+            return None
+        if res is None:
+            return None
+        return res[0], res[1]
+
+
+# ------------------------------------------------------------------ parser definitions
+
+
+class MultilineParser:
+    """One multiline parser definition (or, from ``group``, an ordered set of them)."""
+
+    def __init__(
+        self,
+        name: str,
+        type: str = "regex",
+        rules: Iterable[tuple[str, str, str]] = (),
+        key_content: str | None = None,
+        flush_timeout_ms: int = DEFAULT_FLUSH_TIMEOUT_MS,
+        match_string: str | None = None,
+        negate: bool = False,
+        key_group: str | None = None,
+        key_pattern: str | None = None,
+        line_format: _Format | None = None,
+    ) -> None:
+        self.name = name
+        self.type = "equal" if type == "eq" else type
+        self.key_content = key_content or "log"
+        self.flush_timeout = flush_timeout_ms / 1000.0
+        self.match_string = match_string or ""
+        self.negate = negate
+        self.key_group = key_group
+        self.key_pattern = key_pattern
+        self.format = line_format
+        self.members: list[MultilineParser] = [self]
+        self.rules = [_Rule(i, s, r, n) for i, (s, r, n) in enumerate(rules)]
+        self.starts = [r for r in self.rules if r.start]
+        # For each rule: the non-start rules reachable from its next_state, and whether
+        # its next_state leads back to a start rule (the record is complete at once).
+        self.cont: list[list[_Rule]] = []
+        self.next_is_start: list[bool] = []
+        for r in self.rules:
+            reach = [x for x in self.rules if r.to_state in x.from_states]
+            self.cont.append([x for x in reach if not x.start])
+            self.next_is_start.append(any(x.start for x in reach))
+        if self.type == "regex" and self.rules and not self.starts:
+            raise _config_error("rule", f"multiline parser {name!r}: no rule starts from 'start_state'")
+
+    def __repr__(self) -> str:
+        return f"MultilineParser({self.name!r}, type={self.type!r})"
+
+    @classmethod
+    def from_config(cls, options: dict[str, Any], parsers: ParserRegistry | None = None) -> MultilineParser:
+        """A ``[MULTILINE_PARSER]`` section, converted per ``MULTILINE_OPTIONS``."""
+        name = options.get("name")
+        if not name:
+            raise _config_error("name", "a multiline parser needs a Name")
+        mtype = str(options.get("type") or "regex").lower()
+        if mtype not in ("regex", "endswith", "equal", "eq"):
+            raise _config_error("type", f"type must be regex, endswith or equal, got {mtype!r}")
+        raw_rules = options.get("rule") or []
+        if isinstance(raw_rules, (str, dict)):
+            raw_rules = [raw_rules]
+        rules = [_parse_rule(r) for r in raw_rules]
+        if mtype == "regex" and not rules:
+            raise _config_error("rule", f"multiline parser {name!r} of type regex needs at least one rule")
+        if mtype in ("endswith", "equal", "eq") and not options.get("match_string"):
+            raise _config_error("match_string", f"type {mtype} needs match_string")
+        fmt: _Format | None = None
+        pname = options.get("parser")
+        if pname:
+            if parsers is None:
+                raise _config_error("parser", f"parser {pname!r} is unknown (no parsers loaded)")
+            try:
+                fmt = _ParserFormat(parsers.get(pname))
+            except KeyError:
+                known = ", ".join(sorted(parsers.names())) if hasattr(parsers, "names") else ""
+                raise _config_error("parser", f"parser {pname!r} is not defined; known: {known}") from None
+        timeout = options.get("flush_timeout")
+        timeout_ms = DEFAULT_FLUSH_TIMEOUT_MS if timeout in (None, "") else int(timeout)
+        for i, (_s, rx, _n) in enumerate(rules):
+            try:
+                compile_fluent_regex(rx)
+            except re.error as e:
+                raise _config_error("rule", f"rule {i + 1} of {name!r}: invalid regular expression {rx!r}: {e}") from None
+        negate = options.get("negate")
+        return cls(
+            name=str(name),
+            type=mtype,
+            rules=rules,
+            key_content=options.get("key_content"),
+            flush_timeout_ms=timeout_ms,
+            match_string=options.get("match_string"),
+            negate=bool(negate) if negate is not None else False,
+            key_group=options.get("key_group"),
+            key_pattern=options.get("key_pattern"),
+            line_format=fmt,
+        )
+
+    def with_key_content(self, key: str | None) -> MultilineParser:
+        """A copy reading/writing ``key`` (the multiline filter's ``multiline.key_content``)."""
+        if not key:
+            return self
+        if len(self.members) > 1 or self.members[0] is not self:
+            return group([m.with_key_content(key) for m in self.members])
+        clone = copy.copy(self)
+        clone.key_content = key
+        clone.members = [clone]
+        return clone
+
+    def stream(
+        self,
+        start_offset: int = 0,
+        safe_offsets: bool = True,
+        max_lines: int = 0,
+        buffer_limit: int = DEFAULT_BUFFER_LIMIT,
+    ) -> MultilineStream:
+        """A fresh stream state (one per tailed file, one per tag in the filter).
+
+        ``start_offset`` is where the caller starts reading (the offset before the first
+        line fed); ``safe_offsets=False`` reports each record's own last-line offset.
+        """
+        return MultilineStream(self.members, start_offset, safe_offsets, max_lines, buffer_limit)
+
+
+def group(parsers: list[MultilineParser]) -> MultilineParser:
+    """``multiline.parser docker, cri``: one parser trying each member in turn per line."""
+    members: list[MultilineParser] = []
+    for p in parsers:
+        members.extend(p.members)
+    if len(members) == 1:
+        return members[0]
+    g = MultilineParser.__new__(MultilineParser)
+    g.name = ",".join(m.name for m in members)
+    g.type = "group"
+    g.key_content = members[0].key_content
+    g.flush_timeout = min(m.flush_timeout for m in members)
+    g.format = None
+    g.rules = []
+    g.members = members
+    return g
+
+
+def builtin_multiline(parsers: ParserRegistry | None = None) -> dict[str, MultilineParser]:
+    """Fresh instances of the built-ins: docker, cri, go, python, java, ruby.
+
+    With a registry that defines a ``docker`` parser, docker lines are decoded by it
+    (the fast path); otherwise by the built-in orjson decoder.
+    """
+    docker_fmt: _Format = _DockerFormat()
+    if parsers is not None:
+        try:
+            docker_fmt = _RegistryDockerFormat(parsers.get("docker"))
+        except (KeyError, AttributeError):
+            pass
+    out = {
+        "docker": MultilineParser(
+            "docker", "endswith", key_content="log", match_string="\n", key_group="stream", line_format=docker_fmt
+        ),
+        "cri": MultilineParser(
+            "cri", "equal", key_content="log", match_string="F", key_group="stream", key_pattern="_p",
+            line_format=_CriFormat(),
+        ),
+    }
+    for name, rules in _BUILTIN_RULES.items():
+        out[name] = MultilineParser(name, "regex", rules=rules)
+    return out
+
+
+class _RegistryDockerFormat(_DockerFormat):
+    """Docker lines through the registry's ``docker`` parser (batch ``parse_lines``)."""
+
+    def __init__(self, parser: Any) -> None:
+        self.parser = parser
+
+    def parse_batch(self, texts: list[Any]) -> list[tuple[int | None, dict[str, Any]] | None]:
+        if any(t is None for t in texts):
+            return super().parse_batch(texts)
+        lines = [t.encode() if type(t) is str else t for t in texts]
+        try:
+            times, records, nfailed = self.parser.parse_lines(lines)
+        except Exception:
+            return super().parse_batch(texts)
+        out: list[tuple[int | None, dict[str, Any]] | None] = []
+        for i, rec in enumerate(records):
+            if type(rec.get("log")) is not str or (nfailed and len(rec) == 1):
+                # A failed line comes back raw as {"log": text}: let the next parser try it.
+                out.append(super().parse_one(texts[i]))
+            else:
+                out.append((times[i], rec))
+        return out
+
+
+# ------------------------------------------------------------------ streams
+
+
+class _Buf:
+    """A record being assembled (Fluent Bit's stream group buffer)."""
+
+    __slots__ = ("parts", "time", "record", "floor", "last_off", "since", "nlines", "nbytes", "last_nl",
+                 "member", "gkey")
+
+    def __init__(self, member: int, gkey: Any, t: int, record: dict[str, Any], text: str,
+                 floor: Any, off: Any, now: float) -> None:
+        self.member = member
+        self.gkey = gkey
+        self.time = t
+        self.record = record
+        self.parts = [text]
+        self.floor = floor
+        self.last_off = off
+        self.since = now
+        self.nlines = 1
+        self.nbytes = len(text)
+        self.last_nl = text.endswith("\n")
+
+
+class MultilineStream:
+    """Multiline state of one source stream; see the module docstring for the contract."""
+
+    def __init__(self, members: list[MultilineParser], start_offset: int = 0, safe_offsets: bool = True,
+                 max_lines: int = 0, buffer_limit: int = DEFAULT_BUFFER_LIMIT) -> None:
+        self._members = members
+        self._groups: list[dict[Any, _Buf]] = [{} for _ in members]
+        self._rstate: list[dict[Any, int]] = [{} for _ in members]
+        self._pending: dict[_Buf, None] = {}  # insertion-ordered set, oldest first
+        self._lru = 0
+        # Try order per "last parser that took a line": that one first, then the rest.
+        self._orders = [[k] + [x for x in range(len(members)) if x != k] for k in range(len(members))]
+        self._prev_off: Any = start_offset
+        self._safe = safe_offsets
+        self._max_lines = max_lines
+        self._limit = buffer_limit
+        self._out_t: list[int] = []
+        self._out_r: list[dict[str, Any]] = []
+        self._out_o: list[Any] = []
+        self._track = False
+        self._now = 0.0
+        self.unparsed = 0  # lines no member's format recognised (emitted raw)
+
+    # -------------------------------------------------------------- public
+
+    @property
+    def pending_since(self) -> float | None:
+        """``time.monotonic()`` when the oldest held line arrived; None when nothing is held."""
+        if not self._pending:
+            return None
+        return min(b.since for b in self._pending)
+
+    @property
+    def pending(self) -> int:
+        """Lines currently held."""
+        return sum(b.nlines for b in self._pending)
+
+    @property
+    def safe_offset(self) -> Any:
+        """Offset up to which every line fed has been emitted (start of the oldest held line)."""
+        if not self._pending:
+            return self._prev_off
+        return min(b.floor for b in self._pending)
+
+    def feed(self, times: list[int], records: list[dict[str, Any]], offsets: list[int] | None = None
+             ) -> tuple[list[int], list[dict[str, Any]], list[int]]:
+        """Process records in order; return the completed ones (see module docstring)."""
+        return self._run(times, records, None, offsets)
+
+    def feed_lines(self, times: list[int], lines: list[bytes | str], offsets: list[int] | None = None
+                   ) -> tuple[list[int], list[dict[str, Any]], list[int]]:
+        """Like ``feed`` for raw lines (tail's hot path): no ``{"log": line}`` dict is built
+        for lines a format parser (docker/cri) decodes."""
+        return self._run(times, None, lines, offsets)
+
+    def flush(self) -> tuple[list[int], list[dict[str, Any]], list[int]]:
+        """Emit everything held, oldest first."""
+        self._begin(self._track)
+        for buf in list(self._pending):
+            self._flush_buf(buf)
+        return self._end()
+
+    def flush_expired(self, now: float | None = None) -> tuple[list[int], list[dict[str, Any]], list[int]]:
+        """Emit records held longer than their parser's ``flush_timeout``."""
+        now = time.monotonic() if now is None else now
+        self._begin(self._track)
+        for buf in list(self._pending):
+            if now - buf.since >= self._members[buf.member].flush_timeout:
+                self._flush_buf(buf)
+        return self._end()
+
+    # -------------------------------------------------------------- internals
+
+    def _begin(self, track: bool) -> None:
+        self._out_t, self._out_r, self._out_o = [], [], []
+        self._track = track
+
+    def _end(self) -> tuple[list[int], list[dict[str, Any]], list[int]]:
+        out = (self._out_t, self._out_r, self._out_o)
+        self._out_t, self._out_r, self._out_o = [], [], []
+        return out
+
+    def _emit(self, t: int, rec: dict[str, Any], off: Any) -> None:
+        self._out_t.append(t)
+        self._out_r.append(rec)
+        if self._track:
+            if self._safe and self._pending:
+                floor = min(b.floor for b in self._pending)
+                if floor < off:
+                    off = floor
+            self._out_o.append(off)
+
+    def _flush_buf(self, buf: _Buf) -> None:
+        del self._pending[buf]
+        groups = self._groups[buf.member]
+        if groups.get(buf.gkey) is buf:
+            del groups[buf.gkey]
+        if buf.nlines == 1:
+            rec = buf.record
+        else:
+            rec = dict(buf.record)
+            rec[self._members[buf.member].key_content] = "".join(buf.parts)
+        self._emit(buf.time, rec, buf.last_off)
+
+    def _flush_member(self, j: int) -> None:
+        for buf in list(self._groups[j].values()):
+            self._flush_buf(buf)
+
+    def _open(self, j: int, gkey: Any, t: int, rec: dict[str, Any], text: str, off: Any) -> _Buf:
+        buf = _Buf(j, gkey, t, rec, text, self._prev_off, off, self._now)
+        self._groups[j][gkey] = buf
+        self._pending[buf] = None
+        return buf
+
+    def _append(self, buf: _Buf, text: str, off: Any, newline: bool) -> None:
+        if newline:
+            # Fluent Bit's joining: a "\n" between lines unless the text so far ends with
+            # one; an empty line adds a "\n" of its own.
+            if not buf.last_nl:
+                buf.parts.append("\n")
+                buf.nbytes += 1
+            if not text:
+                text = "\n"
+        buf.parts.append(text)
+        buf.nbytes += len(text)
+        buf.nlines += 1
+        buf.last_off = off
+        buf.last_nl = text.endswith("\n") if text else buf.last_nl
+        if (self._max_lines and buf.nlines >= self._max_lines) or buf.nbytes >= self._limit:
+            self._flush_buf(buf)
+
+    def _process(self, j: int, t: int, rec: dict[str, Any], off: Any) -> bool:
+        """Offer one record to member ``j``; False (and no side effect) if it does not take it."""
+        m = self._members[j]
+        content = rec.get(m.key_content)
+        if type(content) is not str:
+            return False
+        gkey = None
+        if m.key_group is not None:
+            gkey = rec.get(m.key_group)
+            if type(gkey) is not str:
+                gkey = None
+        mtype = m.type
+        if mtype == "regex":
+            return self._process_regex(j, m, t, rec, content, gkey, off)
+        if mtype == "endswith":
+            ms = m.match_string
+            if len(ms) > len(content):
+                return False
+            complete = content.endswith(ms) != m.negate
+        else:  # equal
+            pat = content
+            if m.key_pattern is not None:
+                pv = rec.get(m.key_pattern)
+                if type(pv) is str:
+                    pat = pv
+            complete = (pat == m.match_string) != m.negate
+        buf = self._groups[j].get(gkey)
+        if buf is None:
+            if complete:
+                self._emit(t, rec, off)
+            else:
+                self._open(j, gkey, t, rec, content, off)
+            return True
+        buf.parts.append(content)
+        buf.nbytes += len(content)
+        buf.nlines += 1
+        buf.last_off = off
+        if complete or (self._max_lines and buf.nlines >= self._max_lines) or buf.nbytes >= self._limit:
+            self._flush_buf(buf)
+        return True
+
+    def _process_regex(self, j: int, m: MultilineParser, t: int, rec: dict[str, Any], content: str,
+                       gkey: Any, off: Any) -> bool:
+        text = content[:-1] if content.endswith("\n") else content  # match the line, not its terminator
+        states = self._rstate[j]
+        cur = states.get(gkey)
+        buf = self._groups[j].get(gkey)
+        rule = None
+        if cur is not None:
+            for r in m.cont[cur]:
+                if r.regex.search(text):
+                    rule = r
+                    if buf is None:
+                        # Continuation after a timeout flush: it starts a record of its own.
+                        buf = self._open(j, gkey, t, rec, content, off)
+                    else:
+                        self._append(buf, content, off, True)
+                    break
+        if rule is None:
+            for r in m.starts:
+                if r.regex.search(text):
+                    rule = r
+                    if buf is not None:
+                        self._flush_buf(buf)
+                    buf = self._open(j, gkey, t, rec, content, off)
+                    break
+        if rule is None:
+            return False
+        states[gkey] = rule.index
+        if m.next_is_start[rule.index]:
+            buf = self._groups[j].get(gkey)
+            if buf is not None:
+                self._flush_buf(buf)
+            del states[gkey]
+        return True
+
+
+    def _line(self, i: int, t: int, off: Any, records: list[dict[str, Any]] | None, lines: list[Any] | None,
+              pre: list[Any] | None, pre_j: int) -> None:
+        """One line through the general path: offer it to the parsers, or emit it as it is."""
+        members = self._members
+        nmembers = len(members)
+        raw_rec = records[i] if records is not None else None
+        taken = False
+        lru = self._lru
+        for j in self._orders[lru]:
+            m = members[j]
+            if m.format is not None:
+                if pre is not None and j == pre_j:
+                    parsed = pre[i]
+                else:
+                    src = lines[i] if lines is not None else raw_rec.get(m.key_content)  # type: ignore[union-attr]
+                    parsed = m.format.parse_one(src)
+                if parsed is not None:
+                    pt, rec = parsed
+                    taken = self._process(j, t if pt is None else pt, rec, off)
+            else:
+                rec = raw_rec if raw_rec is not None else {m.key_content: _text(lines[i])}  # type: ignore[index]
+                taken = self._process(j, t, rec, off)
+            if taken:
+                break
+            if j == lru and nmembers > 1:
+                # The stream's parser did not take the line: whatever it was
+                # building is over (keeps records in order when another takes over).
+                self._flush_member(lru)
+        if taken:
+            self._lru = j
+        else:
+            if any(mm.format is not None for mm in members):
+                self.unparsed += 1
+            for buf in list(self._pending):
+                self._flush_buf(buf)
+            if raw_rec is None:
+                raw_rec = {members[0].key_content: _text(lines[i])}  # type: ignore[index]
+            self._emit(t, raw_rec, off)
+
+    def _run(self, times: list[int], records: list[dict[str, Any]] | None, lines: list[Any] | None,
+             offsets: list[int] | None) -> tuple[list[int], list[dict[str, Any]], list[int]]:
+        self._begin(offsets is not None)
+        self._now = time.monotonic()
+        members = self._members
+        n = len(times)
+        track = offsets is not None
+        # Decode the whole batch with the stream's current parser when it has a line
+        # format (docker/cri): one tight loop instead of per-line dispatch.
+        pre_j = self._lru
+        pre: list[Any] | None = None
+        fmt = members[pre_j].format
+        if fmt is not None and n:
+            key = members[pre_j].key_content
+            texts = lines if lines is not None else [r.get(key) for r in records]  # type: ignore[union-attr]
+            pre = fmt.parse_batch(texts)
+        # Fast path (docker/cri, the common case): a decoded, complete line while nothing
+        # is held is emitted as it is, without the general dispatch below.
+        fast = pre is not None and members[pre_j].type in ("endswith", "equal")
+        fm = members[pre_j]
+        fkey, fms, fneg, fpat = fm.key_content, fm.match_string, fm.negate, fm.key_pattern
+        fends = fm.type == "endswith"
+        out_t, out_r, out_o = self._out_t, self._out_r, self._out_o
+        for i in range(n):
+            t = times[i]
+            off = offsets[i] if track else None  # type: ignore[index]
+            if fast and not self._pending and self._lru == pre_j:
+                parsed = pre[i]  # type: ignore[index]
+                if parsed is not None:
+                    rec = parsed[1]
+                    content = rec.get(fkey)
+                    if type(content) is str:
+                        if fends:
+                            done = len(content) >= len(fms) and content.endswith(fms) != fneg
+                        else:
+                            pv = rec.get(fpat) if fpat is not None else content
+                            done = ((pv if type(pv) is str else content) == fms) != fneg
+                        if done:
+                            out_t.append(t if parsed[0] is None else parsed[0])
+                            out_r.append(rec)
+                            if track:
+                                out_o.append(off)
+                                self._prev_off = off
+                            continue
+            self._line(i, t, off, records, lines, pre, pre_j)
+            if track:
+                self._prev_off = off
+        return self._end()
+
+
+def _text(x: Any) -> str:
+    if type(x) is str:
+        return x
+    if x is None:
+        return ""
+    return bytes(x).decode("utf-8", "replace")

@@ -1,0 +1,318 @@
+"""The ``influxdb`` output: records as line protocol points to InfluxDB (API v1 or v2).
+
+Options are Fluent Bit's (``Host``, ``Port``, ``Database``, ``Bucket``, ``Org``,
+``Sequence_Tag``, ``HTTP_User``/``HTTP_Passwd``, ``HTTP_Token``, ``HTTP_Header``,
+``Tag_Keys``, ``Auto_Tags``, ``Tags_List_Enabled``/``Tags_List_Key``, ``Uri``,
+``Add_Integer_Suffix``, ``tls.*``) plus ``Precision``, ``Measurement`` and
+``Measurement_Key``. As in Fluent Bit the measurement is the record's tag unless
+configured otherwise, and ``Bucket`` (or ``HTTP_Token``) selects the v2 API
+(``/api/v2/write?org=&bucket=``, ``Authorization: Token``).
+
+Delivery, and what each answer means for the chunk:
+
+- 2xx: every point was written.
+- 400 / 413 / 422: some or all points were refused for good (type conflict, unparsable
+  line, too large, outside the retention policy). The server says how many it dropped
+  and names only the first offender, and with InfluxDB 1.x the other points of the
+  request *were* written. So the request is split in halves and re-sent, recursively,
+  until each refused point is alone in a request that fails: exactly those points are
+  refused (dead-lettered) with the server's own message, the rest are delivered.
+  Re-sending a point already written is harmless: InfluxDB stores one value per series,
+  field and timestamp, so writing the same point again overwrites it with itself. That
+  holds because a record always serializes to the same line, sequence tag included (the
+  value is remembered per in-flight record until it is resolved). When the server says it
+  dropped every point of a request (``dropped=N`` with N = points sent), they are all
+  refused without splitting further.
+- 401 / 403, 404 (unknown database), 429, 5xx, timeouts and connection errors: nothing
+  is refused; the whole chunk (or, in the middle of a split, what is not yet resolved) is
+  retried by the engine. Authentication failures are logged as such and counted in
+  ``auth_failures`` (Fluent Bit also retries).
+
+Metrics added here: ``requests`` and ``latency_seconds_sum`` (time spent in requests),
+``skipped_records`` (records with no field to write), ``auth_failures``.
+"""
+
+from __future__ import annotations
+
+import re
+import ssl
+import time
+import urllib.parse
+from typing import Any
+
+import httpx
+import orjson
+
+from logfwd.lineproto import LineEncoder, next_seq
+from logfwd.options import Option
+from logfwd.plugin import Chunk, ConfigValueError, Output, Result
+
+_BAD_DATA = (400, 413, 422)
+_DROPPED_RE = re.compile(r"dropped=(\d+)")
+_SEQ_MEMO_MAX = 1_000_000
+_V1_PRECISION = {"ns": "n", "us": "u", "ms": "ms", "s": "s"}
+_OFF = {"off", "false", "no", "none", ""}
+
+
+class InfluxDBOutput(Output):
+    name = "influxdb"
+    description = "InfluxDB time series database (line protocol, API v1 or v2)"
+    options = (
+        Option("Host", "str", "127.0.0.1", "InfluxDB host name or IP address"),
+        Option("Port", "int", "8086", "InfluxDB HTTP port", minimum=1),
+        Option("Database", "str", "fluentbit", "database (API v1); ignored when Bucket is set"),
+        Option("Bucket", "str", None, "bucket (API v2); setting it selects the v2 API"),
+        Option("Org", "str", "fluent", "organization of the bucket (API v2)"),
+        Option("Sequence_Tag", "str", "_seq",
+               "tag whose value increases per point so equal timestamps stay distinct; off disables it"),
+        Option("HTTP_User", "str", None, "user for HTTP basic authentication"),
+        Option("HTTP_Passwd", "str", "", "password of HTTP_User"),
+        Option("HTTP_Token", "str", None, "API token (Authorization: Token); selects the v2 API, "
+               "HTTP_User/HTTP_Passwd are then ignored"),
+        Option("HTTP_Header", "str", None, "extra request header 'Name value' (repeatable)", multi=True),
+        Option("Tag_Keys", "list", None, "record keys written as tags (space or comma separated)"),
+        Option("Auto_Tags", "bool", "off", "write every string value as a tag"),
+        Option("Tags_List_Enabled", "bool", "off", "tag the keys listed in each record's Tags_List_Key"),
+        Option("Tags_List_Key", "str", "tags", "record key holding a list of key names to tag"),
+        Option("Uri", "str", None, "custom request path (and query) instead of /write or /api/v2/write"),
+        Option("Add_Integer_Suffix", "bool", "off", "write integers as InfluxDB integers (123i), not floats"),
+        Option("Precision", "str", "ns", "timestamp precision of the written points",
+               choices=("ns", "us", "ms", "s", "n", "u")),
+        Option("Measurement", "str", None, "measurement name (default: the record's tag)"),
+        Option("Measurement_Key", "str", None, "record key whose value is the measurement (not written)"),
+        Option("tls", "bool", "off", "use HTTPS"),
+        Option("tls.verify", "bool", "on", "verify the server certificate"),
+        Option("tls.ca_file", "str", None, "CA certificates file (PEM)"),
+        Option("tls.ca_path", "str", None, "directory of CA certificates"),
+        Option("tls.crt_file", "str", None, "client certificate (PEM)"),
+        Option("tls.key_file", "str", None, "client private key (PEM)"),
+        Option("tls.key_passwd", "str", None, "password of tls.key_file"),
+        Option("tls.vhost", "str", None, "host name for SNI and the Host header"),
+        Option("tls.debug", "int", "1", "accepted for Fluent Bit compatibility"),
+        Option("net.connect_timeout", "time", "10s", "TCP connect timeout"),
+        Option("net.io_timeout", "time", "60s", "timeout for a whole request; 0 waits forever"),
+    )
+
+    # ------------------------------------------------------------ setup
+
+    def setup(self) -> None:
+        c = self.config
+        self.token: str | None = c["http_token"] or None
+        self.v2 = bool(c["bucket"]) or self.token is not None
+        precision = {"n": "ns", "u": "us"}.get(c["precision"], c["precision"])
+        self.precision: str = precision
+        seq = c["sequence_tag"]
+        seq_name = None if seq is None or seq.strip().lower() in _OFF else seq.strip()
+        tags_list_key = c["tags_list_key"] if c["tags_list_enabled"] else None
+        self.encoder = LineEncoder(
+            measurement=c["measurement"] or None,
+            measurement_key=c["measurement_key"] or None,
+            tag_keys=c["tag_keys"] or (),
+            auto_tags=c["auto_tags"],
+            tags_list_key=tags_list_key,
+            add_integer_suffix=c["add_integer_suffix"],
+            precision=precision,
+            sequence_tag=seq_name,
+        )
+        self.path = self._request_path()
+        self.headers: dict[str, str] = {"User-Agent": "logfwd", "Content-Type": "text/plain; charset=utf-8"}
+        for h in c["http_header"] or ():
+            name, _, value = str(h).strip().partition(" ")
+            if not name or not value.strip():
+                raise ConfigValueError("http_header", f"expected 'Name value', got {h!r}")
+            self.headers[name] = value.strip()
+        self.auth: tuple[str, str] | None = None
+        if self.token is not None:
+            self.headers["Authorization"] = f"Token {self.token}"
+        elif c["http_user"]:
+            self.auth = (c["http_user"], c["http_passwd"] or "")
+        scheme = "https" if c["tls"] else "http"
+        host = c["host"]
+        if ":" in host and not host.startswith("["):
+            host = f"[{host}]"  # IPv6 literal
+        self.base_url = f"{scheme}://{host}:{c['port']}"
+        self.verify: ssl.SSLContext | bool = self._ssl_context() if c["tls"] else False
+        if c["tls"] and c["tls.vhost"]:
+            self.headers["Host"] = c["tls.vhost"]
+        io_timeout = c["net.io_timeout"] or None
+        self.timeout = httpx.Timeout(io_timeout, connect=c["net.connect_timeout"] or None)
+        self.client: httpx.AsyncClient | None = None
+        self._seq = 0
+        self._seq_memo: dict[int, tuple[int, dict[str, Any]]] = {}
+
+    def _request_path(self) -> str:
+        c = self.config
+        uri = c["uri"]
+        if uri:
+            # Keep the timestamps and the server's reading of them in agreement.
+            if "precision=" in uri:
+                return str(uri)
+            sep = "&" if "?" in uri else "?"
+            p = self.precision if self.v2 else _V1_PRECISION[self.precision]
+            return f"{uri}{sep}precision={p}"
+        if self.v2:
+            q = {"org": c["org"], "bucket": c["bucket"] or c["database"], "precision": self.precision}
+            return "/api/v2/write?" + urllib.parse.urlencode(q)
+        q = {"db": c["database"], "precision": _V1_PRECISION[self.precision]}
+        return "/write?" + urllib.parse.urlencode(q)
+
+    def _ssl_context(self) -> ssl.SSLContext:
+        c = self.config
+        try:
+            ctx = ssl.create_default_context(cafile=c["tls.ca_file"], capath=c["tls.ca_path"])
+            if not c["tls.verify"]:
+                ctx.check_hostname = False
+                ctx.verify_mode = ssl.CERT_NONE
+            if c["tls.crt_file"]:
+                ctx.load_cert_chain(c["tls.crt_file"], c["tls.key_file"], c["tls.key_passwd"])
+        except (OSError, ssl.SSLError) as e:
+            raise ConfigValueError("tls.ca_file", f"cannot load TLS files: {e}") from None
+        return ctx
+
+    # ------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        self.client = httpx.AsyncClient(
+            base_url=self.base_url,
+            headers=self.headers,
+            auth=self.auth,
+            timeout=self.timeout,
+            verify=self.verify,
+        )
+        api = "v2" if self.v2 else "v1"
+        self.log.info("writing to %s%s (API %s)", self.base_url, self.path.split("?")[0], api)
+
+    async def stop(self) -> None:
+        if self.client is not None:
+            await self.client.aclose()
+            self.client = None
+
+    # ------------------------------------------------------------ sequence tag
+
+    def _seqs_for(self, records: list[dict[str, Any]]) -> list[int]:
+        """Each record's sequence value: new records get the next one, re-sent ones keep theirs."""
+        memo = self._seq_memo
+        out: list[int] = []
+        for r in records:
+            e = memo.get(id(r))
+            if e is None or e[1] is not r:
+                e = (self._seq, r)
+                self._seq = next_seq(self._seq)
+                memo[id(r)] = e
+            out.append(e[0])
+        while len(memo) > _SEQ_MEMO_MAX:  # records the engine gave up on without telling us
+            del memo[next(iter(memo))]
+        return out
+
+    def _forget(self, records: list[dict[str, Any]], keep: set[int]) -> None:
+        memo = self._seq_memo
+        for i, r in enumerate(records):
+            if i not in keep:
+                e = memo.get(id(r))
+                if e is not None and e[1] is r:
+                    del memo[id(r)]
+
+    # ------------------------------------------------------------ flush
+
+    async def _post(self, body: bytes) -> tuple[int | None, str]:
+        """One write request: (status or None on a transport error, server or error message)."""
+        assert self.client is not None, "flush before start"
+        t0 = time.monotonic()
+        try:
+            resp = await self.client.post(self.path, content=body)
+        except httpx.HTTPError as e:
+            return None, f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
+        finally:
+            self.metrics.inc("requests")
+            self.metrics.inc("latency_seconds_sum", time.monotonic() - t0)
+        if 200 <= resp.status_code < 300:
+            return resp.status_code, ""
+        return resp.status_code, _error_text(resp)
+
+    async def flush(self, chunk: Chunk) -> Result:
+        records = chunk.records
+        seqs = self._seqs_for(records) if self.encoder.sequence_tag else None
+        enc = self.encoder.encode(chunk.tag, chunk.times, records, seqs)
+        if enc.skipped:
+            self.metrics.inc("skipped_records", len(enc.skipped))
+            self.log.warning("skipped %d record(s) with no field to write (e.g. all keys are tags)", len(enc.skipped))
+        if enc.dropped_values:
+            self.log.debug("left out %d value(s) line protocol cannot represent (NaN, infinity)", enc.dropped_values)
+        if not enc.lines:
+            if seqs is not None:
+                self._forget(records, set())
+            return Result.ok()
+
+        refused: list[tuple[int, str]] = []
+        retry: list[int] = []
+        reason = ""
+        stack: list[list[int]] = [list(range(len(enc.lines)))]
+        while stack:
+            group = stack.pop()
+            status, message = await self._post(enc.body(group))
+            if status is not None and 200 <= status < 300:
+                continue
+            if status in _BAD_DATA:
+                text = f"HTTP {status}: {message}"
+                if len(group) == 1 or _all_dropped(message, len(group)):
+                    refused.extend((enc.index[j], text) for j in group)
+                    self.log.error("InfluxDB refused %d point(s): %s", len(group), text)
+                else:
+                    mid = len(group) // 2
+                    stack.append(group[mid:])
+                    stack.append(group[:mid])
+                continue
+            # Transient or configuration trouble: nothing is refused, what is left is retried.
+            reason = self._transient_reason(status, message)
+            retry = [enc.index[j] for j in group]
+            for g in stack:
+                retry.extend(enc.index[j] for j in g)
+            break
+
+        if seqs is not None:
+            self._forget(records, set(retry))
+        if retry and not refused and len(retry) == len(enc.lines):
+            return Result.retry_everything(reason)
+        if retry or refused:
+            return Result(retry=sorted(retry) or None, refused=sorted(refused), reason=reason or refused[0][1])
+        return Result.ok()
+
+    def _transient_reason(self, status: int | None, message: str) -> str:
+        if status is None:
+            self.log.warning("cannot reach InfluxDB at %s: %s; will retry", self.base_url, message)
+            return f"connection error: {message}"
+        if status in (401, 403):
+            self.metrics.inc("auth_failures")
+            self.log.error(
+                "InfluxDB authentication failed (HTTP %d: %s); check HTTP_User/HTTP_Passwd or HTTP_Token; will retry",
+                status, message,
+            )
+        elif status == 404:
+            self.log.error("InfluxDB answered 404 for %s (%s): does the database/bucket exist? will retry",
+                           self.path, message)
+        else:
+            self.log.warning("InfluxDB answered HTTP %d: %s; will retry", status, message)
+        return f"HTTP {status}: {message}"
+
+
+def _error_text(resp: httpx.Response) -> str:
+    """The server's error message: ``{"error": ...}`` (v1), ``{"message": ...}`` (v2), or the body."""
+    body = resp.content[:4000]
+    try:
+        doc = orjson.loads(body)
+        if isinstance(doc, dict):
+            msg = doc.get("error") or doc.get("message")
+            if msg:
+                return str(msg).strip()
+    except orjson.JSONDecodeError:
+        pass
+    return body.decode("utf-8", "replace").strip() or resp.reason_phrase
+
+
+def _all_dropped(message: str, n: int) -> bool:
+    """True when the server says it dropped every one of the ``n`` points it was sent."""
+    m = _DROPPED_RE.search(message)
+    return m is not None and int(m.group(1)) == n
+
+
+PLUGIN = InfluxDBOutput

@@ -1,0 +1,265 @@
+"""End to end: the real ``logfwd`` process, its config files, signals and HTTP endpoints."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import psutil
+import pytest
+
+from .backends._proc import free_port, wait_for
+
+LOGFWD = str(Path(sys.executable).parent / "logfwd")
+DATA = Path(__file__).parent / "data" / "e2e"
+
+
+def run_logfwd(*args: str, env: dict[str, str] | None = None, timeout: float = 60,
+               input: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run([LOGFWD, *args], capture_output=True, timeout=timeout, env={**os.environ, **(env or {})},
+                          input=input)
+
+
+def http_get(port: int, path: str) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+
+
+@pytest.mark.parametrize("cfg", ["pipeline.conf", "pipeline.yaml"])
+def test_config_pipeline_yields_expected_records(cfg: str, tmp_path: Path) -> None:
+    env = {"OUT_DIR": str(tmp_path), "LOGFWD_TEST_ENV": "staging"}
+    p = run_logfwd("-c", str(DATA / cfg), env=env)
+    assert p.returncode == 0, p.stderr.decode()
+    lines = [json.loads(x) for x in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert lines == [{"level": "info", "env": "staging", "msg": "hello world"}] * 5
+    # stdout (json_lines) sees the same five records, with a date key
+    out = [json.loads(x) for x in p.stdout.decode().splitlines() if x.startswith("{")]
+    assert len(out) == 5 and all(o["msg"] == "hello world" and "date" in o for o in out)
+
+
+def test_classic_and_yaml_agree(tmp_path: Path) -> None:
+    outs = []
+    for cfg in ("pipeline.conf", "pipeline.yaml"):
+        d = tmp_path / cfg
+        d.mkdir()
+        p = run_logfwd("-c", str(DATA / cfg), env={"OUT_DIR": str(d), "LOGFWD_TEST_ENV": "x"})
+        assert p.returncode == 0, p.stderr.decode()
+        outs.append((d / "out.jsonl").read_text())
+    assert outs[0] == outs[1] and outs[0]
+
+
+def test_misspelled_key_is_reported_with_file_line_and_suggestion() -> None:
+    p = run_logfwd("--dry-run", "-c", str(DATA / "typo.conf"))
+    assert p.returncode == 1
+    err = p.stderr.decode()
+    assert "typo.conf:11" in err and "Fromat" in err and "did you mean 'Format'" in err
+
+
+def test_dry_run_ok() -> None:
+    p = run_logfwd("--dry-run", "-c", str(DATA / "pipeline.conf"), env={"OUT_DIR": "/tmp", "LOGFWD_TEST_ENV": "x"})
+    assert p.returncode == 0, p.stderr.decode()
+
+
+def test_one_liner() -> None:
+    p = run_logfwd("-i", "dummy", "-p", "samples=3", "-p", 'dummy={"a":1}', "-t", "t1",
+                   "-o", "stdout", "-m", "*", "-p", "format=json_lines", "-f", "0.1")
+    assert p.returncode == 0, p.stderr.decode()
+    recs = [json.loads(x) for x in p.stdout.decode().splitlines() if x.startswith("{")]
+    assert [r["a"] for r in recs] == [1, 1, 1]
+
+
+def test_version_help_and_list() -> None:
+    assert run_logfwd("--version").stdout.decode().startswith("logfwd ")
+    listing = run_logfwd("--list-plugins").stdout.decode()
+    for name in ("dummy", "stdin", "grep", "modify", "record_modifier", "stdout", "file", "null"):
+        assert name in listing
+    h = run_logfwd("--help-plugin", "dummy").stdout.decode()
+    assert "Rate" in h and "Samples" in h and "default" in h
+    # python -m logfwd is the same command
+    m = subprocess.run([sys.executable, "-m", "logfwd", "--version"], capture_output=True)
+    assert m.stdout.decode().startswith("logfwd ")
+
+
+def test_prometheus_counts_match_delivered(tmp_path: Path) -> None:
+    port = free_port()
+    conf = tmp_path / "m.conf"
+    conf.write_text(f"""
+[SERVICE]
+    Flush        0.1
+    HTTP_Server  On
+    HTTP_Listen  127.0.0.1
+    HTTP_Port    {port}
+
+[INPUT]
+    Name     stdin
+    Tag      in
+
+[OUTPUT]
+    Name     file
+    Match    *
+    Path     {tmp_path}
+    File     out.txt
+    Format   plain
+""")
+    proc = subprocess.Popen([LOGFWD, "-c", str(conf)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    try:
+        assert proc.stdin is not None
+        proc.stdin.write(b"".join(b'{"n": %d}\n' % i for i in range(1234)))
+        proc.stdin.flush()
+        out = tmp_path / "out.txt"
+        wait_for(lambda: out.exists() and len(out.read_text().splitlines()) == 1234, 30, "records in the file")
+        from prometheus_client.parser import text_string_to_metric_families
+
+        def prom() -> dict[str, float]:
+            _, body = http_get(port, "/api/v1/metrics/prometheus")
+            vals = {}
+            for fam in text_string_to_metric_families(body.decode()):
+                for s in fam.samples:
+                    vals[f"{s.name}{{{s.labels.get('name', '')}}}"] = s.value
+            return vals
+
+        wait_for(lambda: prom().get("logfwd_output_proc_records_total{file.0}") == 1234, 10, "metrics")
+        vals = prom()
+        assert vals["logfwd_input_records_total{stdin.0}"] == 1234
+        status, body = http_get(port, "/api/v1/metrics")
+        assert status == 200 and json.loads(body)["output"]["file.0"]["proc_records"] == 1234
+        assert http_get(port, "/api/v1/health")[0] == 200
+        assert json.loads(http_get(port, "/api/v1/uptime")[1])["uptime_sec"] >= 0
+        assert "logfwd" in json.loads(http_get(port, "/")[1])
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=20)
+    assert proc.returncode == 0
+
+
+def test_sigterm_delivers_everything_buffered(tmp_path: Path) -> None:
+    """A long flush interval keeps records buffered; SIGTERM must still deliver them all."""
+    port = free_port()
+    conf = tmp_path / "s.yaml"
+    conf.write_text(f"""
+service:
+  flush: 60
+  grace: 10
+  http_server: on
+  http_listen: 127.0.0.1
+  http_port: {port}
+pipeline:
+  inputs:
+    - name: stdin
+  outputs:
+    - name: file
+      match: '*'
+      path: {tmp_path}
+      file: out.txt
+      format: plain
+""")
+    proc = subprocess.Popen([LOGFWD, "-c", str(conf)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    n = 5000
+    assert proc.stdin is not None
+    proc.stdin.write(b"".join(b'{"n": %d}\n' % i for i in range(n)))
+    proc.stdin.flush()
+
+    def read_in() -> float:
+        return json.loads(http_get(port, "/api/v1/metrics")[1])["input"]["stdin.0"]["records"]
+
+    wait_for(lambda: read_in() == n, 30, "input to read everything")
+    assert not (tmp_path / "out.txt").exists()  # still buffered: flush is 60 s away
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err.decode()
+    got = [json.loads(x)["n"] for x in (tmp_path / "out.txt").read_text().splitlines()]
+    assert got == list(range(n))
+
+
+def test_second_signal_exits_at_once(tmp_path: Path) -> None:
+    conf = tmp_path / "s.conf"
+    # An output that can never deliver keeps the first SIGTERM's drain waiting for the whole grace period.
+    conf.write_text(f"""
+[SERVICE]
+    Flush   0.1
+    Grace   60
+    storage.path {tmp_path}
+
+[INPUT]
+    Name dummy
+    Rate 50
+
+[OUTPUT]
+    Name  file
+    Match *
+    Path  {tmp_path}/no/such/dir/and/mkdir/off
+    Mkdir off
+    Retry_Limit no_limits
+""")
+    proc = subprocess.Popen([LOGFWD, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    time.sleep(1.5)
+    proc.send_signal(signal.SIGTERM)
+    time.sleep(0.5)
+    assert proc.poll() is None  # still draining
+    t0 = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=5)
+    assert time.monotonic() - t0 < 3 and proc.returncode != 0
+
+
+@pytest.mark.slow
+def test_slow_output_keeps_rss_bounded_while_1gb_flows(tmp_path: Path) -> None:
+    """1 GB through stdin → stdout into a slowly read pipe with mem_buf_limit 1M: RSS stays bounded."""
+    line = b'{"pad": "' + b"x" * 4080 + b'"}\n'
+    total = 1 << 30
+    n = total // len(line)
+    proc = subprocess.Popen(
+        [LOGFWD, "-i", "stdin", "-p", "mem_buf_limit=1M", "-o", "stdout", "-m", "*", "-p", "format=json_lines",
+         "-p", "json_date_key=false", "-f", "0.2"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+    )
+    ps = psutil.Process(proc.pid)
+    peak = 0
+    stop = threading.Event()
+
+    def feed() -> None:
+        assert proc.stdin is not None
+        chunk = line * 256
+        sent = 0
+        while sent < n:
+            proc.stdin.write(chunk[: min(256, n - sent) * len(line)])
+            sent += min(256, n - sent)
+        proc.stdin.close()
+
+    def sample() -> None:
+        nonlocal peak
+        while not stop.is_set():
+            try:
+                peak = max(peak, ps.memory_info().rss)
+            except psutil.Error:
+                return
+            time.sleep(0.05)
+
+    threads = [threading.Thread(target=feed, daemon=True), threading.Thread(target=sample, daemon=True)]
+    for t in threads:
+        t.start()
+    assert proc.stdout is not None
+    got = 0
+    while True:
+        buf = proc.stdout.read(1 << 20)  # a slow-ish reader: 1 MiB at a time with a pause
+        if not buf:
+            break
+        got += buf.count(b"\n")
+        time.sleep(0.001)
+    proc.wait(timeout=60)
+    stop.set()
+    assert got == n
+    assert proc.returncode == 0
+    assert peak < 150 * 1024 * 1024, f"peak RSS {peak / 2**20:.0f} MiB"

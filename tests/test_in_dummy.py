@@ -1,0 +1,190 @@
+"""The dummy input: Fluent Bit's options, its schedule, and batching at high rates."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import pytest
+import trio
+
+from logfwd.engine.batch import Batch, MemBudget
+from logfwd.metrics import INPUT_COUNTERS, Counters
+from logfwd.plugin import ConfigValueError, Emitter, PluginContext, find_plugin
+
+NS = 1_000_000_000
+
+
+def make(**raw: str) -> Any:
+    cls = find_plugin("input", "dummy")
+    opts = {o.key: o for o in cls.options}
+    config = {k: o.default_value() for k, o in opts.items()}
+    for k, v in raw.items():
+        config[k.lower()] = opts[k.lower()].convert(v)
+    ctx = PluginContext("dummy.0", Counters(INPUT_COUNTERS), logging.getLogger("test.dummy"),
+                        raw=[(k.lower(), v) for k, v in raw.items()])
+    plugin = cls(config, ctx)
+    plugin.setup()
+    return plugin
+
+
+def collect(plugin: Any, timeout: float = 10.0) -> tuple[list[Batch], float]:
+    """Run the input to completion; the batches it emitted and how long it took."""
+    batches: list[Batch] = []
+
+    async def dispatch(b: Batch) -> None:
+        batches.append(b)
+
+    async def main() -> float:
+        emitter = Emitter("dummy.0", MemBudget(0), dispatch, plugin.metrics)
+        t0 = time.monotonic()
+        with trio.fail_after(timeout):
+            await plugin.run(emitter)
+        return time.monotonic() - t0
+
+    return batches, trio.run(main)
+
+
+def flat(batches: list[Batch]) -> tuple[list[int], list[dict[str, Any]]]:
+    times = [t for b in batches for t in b.times]
+    records = [r for b in batches for r in b.records]
+    return times, records
+
+
+def test_defaults_emit_fluent_bits_record_and_stop_after_samples() -> None:
+    p = make(Samples="3", Rate="50", Flush_on_startup="on")
+    batches, _ = collect(p)
+    times, records = flat(batches)
+    assert records == [{"message": "dummy"}] * 3
+    assert all(b.tag == "dummy.0" for b in batches)
+    assert times == sorted(times) and len(set(times)) == 3
+    assert abs(times[0] - time.time_ns()) < 5 * NS
+    assert p.metrics["records"] == 3 and p.metrics["bytes"] > 0
+
+
+def test_custom_record_copies_and_independent_records() -> None:
+    p = make(Dummy='{"level":"info","ctx":{"user":"a"},"n":[1,2]}', Samples="2", Copies="3", Rate="100",
+             Flush_on_startup="on")
+    times, records = flat(collect(p)[0])
+    assert len(records) == 6
+    assert all(r == {"level": "info", "ctx": {"user": "a"}, "n": [1, 2]} for r in records)
+    # The three copies of an event share its time; the two events differ.
+    assert times[0] == times[1] == times[2] and times[3] == times[4] == times[5] and times[3] > times[0]
+    # A filter editing one record (even a nested map) must not edit the others.
+    records[0]["ctx"]["user"] = "changed"
+    records[0]["level"] = "x"
+    assert records[1] == {"level": "info", "ctx": {"user": "a"}, "n": [1, 2]}
+
+
+def test_array_of_records() -> None:
+    p = make(Dummy='[{"a":1},{"b":2}]', Samples="2", Rate="100", Flush_on_startup="on")
+    _, records = flat(collect(p)[0])
+    assert records == [{"a": 1}, {"b": 2}, {"a": 1}, {"b": 2}]
+
+
+def test_start_time_and_interval() -> None:
+    # Interval_nsec overrides Rate; Start_time_sec fixes the first timestamp and
+    # later ones advance by the interval.
+    p = make(Start_time_sec="1500000000", Start_time_nsec="5", Interval_nsec="20000000", Rate="1",
+             Samples="4", Flush_on_startup="on")
+    times, _ = flat(collect(p)[0])
+    assert times == [1500000000 * NS + 5 + i * 20_000_000 for i in range(4)]
+
+
+def test_fixed_timestamp() -> None:
+    p = make(Start_time_sec="1000", Fixed_timestamp="on", Rate="100", Samples="5", Flush_on_startup="on")
+    times, _ = flat(collect(p)[0])
+    assert times == [1000 * NS] * 5
+
+
+def test_flush_on_startup_controls_first_event() -> None:
+    _, fast = collect(make(Rate="2", Samples="1", Flush_on_startup="on"))
+    assert fast < 0.3
+    _, slow = collect(make(Rate="2", Samples="1"))
+    assert slow >= 0.45  # first event only after one interval (0.5 s)
+
+
+def test_rate_is_kept() -> None:
+    p = make(Rate="40")
+    batches: list[Batch] = []
+
+    async def dispatch(b: Batch) -> None:
+        batches.append(b)
+
+    async def main() -> None:
+        emitter = Emitter("dummy.0", MemBudget(0), dispatch, p.metrics)
+        with trio.move_on_after(1.0):
+            await p.run(emitter)
+
+    trio.run(main)
+    n = sum(len(b) for b in batches)
+    assert 25 <= n <= 41  # 40/s for 1 s, first one after 25 ms
+
+
+def test_high_rate_emits_in_batches() -> None:
+    p = make(Rate="100000", Samples="30000")
+    batches, elapsed = collect(p, timeout=30)
+    n = sum(len(b) for b in batches)
+    assert n == 30000
+    # ~10 000 records per 100 ms tick, never one emit per record.
+    assert len(batches) <= 12
+    assert max(len(b) for b in batches) >= 5000
+    assert elapsed >= 0.2  # the schedule holds: 30 000 at 100 000/s is 0.3 s
+    times = [t for b in batches for t in b.times]
+    assert times == sorted(times) and len(set(times)) == n
+    assert times[-1] - times[0] == pytest.approx(0.3 * NS, rel=0.01)
+
+
+def test_backpressure_pauses_generation() -> None:
+    """While the pipeline holds the budget, the input waits, and does not burst afterwards."""
+    p = make(Rate="1000", Dummy='{"message":"' + "x" * 100 + '"}')
+    held = []
+    counts: list[int] = []
+
+    async def dispatch(b: Batch) -> None:
+        b.ack.add()  # the "output" keeps the batch until released below
+        held.append(b)
+
+    async def main() -> None:
+        budget = MemBudget(20_000)
+        emitter = Emitter("dummy.0", budget, dispatch, p.metrics)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(p.run, emitter)
+            await trio.sleep(1.0)
+            counts.append(sum(len(b) for b in held))  # stuck at the budget
+            assert budget.paused
+            await trio.sleep(0.5)
+            counts.append(sum(len(b) for b in held))
+            for b in held:
+                b.ack.done()
+            await trio.sleep(0.5)
+            counts.append(sum(len(b) for b in held))
+            nursery.cancel_scope.cancel()
+
+    trio.run(main)
+    assert counts[0] == counts[1] < 400  # paused: nothing more while the budget is full
+    assert counts[2] > counts[1]  # resumed
+
+
+@pytest.mark.parametrize(
+    "raw,key",
+    [
+        ({"Dummy": '{"message": "unterminated'}, "dummy"),
+        ({"Dummy": "[1, 2]"}, "dummy"),
+        ({"Dummy": '"text"'}, "dummy"),
+        ({"Metadata": "{oops}"}, "metadata"),
+    ],
+)
+def test_invalid_json_is_a_config_error(raw: dict[str, str], key: str) -> None:
+    with pytest.raises(ConfigValueError) as e:
+        make(**raw)
+    assert e.value.key == key
+
+
+def test_rate_zero_means_one_and_negative_is_refused() -> None:
+    from logfwd.options import OptionError
+
+    assert make(Rate="0").interval_ns == NS
+    with pytest.raises(OptionError):
+        make(Rate="-5")
