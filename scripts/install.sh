@@ -19,7 +19,7 @@ else
     || apt_pkgs+=(python3-dev)
 fi
 if ((want_test)); then
-  for p in influxdb systemd-journal-remote rsyslog libsystemd-dev pkg-config util-linux curl; do
+  for p in influxdb victoria-metrics systemd-journal-remote rsyslog libsystemd-dev pkg-config util-linux curl openssl; do
     dpkg -s "$p" >/dev/null 2>&1 || apt_pkgs+=("$p")
   done
   command -v systemd-cat >/dev/null || apt_pkgs+=(systemd)

@@ -1,0 +1,305 @@
+"""InfluxDB line protocol serializer: a pure function over a chunk (no I/O).
+
+One record becomes one point::
+
+    measurement[,seq_tag=N][,tag=value...] field=value[,field=value...] timestamp
+
+The rules below were checked against a real InfluxDB 1.6 server (its parser is the one
+InfluxDB 2.x still uses):
+
+- measurement: ``,`` and space are backslash-escaped; tag keys, tag values and field keys:
+  ``,``, ``=`` and space. A backslash before any other character is kept literally by the
+  server, so backslashes are *not* doubled (Fluent Bit doubles them, which stores ``\\\\``).
+- A name ending in a backslash cannot be written at all (the server reads the backslash as
+  escaping the separator that follows), so such a name gets ``_`` appended. An odd run of
+  backslashes right before an escaped character gets one more backslash (the server's line
+  scanner would otherwise pair the wrong backslashes); that name reads back with the extra
+  backslash. Newlines and
+  carriage returns cannot appear in names; they are written as the two characters ``\\n`` /
+  ``\\r``. Empty tag values and empty keys are left out (the server refuses them).
+- ``time`` is not accepted as a tag or field key (the server refuses the point, or silently
+  drops the field); it is written as ``time_``.
+- string field values: ``"`` and ``\\`` are escaped, newlines are kept as is.
+- integers: ``123i`` with ``add_integer_suffix`` (outside the signed 64-bit range they are
+  written without the suffix, as floats); otherwise plain ``123`` which InfluxDB stores as a
+  float (Fluent Bit's default). Floats use Python's shortest round-trip repr; NaN and
+  infinities are not representable and are left out. Booleans are ``true``/``false``;
+  ``None`` is left out (a missing value); bytes are decoded as UTF-8.
+- nested maps are flattened with ``.`` (``{"k8s": {"pod": "x"}}`` → ``k8s.pod``), lists and
+  other values become JSON strings.
+- records left with no field at all are skipped: their indices are reported so the caller
+  can count them (``skipped_records``).
+
+The sequence tag follows Fluent Bit's ``Sequence_Tag``: a tag whose value increases from
+point to point (wrapping at 100000) so that points with the same timestamp stay distinct
+series instead of overwriting each other. The caller passes the values in (``seqs``) so
+that a re-sent record keeps its value and re-sending stays idempotent.
+
+Kept small and allocation-light: it is the inner loop of the InfluxDB output and may move
+to Cython (``_fastparse``) later with the same signature.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+__all__ = ["LineEncoder", "Encoded", "PRECISIONS", "escape_measurement", "escape_key", "escape_string"]
+
+# Divisor from nanoseconds to each precision; keys are what users write (``ns``, ``us``...).
+PRECISIONS: dict[str, int] = {"ns": 1, "us": 1_000, "ms": 1_000_000, "s": 1_000_000_000}
+
+SEQ_WRAP = 100_000
+_INT64_MIN = -(2**63)
+_INT64_MAX = 2**63 - 1
+
+_MEASUREMENT_TABLE = str.maketrans({",": "\\,", " ": "\\ ", "\n": "\\n", "\r": "\\r"})
+_KEY_TABLE = str.maketrans({",": "\\,", "=": "\\=", " ": "\\ ", "\n": "\\n", "\r": "\\r"})
+_STRING_TABLE = str.maketrans({"\\": "\\\\", '"': '\\"'})
+
+
+# Backslash runs right before a character that gets escaped (see _escape_name).
+_RUN_BEFORE_KEY_SPECIAL = re.compile(r"(\\+)(?=[ ,=])")
+_RUN_BEFORE_MEASUREMENT_SPECIAL = re.compile(r"(\\+)(?=[ ,])")
+
+
+def _even_run(m: re.Match[str]) -> str:
+    run = m.group(1)
+    return run + "\\" if len(run) % 2 else run
+
+
+def _escape_name(name: str, table: dict[int, str], runs: re.Pattern[str]) -> str:
+    """Escape a name so that the server's two scanners agree on where it ends.
+
+    The line scanner pairs every backslash with the next character, while the tag and key
+    scanners only look at the character before a separator. A literal backslash run right
+    before an escaped character must therefore have even length (else the line scanner
+    pairs it with the escape's backslash and reads the escaped character as a separator):
+    an odd run gets one more backslash, which the server then stores. A name ending in a
+    backslash gets ``_`` appended, since the backslash would escape the separator after it.
+    """
+    if "\\" in name:
+        name = runs.sub(_even_run, name)
+        out = name.translate(table)
+        return out + "_" if out.endswith("\\") else out
+    return name.translate(table)
+
+
+def escape_measurement(name: str) -> str:
+    return _escape_name(name, _MEASUREMENT_TABLE, _RUN_BEFORE_MEASUREMENT_SPECIAL)
+
+
+def escape_key(name: str) -> str:
+    """Escape a tag key, tag value or field key."""
+    if name == "time":
+        return "time_"
+    return _escape_name(name, _KEY_TABLE, _RUN_BEFORE_KEY_SPECIAL)
+
+
+def escape_tag_value(value: str) -> str:
+    return _escape_name(value, _KEY_TABLE, _RUN_BEFORE_KEY_SPECIAL)
+
+
+def escape_string(value: str) -> str:
+    """A string field value, quotes included."""
+    return '"' + value.translate(_STRING_TABLE) + '"'
+
+
+def _json_default(v: Any) -> Any:
+    if isinstance(v, (bytes, bytearray, memoryview)):
+        return bytes(v).decode("utf-8", "replace")
+    return str(v)
+
+
+def _to_text(v: Any) -> str | None:
+    """A value as tag text; None when it has none (tags cannot be empty)."""
+    if v is None:
+        return None
+    if isinstance(v, str):
+        return v or None
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return repr(v)
+    if isinstance(v, (bytes, bytearray)):
+        return bytes(v).decode("utf-8", "replace") or None
+    return orjson.dumps(v, default=_json_default, option=orjson.OPT_NON_STR_KEYS).decode()
+
+
+def _flatten(record: dict[Any, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
+    for k, v in record.items():
+        key = k if isinstance(k, str) else (k.decode("utf-8", "replace") if isinstance(k, bytes) else str(k))
+        if prefix:
+            key = prefix + "." + key
+        if isinstance(v, dict):
+            if v:
+                yield from _flatten(v, key)
+            # an empty map has nothing to write
+        else:
+            yield key, v
+
+
+@dataclass(slots=True)
+class Encoded:
+    """What ``LineEncoder.encode`` produced for a chunk.
+
+    ``lines[j]`` is the point for record ``index[j]`` of the chunk; ``skipped`` lists the
+    records that had no field to write; ``dropped_values`` counts values left out (NaN,
+    infinities) so the caller can report them.
+    """
+
+    lines: list[str] = field(default_factory=list)
+    index: list[int] = field(default_factory=list)
+    skipped: list[int] = field(default_factory=list)
+    dropped_values: int = 0
+
+    def body(self, positions: Iterable[int] | None = None) -> bytes:
+        """The request body for all lines, or only the lines at ``positions``."""
+        if positions is None:
+            return "\n".join(self.lines).encode("utf-8", "surrogatepass")
+        lines = self.lines
+        return "\n".join([lines[j] for j in positions]).encode("utf-8", "surrogatepass")
+
+
+class LineEncoder:
+    """Turns records into line protocol according to the output's options.
+
+    - ``measurement``: fixed measurement name; ``None`` uses the chunk's tag (Fluent Bit).
+    - ``measurement_key``: record key whose (non-empty string) value names the measurement;
+      the key itself is not written.
+    - ``tag_keys``: record keys (after flattening, e.g. ``kubernetes.pod_name``) written as tags.
+    - ``auto_tags``: every string value becomes a tag (Fluent Bit's ``Auto_Tags``).
+    - ``tags_list_key``: record key holding a list of key names to tag for that record
+      (Fluent Bit's ``Tags_List_Key`` with ``Tags_List_Enabled``); the list is not written.
+    - ``add_integer_suffix``: integers as ``123i`` (InfluxDB integers) instead of floats.
+    - ``precision``: ``ns``, ``us``, ``ms`` or ``s``: the timestamp unit of the request.
+    - ``sequence_tag``: name of the sequence tag, or ``None`` for none.
+    """
+
+    def __init__(
+        self,
+        *,
+        measurement: str | None = None,
+        measurement_key: str | None = None,
+        tag_keys: Iterable[str] = (),
+        auto_tags: bool = False,
+        tags_list_key: str | None = None,
+        add_integer_suffix: bool = False,
+        precision: str = "ns",
+        sequence_tag: str | None = "_seq",
+    ) -> None:
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+        self.measurement = measurement
+        self.measurement_key = measurement_key
+        self.tag_keys = frozenset(tag_keys)
+        self.auto_tags = auto_tags
+        self.tags_list_key = tags_list_key
+        self.add_integer_suffix = add_integer_suffix
+        self.divisor = PRECISIONS[precision]
+        self.sequence_tag = escape_key(sequence_tag) if sequence_tag else None
+        self._escaped_measurements: dict[str, str] = {}
+
+    def _measurement(self, name: str) -> str:
+        m = self._escaped_measurements.get(name)
+        if m is None:
+            m = escape_measurement(name)
+            if len(self._escaped_measurements) < 10_000:
+                self._escaped_measurements[name] = m
+        return m
+
+    def field_value(self, v: Any) -> str | None:
+        """One field value in line protocol, or None when it cannot be written."""
+        if isinstance(v, str):
+            return escape_string(v)
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, int):
+            if self.add_integer_suffix and _INT64_MIN <= v <= _INT64_MAX:
+                return f"{v}i"
+            return str(v)
+        if isinstance(v, float):
+            if math.isnan(v) or math.isinf(v):
+                return None
+            return repr(v)
+        if v is None:
+            return None
+        if isinstance(v, (bytes, bytearray)):
+            return escape_string(bytes(v).decode("utf-8", "replace"))
+        return escape_string(orjson.dumps(v, default=_json_default, option=orjson.OPT_NON_STR_KEYS).decode())
+
+    def encode(
+        self,
+        tag: str,
+        times: list[int],
+        records: list[dict[str, Any]],
+        seqs: list[int] | None = None,
+    ) -> Encoded:
+        """Serialize a chunk. ``seqs[i]`` is record i's sequence-tag value (if enabled)."""
+        out = Encoded()
+        lines = out.lines
+        index = out.index
+        default_measurement = self._measurement(self.measurement or tag or "logfwd")
+        mkey = self.measurement_key
+        tlkey = self.tags_list_key
+        tag_keys = self.tag_keys
+        auto_tags = self.auto_tags
+        seq_tag = self.sequence_tag
+        divisor = self.divisor
+        field_value = self.field_value
+        dropped = 0
+
+        for i, rec in enumerate(records):
+            measurement = default_measurement
+            if mkey is not None:
+                mv = rec.get(mkey)
+                if isinstance(mv, bytes):
+                    mv = mv.decode("utf-8", "replace")
+                if isinstance(mv, str) and mv:
+                    measurement = self._measurement(mv)
+            record_tags = tag_keys
+            if tlkey is not None:
+                extra = rec.get(tlkey)
+                if isinstance(extra, (list, tuple)) and extra:
+                    record_tags = tag_keys | {str(x) for x in extra}
+
+            tags: list[str] = []
+            if seq_tag is not None and seqs is not None:
+                tags.append(f"{seq_tag}={seqs[i]}")
+            fields: list[str] = []
+            for key, v in _flatten(rec):
+                if key == mkey or key == tlkey or not key:
+                    continue
+                if key in record_tags or (auto_tags and isinstance(v, str)):
+                    text = _to_text(v)
+                    if text is not None:
+                        tags.append(escape_key(key) + "=" + escape_tag_value(text))
+                    continue
+                fv = field_value(v)
+                if fv is None:
+                    if v is not None:
+                        dropped += 1
+                    continue
+                fields.append(escape_key(key) + "=" + fv)
+
+            if not fields:
+                out.skipped.append(i)
+                continue
+            head = measurement + "," + ",".join(tags) if tags else measurement
+            ts = times[i] // divisor if divisor != 1 else times[i]
+            lines.append(f"{head} {','.join(fields)} {ts}")
+            index.append(i)
+
+        out.dropped_values = dropped
+        return out
+
+
+def next_seq(current: int) -> int:
+    """The sequence value after ``current`` (Fluent Bit wraps its counter at 100000)."""
+    n = current + 1
+    return 0 if n >= SEQ_WRAP else n
