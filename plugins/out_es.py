@@ -220,7 +220,7 @@ class EsOutput(Output):
         elif c["http_api_key"]:
             self.auth_header = f"ApiKey {c['http_api_key']}"
         if self.auth_header and not use_tls:
-            self.log.debug("credentials are sent without TLS to %s:%s", host, port)
+            self.log.warning("credentials are sent without TLS to %s:%s (set tls on)", host, port)
 
         bs = str(c["buffer_size"]).strip().lower()
         if bs in ("false", "off", "0", "unlimited"):
@@ -279,9 +279,18 @@ class EsOutput(Output):
         return ctx
 
     async def start(self) -> None:
+        import logging
+
         import httpx
         from elasticsearch import AsyncElasticsearch
 
+        # The libraries log every request (httpx at INFO) and every node failure with a
+        # traceback (elastic_transport at WARNING); this output logs each failure once,
+        # with the reason, so quiet them unless the user configured them explicitly.
+        for name, level in (("httpx", logging.WARNING), ("elastic_transport", logging.ERROR)):
+            lg = logging.getLogger(name)
+            if lg.level == logging.NOTSET:
+                lg.setLevel(level)
         c = self.config
         kwargs: dict[str, Any] = {}
         if self.use_tls:
@@ -327,14 +336,16 @@ class EsOutput(Output):
         from elastic_transport import ConnectionTimeout, SerializationError, TransportError
 
         try:
-            meta, resp = await self.transport.perform_request(method, target, body=body,
-                                                              headers=self._headers(headers))
+            # No transport-level retries: one attempt per flush, the engine retries with backoff.
+            meta, resp = await self.transport.perform_request(
+                method, target, body=body, headers=self._headers(headers),
+                max_retries=0, retry_on_status=(), retry_on_timeout=False)
         except ConnectionTimeout as e:
-            return 0, None, f"timeout: {e.message}"
+            return 0, None, f"timeout: {_describe(e)}"
         except SerializationError as e:
-            return 0, None, f"unreadable answer: {e.message}"
+            return 0, None, f"unreadable answer: {_describe(e)}"
         except TransportError as e:
-            return 0, None, f"{type(e).__name__}: {e.message}"
+            return 0, None, _describe(e)
         return meta.status, resp, None
 
     async def _settings_for_flush(self) -> esbulk.BulkSettings | str:
@@ -467,7 +478,7 @@ class EsOutput(Output):
             if st == 409 and op == "create":
                 duplicates += 1
                 continue
-            if st == 404 and op == "update" and etype == "document_missing_exception":
+            if st == 404 and op == "update" and etype in ("document_missing_exception", "index_not_found_exception"):
                 skipped += 1
                 continue
             if st == 429 or st >= 500 or etype in _RETRY_ITEM_TYPES or st == 409 or not st:
@@ -494,6 +505,30 @@ class EsOutput(Output):
 
         text = resp if isinstance(resp, str) else orjson.dumps(resp, default=str).decode()
         return text if self.buffer_size is None else text[: self.buffer_size]
+
+
+def _describe(exc: BaseException) -> str:
+    """The most telling message in an exception chain (httpx/trio wrap the real cause deeply)."""
+    seen: set[int] = set()
+    parts: list[str] = []
+    todo: list[BaseException] = [exc]
+    while todo:
+        e = todo.pop(0)
+        if id(e) in seen:
+            continue
+        seen.add(id(e))
+        text = str(getattr(e, "message", "") or e).strip()
+        if type(e).__name__ == "Cancelled":  # trio's deadline inside httpx: the timeout says it already
+            continue
+        if isinstance(e, ssl.SSLError):
+            text = f"TLS: {getattr(e, 'verify_message', None) or e.reason or e}"
+        if text and text not in parts and not any(text in p for p in parts):
+            parts.append(f"{type(e).__name__}: {text}" if not text.startswith("TLS") else text)
+        todo.extend(x for x in getattr(e, "errors", ()) or () if isinstance(x, BaseException))
+        for nxt in (e.__cause__, e.__context__):
+            if nxt is not None:
+                todo.append(nxt)
+    return "; ".join(parts[-2:]) if parts else type(exc).__name__
 
 
 def _basic(user: str, password: str) -> str:

@@ -126,14 +126,22 @@ class MemBudget:
     from ack callbacks.
     """
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, on_pause: Callable[[], None] | None = None) -> None:
         self.limit = limit
         self.used = 0
         self.paused = False
+        self.pauses = 0
+        self.on_pause = on_pause
         self._freed = trio.Event()
 
     async def acquire(self, n: int) -> None:
         while self.limit > 0 and self.used > 0 and self.used + n > self.limit:
+            if not self.paused:
+                self.pauses += 1
+                # Whatever holds our bytes may be waiting for a flush tick to fill a chunk;
+                # a paused input will not fill it, so ask for it to be flushed now.
+                if self.on_pause is not None:
+                    self.on_pause()
             self.paused = True
             await self._freed.wait()
         self.paused = False

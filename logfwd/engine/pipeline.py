@@ -101,7 +101,7 @@ class Pipeline:
             plugin = self._instantiate(sec)
             assert isinstance(plugin, Input)
             tag = sec.options.get("tag") or sec.instance
-            budget = MemBudget(int(sec.options.get("mem_buf_limit") or 0))
+            budget = MemBudget(int(sec.options.get("mem_buf_limit") or 0), self._seal_all)
             self._inputs.append(_InputSlot(plugin, Emitter(tag, budget, self.dispatch, plugin.metrics)))
 
     def _instantiate(self, sec: Any) -> Any:
@@ -175,6 +175,10 @@ class Pipeline:
                     await self._route(batch, i + 1)
                 finally:
                     batch.ack.done()
+
+    def _seal_all(self) -> None:
+        for _, buf in self._outputs:
+            buf.seal_all()
 
     async def _ticker(self) -> None:
         while True:
