@@ -33,7 +33,7 @@ OUTPUT_COUNTERS = (
     "skipped_records",
 )
 # Gauges are reported as-is (not "_total") in Prometheus.
-GAUGES = ("buffer_bytes", "buffer_records", "paused", "files_watched", "connections", "latency_seconds_sum")
+GAUGES = ("buffer_bytes", "buffer_records", "paused", "files_watched", "files_open", "connections", "udp_kernel_drops")
 
 
 class Counters(dict[str, float]):
