@@ -23,7 +23,21 @@ from . import __version__
 
 __all__ = ["main"]
 
-DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "conf" / "logfwd.yaml"
+# With no -c: the system's config, else the one shipped with the package (installed
+# under <prefix>/share/logfwd, or conf/ of a source checkout).
+DEFAULT_CONFIGS = (
+    Path("/etc/logfwd/logfwd.yaml"),
+    Path("/etc/logfwd/logfwd.conf"),
+    Path(sys.prefix) / "share" / "logfwd" / "logfwd.yaml",
+    Path(__file__).resolve().parent.parent / "conf" / "logfwd.yaml",
+)
+
+
+def default_config() -> Path:
+    for p in DEFAULT_CONFIGS:
+        if p.is_file():
+            return p
+    return DEFAULT_CONFIGS[-1]
 _PIPELINE_FLAGS = {"-i", "--input", "-F", "--filter", "-o", "--output", "-p", "--prop", "-m", "--match", "-t", "--tag"}
 
 
@@ -75,7 +89,8 @@ def _parser() -> argparse.ArgumentParser:
         "Pipeline one-liners as Fluent Bit: -i NAME [-p key=value]... [-t TAG]  -F NAME -m PATTERN [-p ...]  "
         "-o NAME -m PATTERN [-p ...]",
     )
-    p.add_argument("-c", "--config", help="config file (Fluent Bit classic .conf or YAML)")
+    p.add_argument("-c", "--config", help="config file (Fluent Bit classic .conf or YAML); default: "
+                   "/etc/logfwd/logfwd.yaml, else the shipped conf/logfwd.yaml")
     p.add_argument("-R", "--parser", action="append", default=[], help="parsers file (repeatable)")
     p.add_argument("-f", "--flush", help="flush interval (seconds)")
     p.add_argument("-H", "--http", action="store_true", help="enable the HTTP monitoring server")
@@ -165,7 +180,7 @@ def _load(args: argparse.Namespace, plugins: list[tuple[str, str, list[tuple[str
         fls = [(n, props) for k, n, props in plugins if k == "filter"]
         outs = [(n, props) for k, n, props in plugins if k == "output"]
         return config_from_cli(ins, fls, outs, overrides, list(args.parser))
-    path = args.config or str(DEFAULT_CONFIG)
+    path = args.config or str(default_config())
     cfg = load_config(path)
     if overrides or args.parser:
         # Command-line service options win over the file, as in Fluent Bit.
