@@ -35,12 +35,17 @@ point to point (wrapping at 100000) so that points with the same timestamp stay 
 series instead of overwriting each other. The caller passes the values in (``seqs``) so
 that a re-sent record keeps its value and re-sending stays idempotent.
 
-Kept small and allocation-light: it is the inner loop of the InfluxDB output and may move
-to Cython (``_fastparse``) later with the same signature.
+It is the inner loop of the InfluxDB output: escaping is done by the Cython kernels
+(``_fastparse.influx_escape`` / ``influx_string``, about 10x faster than ``str.translate``
+plus regex), escaped keys are cached across records, and values are dispatched on their
+exact type in one loop (the whole encoder is about 3.5x faster: bench/serializers.py). The original pure-Python functions stay as the reference
+(``py_escape_*``, ``LineEncoder.encode_py``): the output must match them byte for byte,
+and they are used when the extension is not built.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from collections.abc import Iterable, Iterator
@@ -48,6 +53,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
+
+try:
+    from ._fastparse import influx_escape as _influx_escape
+    from ._fastparse import influx_string as _influx_string
+except ImportError:  # pragma: no cover - an install without the compiled extension
+    _influx_escape = _influx_string = None
 
 __all__ = ["LineEncoder", "Encoded", "PRECISIONS", "escape_measurement", "escape_key", "escape_string"]
 
@@ -90,30 +101,68 @@ def _escape_name(name: str, table: dict[int, str], runs: re.Pattern[str]) -> str
     return name.translate(table)
 
 
-def escape_measurement(name: str) -> str:
+def py_escape_measurement(name: str) -> str:
+    """Reference (pure Python) of ``escape_measurement``."""
     return _escape_name(name, _MEASUREMENT_TABLE, _RUN_BEFORE_MEASUREMENT_SPECIAL)
 
 
-def escape_key(name: str) -> str:
-    """Escape a tag key, tag value or field key."""
+def py_escape_key(name: str) -> str:
+    """Reference (pure Python) of ``escape_key``."""
     if name == "time":
         return "time_"
     return _escape_name(name, _KEY_TABLE, _RUN_BEFORE_KEY_SPECIAL)
 
 
-def escape_tag_value(value: str) -> str:
+def py_escape_tag_value(value: str) -> str:
+    """Reference (pure Python) of ``escape_tag_value``."""
     return _escape_name(value, _KEY_TABLE, _RUN_BEFORE_KEY_SPECIAL)
 
 
-def escape_string(value: str) -> str:
-    """A string field value, quotes included."""
+def py_escape_string(value: str) -> str:
+    """Reference (pure Python) of ``escape_string``."""
     return '"' + value.translate(_STRING_TABLE) + '"'
+
+
+if _influx_escape is not None:
+
+    def escape_measurement(name: str) -> str:
+        return _influx_escape(name, True)
+
+    def escape_key(name: str) -> str:
+        """Escape a tag key or field key (``time`` is not accepted by the server)."""
+        if name == "time":
+            return "time_"
+        return _influx_escape(name)
+
+    escape_tag_value = _influx_escape
+    escape_string = _influx_string
+else:  # pragma: no cover
+    escape_measurement = py_escape_measurement
+    escape_key = py_escape_key
+    escape_tag_value = py_escape_tag_value
+    escape_string = py_escape_string
 
 
 def _json_default(v: Any) -> Any:
     if isinstance(v, (bytes, bytearray, memoryview)):
         return bytes(v).decode("utf-8", "replace")
     return str(v)
+
+
+def _json_text(v: Any) -> str:
+    """A list (or other non-scalar) as compact JSON text, whatever it holds.
+
+    orjson refuses lone surrogates (text decoded with ``surrogateescape``); the
+    standard library writes them as ``\\udXXX`` escapes instead, and anything it
+    cannot encode either is written with ``str`` rather than failing the chunk.
+    """
+    try:
+        return orjson.dumps(v, default=_json_default, option=orjson.OPT_NON_STR_KEYS).decode()
+    except TypeError:
+        try:
+            return json.dumps(v, default=_json_default, separators=(",", ":"))
+        except (TypeError, ValueError):
+            return str(v)
 
 
 def _to_text(v: Any) -> str | None:
@@ -128,7 +177,7 @@ def _to_text(v: Any) -> str | None:
         return repr(v)
     if isinstance(v, (bytes, bytearray)):
         return bytes(v).decode("utf-8", "replace") or None
-    return orjson.dumps(v, default=_json_default, option=orjson.OPT_NON_STR_KEYS).decode()
+    return _json_text(v)
 
 
 def _flatten(record: dict[Any, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
@@ -202,8 +251,11 @@ class LineEncoder:
         self.tags_list_key = tags_list_key
         self.add_integer_suffix = add_integer_suffix
         self.divisor = PRECISIONS[precision]
+        self._sequence_tag_raw = sequence_tag or None
         self.sequence_tag = escape_key(sequence_tag) if sequence_tag else None
         self._escaped_measurements: dict[str, str] = {}
+        # raw key -> escaped key + "=": chunks repeat the same few keys.
+        self._key_prefixes: dict[str, str] = {}
 
     def _measurement(self, name: str) -> str:
         m = self._escaped_measurements.get(name)
@@ -215,6 +267,9 @@ class LineEncoder:
 
     def field_value(self, v: Any) -> str | None:
         """One field value in line protocol, or None when it cannot be written."""
+        return self._field_value(v, escape_string)
+
+    def _field_value(self, v: Any, escape_string: Any) -> str | None:
         if isinstance(v, str):
             return escape_string(v)
         if isinstance(v, bool):
@@ -231,7 +286,7 @@ class LineEncoder:
             return None
         if isinstance(v, (bytes, bytearray)):
             return escape_string(bytes(v).decode("utf-8", "replace"))
-        return escape_string(orjson.dumps(v, default=_json_default, option=orjson.OPT_NON_STR_KEYS).decode())
+        return escape_string(_json_text(v))
 
     def encode(
         self,
@@ -240,18 +295,33 @@ class LineEncoder:
         records: list[dict[str, Any]],
         seqs: list[int] | None = None,
     ) -> Encoded:
-        """Serialize a chunk. ``seqs[i]`` is record i's sequence-tag value (if enabled)."""
+        """Serialize a chunk. ``seqs[i]`` is record i's sequence-tag value (if enabled).
+
+        Same output as ``encode_py``, restructured for speed: a flat record (the usual
+        case) is walked with ``dict.items()`` instead of a generator, escaped keys come
+        from a cache, and the common value types are dispatched on their exact type
+        before the general ``field_value``.
+        """
+        if _influx_escape is None:  # pragma: no cover
+            return self.encode_py(tag, times, records, seqs)
         out = Encoded()
         lines = out.lines
         index = out.index
+        skipped = out.skipped
         default_measurement = self._measurement(self.measurement or tag or "logfwd")
         mkey = self.measurement_key
         tlkey = self.tags_list_key
+        skip_keys = {"", mkey, tlkey}
         tag_keys = self.tag_keys
         auto_tags = self.auto_tags
         seq_tag = self.sequence_tag
+        seq_head = seq_tag + "=" if seq_tag is not None and seqs is not None else None
         divisor = self.divisor
+        suffix = self.add_integer_suffix
         field_value = self.field_value
+        kcache = self._key_prefixes
+        esc_tag = _influx_escape
+        esc_str = _influx_string
         dropped = 0
 
         for i, rec in enumerate(records):
@@ -268,6 +338,112 @@ class LineEncoder:
                 if isinstance(extra, (list, tuple)) and extra:
                     record_tags = tag_keys | {str(x) for x in extra}
 
+            flat = dict not in map(type, rec.values())
+            items: Any = rec.items() if flat else _flatten(rec)
+            while True:
+                tags: list[str] = [f"{seq_head}{seqs[i]}"] if seq_head is not None else []  # type: ignore[index]
+                fields: list[str] = []
+                lost = 0
+                for key, v in items:
+                    if type(key) is not str:
+                        key = key if isinstance(key, str) else (
+                            key.decode("utf-8", "replace") if isinstance(key, bytes) else str(key))
+                    if key in skip_keys:
+                        if flat and isinstance(v, dict):
+                            break  # a map subclass: its keys are flattened, then checked
+                        continue
+                    prefix = kcache.get(key)
+                    if prefix is None:
+                        prefix = escape_key(key) + "="
+                        if len(kcache) < 10_000:
+                            kcache[key] = prefix
+                    if key in record_tags or (auto_tags and isinstance(v, str)):
+                        if flat and isinstance(v, dict):
+                            break  # a map subclass: flatten this record after all
+                        text = _to_text(v)
+                        if text is not None:
+                            tags.append(prefix + esc_tag(text))
+                        continue
+                    t = type(v)
+                    if t is str:
+                        fields.append(prefix + esc_str(v))
+                    elif t is int:
+                        if suffix and _INT64_MIN <= v <= _INT64_MAX:
+                            fields.append(f"{prefix}{v}i")
+                        else:
+                            fields.append(prefix + str(v))
+                    elif t is float:
+                        if v - v == 0.0:  # finite (NaN and infinities give NaN)
+                            fields.append(prefix + repr(v))
+                        else:
+                            lost += 1
+                    elif t is bool:
+                        fields.append(prefix + ("true" if v else "false"))
+                    elif v is None:
+                        pass
+                    elif flat and isinstance(v, dict):
+                        break  # a map subclass: flatten this record after all
+                    else:
+                        fv = field_value(v)
+                        if fv is None:
+                            lost += 1
+                        else:
+                            fields.append(prefix + fv)
+                else:
+                    break
+                flat = False
+                items = _flatten(rec)
+            dropped += lost
+
+            if not fields:
+                skipped.append(i)
+                continue
+            head = measurement + "," + ",".join(tags) if tags else measurement
+            ts = times[i] // divisor if divisor != 1 else times[i]
+            lines.append(f"{head} {','.join(fields)} {ts}")
+            index.append(i)
+
+        out.dropped_values = dropped
+        return out
+
+    def encode_py(
+        self,
+        tag: str,
+        times: list[int],
+        records: list[dict[str, Any]],
+        seqs: list[int] | None = None,
+    ) -> Encoded:
+        """The reference (pure-Python) serializer ``encode`` must match byte for byte."""
+        out = Encoded()
+        lines = out.lines
+        index = out.index
+        default_measurement = py_escape_measurement(self.measurement or tag or "logfwd")
+        mkey = self.measurement_key
+        tlkey = self.tags_list_key
+        tag_keys = self.tag_keys
+        auto_tags = self.auto_tags
+        seq_tag = py_escape_key(self._sequence_tag_raw) if self._sequence_tag_raw else None
+        divisor = self.divisor
+
+        def field_value(v: Any) -> str | None:
+            return self._field_value(v, py_escape_string)
+
+        dropped = 0
+
+        for i, rec in enumerate(records):
+            measurement = default_measurement
+            if mkey is not None:
+                mv = rec.get(mkey)
+                if isinstance(mv, bytes):
+                    mv = mv.decode("utf-8", "replace")
+                if isinstance(mv, str) and mv:
+                    measurement = py_escape_measurement(mv)
+            record_tags = tag_keys
+            if tlkey is not None:
+                extra = rec.get(tlkey)
+                if isinstance(extra, (list, tuple)) and extra:
+                    record_tags = tag_keys | {str(x) for x in extra}
+
             tags: list[str] = []
             if seq_tag is not None and seqs is not None:
                 tags.append(f"{seq_tag}={seqs[i]}")
@@ -278,14 +454,14 @@ class LineEncoder:
                 if key in record_tags or (auto_tags and isinstance(v, str)):
                     text = _to_text(v)
                     if text is not None:
-                        tags.append(escape_key(key) + "=" + escape_tag_value(text))
+                        tags.append(py_escape_key(key) + "=" + py_escape_tag_value(text))
                     continue
                 fv = field_value(v)
                 if fv is None:
                     if v is not None:
                         dropped += 1
                     continue
-                fields.append(escape_key(key) + "=" + fv)
+                fields.append(py_escape_key(key) + "=" + fv)
 
             if not fields:
                 out.skipped.append(i)

@@ -196,3 +196,85 @@ def test_empty_record_and_tag_key_collision() -> None:
 def test_time_key_format_is_json_escaped() -> None:
     [(_, d)] = pairs(build(BulkSettings(time_key='t"k', time_key_format='%Y "q" \\'), [{"a": 1}]).body)
     assert d == {'t"k': '2024 "q" \\.123Z', "a": 1}
+
+
+# --------------------------------------------------------------------------- kernel path vs reference
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from logfwd import esbulk  # noqa: E402
+
+_KEYS = st.sampled_from(["log", "a.b", "@timestamp", "ts", "tag", "id", "x.y.z", "n", "", "ü.日"])
+_LEAF = (
+    st.none() | st.booleans() | st.integers(min_value=-(2**65), max_value=2**65)
+    | st.floats(allow_nan=True, allow_infinity=True) | st.text(max_size=12) | st.binary(max_size=6)
+)
+_VALUE = st.recursive(_LEAF, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(_KEYS, inner, max_size=3),
+                      max_leaves=8)
+_RECORD = st.dictionaries(_KEYS | st.integers(0, 3), _VALUE, max_size=5) | st.sampled_from(["text", None, 3, [1]])
+_TIME = st.integers(min_value=esbulk._KERNEL_MIN_NS, max_value=esbulk._KERNEL_MAX_NS) | st.integers(
+    min_value=-5 * DAY, max_value=T0 + 400 * DAY)
+
+
+@st.composite
+def kernel_settings(draw: st.DrawFn) -> BulkSettings:
+    """Option combinations the kernel path covers (ISO time format, tag key != time key)."""
+    time_key = draw(st.sampled_from(["@timestamp", "ts", 't"k']))
+    tag_key = draw(st.sampled_from(["tag", "flb-key", "log"]))
+    return BulkSettings(
+        index=draw(st.sampled_from(["fluent-bit", "app-%Y.%m.%d", 'q"uote'])),
+        suppress_type_name=draw(st.booleans()),
+        logstash_format=draw(st.booleans()),
+        logstash_prefix_key=draw(st.sampled_from([None, "tag", "$a.b", "$n"])),
+        logstash_dateformat=draw(st.sampled_from(["%Y.%m.%d", "%Y-%W"])),
+        time_key=time_key,
+        time_key_nanos=draw(st.booleans()),
+        include_tag_key=draw(st.booleans()),
+        tag_key=tag_key,
+        generate_id=draw(st.booleans()),
+        id_key=draw(st.sampled_from([None, "id", "$log"])),
+        id_mode=draw(st.sampled_from(["none", "derived"])),
+        write_operation=draw(st.sampled_from(esbulk.WRITE_OPERATIONS)),
+        replace_dots=draw(st.booleans()),
+        current_time_index=draw(st.booleans()),
+    )
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    s=kernel_settings(),
+    data=st.lists(st.tuples(_TIME, _RECORD, st.none() | st.sampled_from(["fp:1", "fp:2", "fp:3"])), max_size=8),
+    tag=st.sampled_from(["app.log", "kube.日本", 'q"t']),
+)
+def test_kernel_path_is_byte_identical_to_python_builder(s: BulkSettings, data: list[Any], tag: str) -> None:
+    times = [t for t, _, _ in data]
+    records = [r for _, r, _ in data]
+    keys = [k for _, _, k in data]
+    assert esbulk._kernel_covers(s, times)
+    # The kernel path itself (no fallback): a _Fallback here would fail the test.
+    fast = esbulk._build_bulk_kernel(s, tag, times, records, keys, T0)
+    ref = esbulk.build_bulk_py(s, tag, times, records, keys, T0)
+    assert fast.body == ref.body
+    assert fast.positions == ref.positions
+    assert fast.failed == ref.failed
+    assert build(s, records, times, keys, tag, T0).body == ref.body
+
+
+def test_cases_outside_the_kernel_use_the_python_builder() -> None:
+    class Sub(dict):  # a map to the Python builder, not an exact dict to the kernel
+        pass
+
+    far = 300_000_000_000 * 1_000_000_000  # year 11476: strftime writes 5 digits
+    cases = [
+        (BulkSettings(time_key_format="%d/%m/%Y %H:%M:%S"), [{"a": 1}], [T0]),
+        (BulkSettings(), [{"a": 1}, {"a": 2}], [T0, far]),
+        (BulkSettings(), [Sub(a=1), {"a": 2}], [T0, T0]),
+        (BulkSettings(include_tag_key=True, tag_key="@timestamp"), [{"a": 1}], [T0]),
+    ]
+    for s, recs, times in cases:
+        got = build_bulk(s, "t", times, recs, None, now_ns=T0)
+        ref = esbulk.build_bulk_py(s, "t", times, recs, None, now_ns=T0)
+        assert (got.body, got.positions, got.failed) == (ref.body, ref.positions, ref.failed)
+        assert got.positions == list(range(len(recs)))
+    assert b'"11476-' in build_bulk(BulkSettings(), "t", [far], [{}]).body

@@ -134,3 +134,77 @@ def _split_quoted(line: str) -> list[str]:
         i += 1
     parts.append("".join(cur))
     return parts
+
+
+# --------------------------------------------------------------------------- kernel path vs reference
+
+from hypothesis import HealthCheck  # noqa: E402
+
+from logfwd import lineproto  # noqa: E402
+
+# Names made of the characters every escaping rule is about, plus lone surrogates.
+_tricky = st.text(st.sampled_from(list("ab ,=\\\n\r\"\u00e9\u65e5\U0001f600") + ["\ud800"]), max_size=8)
+_name = _tricky | st.sampled_from(["time", "m", "t", "tags", "host", "", "a.b"])
+
+
+class _Sub(dict):
+    """A map subclass: flattened like a dict by the reference."""
+
+
+_leaf = (
+    st.none() | st.booleans() | st.integers(min_value=-(2**65), max_value=2**65) | st.floats()
+    | _tricky | st.binary(max_size=5) | st.lists(st.integers(0, 3) | _tricky, max_size=2)
+)
+_value = st.recursive(
+    _leaf,
+    lambda inner: st.dictionaries(_name, inner, max_size=3) | st.dictionaries(_name, inner, max_size=2).map(_Sub),
+    max_leaves=6,
+)
+_record = st.dictionaries(_name | st.integers(0, 2) | st.binary(max_size=2), _value, max_size=6)
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    recs=st.lists(_record, max_size=6),
+    tag=_name,
+    measurement=st.none() | _name,
+    measurement_key=st.none() | _name,
+    tag_keys=st.lists(_name, max_size=3),
+    auto_tags=st.booleans(),
+    tags_list_key=st.none() | st.just("tags"),
+    add_integer_suffix=st.booleans(),
+    precision=st.sampled_from(list(lineproto.PRECISIONS)),
+    sequence_tag=st.none() | _name,
+    with_seqs=st.booleans(),
+)
+def test_fast_encoder_is_byte_identical_to_reference(recs: list, tag: str, with_seqs: bool, **kw) -> None:
+    for j, r in enumerate(recs):
+        if j % 2 and kw["tags_list_key"]:
+            r["tags"] = list(r)[:2]
+    enc = LineEncoder(**kw)
+    times = [T + 1_000_003 * j for j in range(len(recs))]
+    seqs = list(range(len(recs))) if with_seqs else None
+    fast = enc.encode(tag, times, recs, seqs)
+    ref = enc.encode_py(tag, times, recs, seqs)
+    assert fast.lines == ref.lines
+    assert (fast.index, fast.skipped, fast.dropped_values) == (ref.index, ref.skipped, ref.dropped_values)
+    assert fast.body() == ref.body()
+    again = enc.encode(tag, times, recs, seqs)  # with the key cache warm
+    assert again.lines == ref.lines
+
+
+@settings(max_examples=300, deadline=None)
+@given(_tricky | st.text())
+def test_escape_kernels_match_reference(name: str) -> None:
+    assert lineproto.escape_measurement(name) == lineproto.py_escape_measurement(name)
+    assert lineproto.escape_key(name) == lineproto.py_escape_key(name)
+    assert lineproto.escape_tag_value(name) == lineproto.py_escape_tag_value(name)
+    assert lineproto.escape_string(name) == lineproto.py_escape_string(name)
+
+
+def test_map_subclass_and_odd_keys_in_fast_path() -> None:
+    rec = {"a": _Sub(b=1), b"k": 2, 3: "x", "f": math.nan}
+    enc = LineEncoder(sequence_tag=None)
+    fast = enc.encode("m", [T], [rec])
+    assert fast.lines == [f'm a.b=1,k=2,3="x" {T}'] and fast.dropped_values == 1
+    assert fast.lines == enc.encode_py("m", [T], [rec]).lines
