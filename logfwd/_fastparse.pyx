@@ -1676,3 +1676,286 @@ def influx_string(str value):
         k += 1
     buf.data[k] = b'"'
     return PyUnicode_DecodeUTF8(buf.data, k + 1, NULL)
+
+
+# --------------------------------------------------------------------------- multiline docker / out_file
+
+from libc.stdint cimport uint64_t
+
+cdef inline int _digits(const char* s, Py_ssize_t a, Py_ssize_t b, int64_t* out):
+    """ASCII digits s[a:b] as a number; -1 if any is not one."""
+    cdef int64_t v = 0
+    cdef Py_ssize_t i
+    cdef char c
+    for i in range(a, b):
+        c = s[i]
+        if c < b'0' or c > b'9':
+            return -1
+        v = v * 10 + (c - 48)
+    out[0] = v
+    return 0
+
+
+cdef int _rfc3339_z(const char* s, Py_ssize_t n, int64_t* out):
+    """Docker's own time form ``2024-05-01T10:00:00.123456789Z`` (ASCII digits only) in ns.
+
+    -1 for anything else: the caller then asks ``multiline.rfc3339_ns``, so both agree
+    on every input. The arithmetic is ``calendar.timegm``'s (the day, hour, minute and
+    second fields are added linearly; a month outside 1..12 or year 0 is refused there).
+    """
+    cdef int64_t y, mo, d, h, mi, sec, frac
+    cdef Py_ssize_t k
+    if n < 22 or s[n - 1] != b'Z' or s[19] != b'.':
+        return -1
+    if s[4] != b'-' or s[7] != b'-' or (s[10] != b'T' and s[10] != b't' and s[10] != b' ') \
+            or s[13] != b':' or s[16] != b':':
+        return -1
+    if _digits(s, 0, 4, &y) < 0 or _digits(s, 5, 7, &mo) < 0 or _digits(s, 8, 10, &d) < 0 \
+            or _digits(s, 11, 13, &h) < 0 or _digits(s, 14, 16, &mi) < 0 or _digits(s, 17, 19, &sec) < 0:
+        return -1
+    if y < 1700 or y > 2200 or mo < 1 or mo > 12:  # the rest (Python ints beyond 64 bits) is the caller's
+        return -1
+    k = n - 21
+    if k > 9:
+        # only the first nine digits count (the rest must still be digits)
+        if _digits(s, 29, n - 1, &frac) < 0 or _digits(s, 20, 29, &frac) < 0:
+            return -1
+    else:
+        if _digits(s, 20, n - 1, &frac) < 0:
+            return -1
+        while k < 9:
+            frac *= 10
+            k += 1
+    out[0] = ((((_days_from_civil(y, <int>mo, 1) + d - 1) * 24 + h) * 60 + mi) * 60 + sec) * 1000000000 + frac
+    return 0
+
+
+cdef str K_LOG = "log"
+
+
+def docker_ml_batch(list texts, list times, str key, str match, bint negate, rfc_fallback):
+    """The docker multiline parser's per-batch work: decode, time, "is the line complete".
+
+    Per text: ``orjson.loads``; a dict whose ``log`` is a str is a docker record (else
+    None). Its time is its ``time`` (docker's form parsed here, any other string by
+    ``rfc_fallback``, which gives int ns or None), else ``times[i]``. A line is
+    complete when the record's ``key`` is a str that ends with ``match`` (``!= negate``).
+
+    Returns ``(times, records, others)``: ``others`` lists, in order, the indices of the
+    lines that are not complete docker records (the caller's state machine takes those).
+    """
+    cdef Py_ssize_t i, n = len(texts), mlen = len(match)
+    cdef list out_t = PyList_New(n)
+    cdef list out_r = PyList_New(n)
+    cdef list others = []
+    cdef object o, r, t, ts
+    cdef PyObject* v
+    cdef const char* p
+    cdef const char* mp
+    cdef Py_ssize_t ln, mn
+    cdef int64_t ns
+    cdef bint ok
+    if len(times) != n:
+        raise ValueError("texts and times must have the same length")
+    if _view(match, &mp, &mn) < 0:
+        raise ValueError("match must be UTF-8 text")
+    for i in range(n):
+        o = texts[i]
+        t = times[i]
+        try:
+            r = _orjson_loads(o)
+        except Exception:
+            r = None
+        ok = False
+        if type(r) is dict:
+            v = PyDict_GetItem(r, K_LOG)
+            if v == NULL or not PyUnicode_CheckExact(<object>v):
+                r = None
+        else:
+            r = None
+        if r is not None:
+            v = PyDict_GetItem(r, K_TIME)
+            if v != NULL and PyUnicode_CheckExact(<object>v):
+                ts = <object>v
+                if _view(ts, &p, &ln) == 0 and _rfc3339_z(p, ln, &ns) == 0:
+                    t = PyLong_FromLongLong(ns)
+                else:
+                    ts = rfc_fallback(ts)
+                    if ts is not None:
+                        t = ts
+            v = PyDict_GetItem(r, key)
+            if v != NULL and PyUnicode_CheckExact(<object>v):
+                o = <object>v
+                if len(<str>o) >= mlen:
+                    if _view(o, &p, &ln) == 0 and ln >= mn:
+                        ok = (memcmp(p + ln - mn, mp, mn) == 0) != negate
+                    else:
+                        ok = (<str>o).endswith(match) != negate
+        if not ok:
+            others.append(i)
+        Py_INCREF(t)
+        PyList_SET_ITEM(out_t, i, t)
+        Py_INCREF(r)
+        PyList_SET_ITEM(out_r, i, r)
+    return out_t, out_r, others
+
+
+cdef extern from "Python.h":
+    PyObject* _lf_bytes_new "PyBytes_FromStringAndSize"(const char* v, Py_ssize_t n)
+    int _lf_bytes_resize "_PyBytes_Resize"(PyObject** b, Py_ssize_t n)
+    char* _lf_bytes_str "PyBytes_AS_STRING"(PyObject* b)
+    void _lf_xdecref "Py_XDECREF"(PyObject* o)
+
+
+def out_file_lines(bytes head, list times, list records, default, int option, dumps_fallback, time_fallback):
+    """The file output's ``out_file`` format for a chunk: per record ``head + sec.nsec + ", " + json + "]\\n"``.
+
+    JSON is ``orjson.dumps(record, default=default, option=option)``; where orjson
+    raises TypeError, ``dumps_fallback(record)``. A time that is not an int within
+    64 bits is written as ``time_fallback(time)`` gives it. One bytes result.
+
+    Each record's JSON is copied at once into the result (one bytes object, grown and
+    finally shrunk in place) and dropped: keeping a chunk's documents alive, or
+    building in a scratch buffer and copying, made the worker thread's malloc arena
+    grow and trim per chunk (up to a million page faults per million records).
+    """
+    cdef Py_ssize_t i, n = len(records), hn = PyBytes_GET_SIZE(head), k = 0, tl, dl, cap, need
+    cdef object rec, doc, t, result
+    cdef int64_t ns, sec, frac
+    cdef uint64_t usec
+    cdef char tw[40]
+    cdef char digs[24]
+    cdef const char* tp
+    cdef char* w
+    cdef int nd, j
+    cdef bint fixed
+    cdef PyObject* raw = NULL
+    if len(times) != n:
+        raise ValueError("times and records must have the same length")
+    cap = n * 320 + 64
+    raw = _lf_bytes_new(NULL, cap)
+    if raw == NULL:
+        raise MemoryError()
+    try:
+        w = _lf_bytes_str(raw)
+        for i in range(n):
+            rec = records[i]
+            try:
+                doc = _orjson_dumps(rec, default=default, option=option)
+            except TypeError:
+                doc = dumps_fallback(rec)
+                if not PyBytes_CheckExact(doc):
+                    doc = bytes(doc)
+            t = times[i]
+            fixed = False
+            if type(t) is int:
+                try:
+                    ns = t
+                    fixed = True
+                except OverflowError:
+                    fixed = False
+            if fixed:
+                sec = ns // 1000000000
+                frac = ns - sec * 1000000000
+                if frac < 0:
+                    sec -= 1
+                    frac += 1000000000
+                tl = 0
+                if sec < 0:
+                    tw[0] = b'-'
+                    tl = 1
+                    usec = <uint64_t>(-(sec + 1)) + 1
+                else:
+                    usec = <uint64_t>sec
+                nd = 0
+                while True:
+                    digs[nd] = <char>(48 + usec % 10)
+                    usec //= 10
+                    nd += 1
+                    if usec == 0:
+                        break
+                for j in range(nd):
+                    tw[tl + j] = digs[nd - 1 - j]
+                tl += nd
+                tw[tl] = b'.'
+                for j in range(9, 0, -1):
+                    tw[tl + j] = <char>(48 + frac % 10)
+                    frac //= 10
+                tl += 10
+                tp = tw
+            else:
+                t = str(time_fallback(t)).encode("utf-8", "replace")
+                tp = PyBytes_AS_STRING(t)
+                tl = PyBytes_GET_SIZE(t)
+            dl = PyBytes_GET_SIZE(doc)
+            need = k + hn + tl + dl + 4
+            if need > cap:
+                cap = need + (need - k) * (n - i) + cap // 4  # the rest at this size, plus slack
+                if _lf_bytes_resize(&raw, cap) < 0:
+                    raw = NULL
+                    raise MemoryError()
+                w = _lf_bytes_str(raw)
+            memcpy(w + k, PyBytes_AS_STRING(head), hn)
+            k += hn
+            memcpy(w + k, tp, tl)
+            k += tl
+            w[k] = b','
+            w[k + 1] = b' '
+            k += 2
+            memcpy(w + k, PyBytes_AS_STRING(doc), dl)
+            k += dl
+            w[k] = b']'
+            w[k + 1] = b'\n'
+            k += 2
+        if _lf_bytes_resize(&raw, k) < 0:
+            raw = NULL
+            raise MemoryError()
+        result = <object>raw
+    finally:
+        _lf_xdecref(raw)
+    return result
+
+
+def json_lines(list records, default, int option, dumps_fallback):
+    """Newline-terminated JSON per record, one bytes result (``out_file_lines`` without tag or time).
+
+    JSON is ``orjson.dumps(record, default=default, option=option)``; where orjson
+    raises TypeError, ``dumps_fallback(record)``.
+    """
+    cdef Py_ssize_t i, n = len(records), k = 0, dl, cap, need
+    cdef object rec, doc, result
+    cdef char* w
+    cdef PyObject* raw = NULL
+    cap = n * 256 + 64
+    raw = _lf_bytes_new(NULL, cap)
+    if raw == NULL:
+        raise MemoryError()
+    try:
+        w = _lf_bytes_str(raw)
+        for i in range(n):
+            rec = records[i]
+            try:
+                doc = _orjson_dumps(rec, default=default, option=option)
+            except TypeError:
+                doc = dumps_fallback(rec)
+                if not PyBytes_CheckExact(doc):
+                    doc = bytes(doc)
+            dl = PyBytes_GET_SIZE(doc)
+            need = k + dl + 1
+            if need > cap:
+                cap = need + (dl + 1) * (n - i) + cap // 4
+                if _lf_bytes_resize(&raw, cap) < 0:
+                    raw = NULL
+                    raise MemoryError()
+                w = _lf_bytes_str(raw)
+            memcpy(w + k, PyBytes_AS_STRING(doc), dl)
+            k += dl
+            w[k] = b'\n'
+            k += 1
+        if _lf_bytes_resize(&raw, k) < 0:
+            raw = NULL
+            raise MemoryError()
+        result = <object>raw
+    finally:
+        _lf_xdecref(raw)
+    return result

@@ -50,6 +50,11 @@ import orjson
 from .options import Option
 from .regex import compile_onigmo
 
+try:  # the Cython hot path; the pure-Python path below gives the same results without it
+    from ._fastparse import docker_ml_batch as _docker_ml_batch
+except ImportError:  # pragma: no cover - extension not built (or built before this kernel)
+    _docker_ml_batch = None
+
 if TYPE_CHECKING:  # parsers.py imports this module; avoid the cycle at runtime
     from .parsers import ParserRegistry
 
@@ -245,6 +250,43 @@ class _Format:
         parse = self.parse_one
         return [parse(x) for x in texts]
 
+    def scan(self, texts: list[Any], times: list[int], m: MultilineParser
+             ) -> tuple[list[int], list[dict[str, Any] | None], list[int]]:
+        """A batch decoded for member ``m`` (type endswith/equal) in one pass.
+
+        Returns each line's time (its own, else ``times[i]``), its record (None where the
+        format does not recognise the line) and the indices of the lines that are *not*
+        a recognised, complete record: only those need the state machine while nothing
+        is held. A subclass may do this in C (docker); this is the reference.
+        """
+        parsed = self.parse_batch(texts)
+        key, ms, neg, kpat = m.key_content, m.match_string, m.negate, m.key_pattern
+        ends = m.type == "endswith"
+        out_t: list[int] = []
+        out_r: list[dict[str, Any] | None] = []
+        others: list[int] = []
+        for i, p in enumerate(parsed):
+            if p is None:
+                out_t.append(times[i])
+                out_r.append(None)
+                others.append(i)
+                continue
+            pt, rec = p
+            out_t.append(times[i] if pt is None else pt)
+            out_r.append(rec)
+            content = rec.get(key)
+            if type(content) is not str:
+                others.append(i)
+                continue
+            if ends:
+                done = len(content) >= len(ms) and content.endswith(ms) != neg
+            else:
+                pv = rec.get(kpat) if kpat is not None else content
+                done = ((pv if type(pv) is str else content) == ms) != neg
+            if not done:
+                others.append(i)
+        return out_t, out_r, others
+
 
 class _DockerFormat(_Format):
     """Docker json-file lines ``{"log": ..., "stream": ..., "time": ...}``; ``time`` is kept.
@@ -284,6 +326,13 @@ class _DockerFormat(_Format):
             ts = obj.get("time")
             append(((ts_ns(ts) if type(ts) is str else None), obj))
         return out
+
+    def scan(self, texts: list[Any], times: list[int], m: MultilineParser
+             ) -> tuple[list[int], list[dict[str, Any] | None], list[int]]:
+        """``_Format.scan`` in one Cython call (decode, docker time, completeness per line)."""
+        if _docker_ml_batch is None or m.type != "endswith":
+            return super().scan(texts, times, m)
+        return _docker_ml_batch(texts, times, m.key_content, m.match_string, m.negate, rfc3339_ns)
 
 
 class _CriFormat(_Format):
@@ -492,6 +541,8 @@ class _RegistryDockerFormat(_DockerFormat):
 
     def __init__(self, parser: Any) -> None:
         self.parser = parser
+
+    scan = _Format.scan  # the registry parser decodes, not the docker kernel
 
     def parse_batch(self, texts: list[Any]) -> list[tuple[int | None, dict[str, Any]] | None]:
         if any(t is None for t in texts):
@@ -744,8 +795,12 @@ class MultilineStream:
 
 
     def _line(self, i: int, t: int, off: Any, records: list[dict[str, Any]] | None, lines: list[Any] | None,
-              pre: list[Any] | None, pre_j: int) -> None:
-        """One line through the general path: offer it to the parsers, or emit it as it is."""
+              pre_t: list[int] | None, pre_r: list[Any] | None, pre_j: int) -> None:
+        """One line through the general path: offer it to the parsers, or emit it as it is.
+
+        ``pre_t``/``pre_r``: member ``pre_j``'s decoding of the whole batch (time resolved,
+        record or None), so that member does not decode the line again.
+        """
         members = self._members
         nmembers = len(members)
         raw_rec = records[i] if records is not None else None
@@ -754,8 +809,9 @@ class MultilineStream:
         for j in self._orders[lru]:
             m = members[j]
             if m.format is not None:
-                if pre is not None and j == pre_j:
-                    parsed = pre[i]
+                if pre_r is not None and j == pre_j:
+                    rec = pre_r[i]
+                    parsed = None if rec is None else (pre_t[i], rec)  # type: ignore[index]
                 else:
                     src = lines[i] if lines is not None else raw_rec.get(m.key_content)  # type: ignore[union-attr]
                     parsed = m.format.parse_one(src)
@@ -789,46 +845,66 @@ class MultilineStream:
         members = self._members
         n = len(times)
         track = offsets is not None
-        # Decode the whole batch with the stream's current parser when it has a line
-        # format (docker/cri): one tight loop instead of per-line dispatch.
         pre_j = self._lru
-        pre: list[Any] | None = None
-        fmt = members[pre_j].format
-        if fmt is not None and n:
-            key = members[pre_j].key_content
-            texts = lines if lines is not None else [r.get(key) for r in records]  # type: ignore[union-attr]
-            pre = fmt.parse_batch(texts)
-        # Fast path (docker/cri, the common case): a decoded, complete line while nothing
-        # is held is emitted as it is, without the general dispatch below.
-        fast = pre is not None and members[pre_j].type in ("endswith", "equal")
         fm = members[pre_j]
-        fkey, fms, fneg, fpat = fm.key_content, fm.match_string, fm.negate, fm.key_pattern
-        fends = fm.type == "endswith"
+        fmt = fm.format
+        if fmt is None or not n:
+            for i in range(n):
+                off = offsets[i] if track else None  # type: ignore[index]
+                self._line(i, times[i], off, records, lines, None, None, pre_j)
+                if track:
+                    self._prev_off = off
+            return self._end()
+        # Decode the whole batch with the stream's current parser (docker/cri): one tight
+        # loop (for docker one Cython call) instead of per-line dispatch.
+        key = fm.key_content
+        texts = lines if lines is not None else [r.get(key) for r in records]  # type: ignore[union-attr]
+        if fm.type not in ("endswith", "equal"):
+            pre = fmt.parse_batch(texts)
+            pre_r: list[Any] = [None if p is None else p[1] for p in pre]
+            pre_t = [times[i] if p is None or p[0] is None else p[0] for i, p in enumerate(pre)]
+            for i in range(n):
+                off = offsets[i] if track else None  # type: ignore[index]
+                self._line(i, times[i], off, records, lines, pre_t, pre_r, pre_j)
+                if track:
+                    self._prev_off = off
+            return self._end()
+        # Fast path (docker/cri, the common case): a run of decoded, complete lines while
+        # nothing is held and the stream's parser is unchanged is emitted in bulk, as it
+        # is; only the other lines (and lines arriving while something is held) take the
+        # general path, one by one.
+        pre_t, pre_r, others = fmt.scan(texts, times, fm)
         out_t, out_r, out_o = self._out_t, self._out_r, self._out_o
-        for i in range(n):
-            t = times[i]
-            off = offsets[i] if track else None  # type: ignore[index]
-            if fast and not self._pending and self._lru == pre_j:
-                parsed = pre[i]  # type: ignore[index]
-                if parsed is not None:
-                    rec = parsed[1]
-                    content = rec.get(fkey)
-                    if type(content) is str:
-                        if fends:
-                            done = len(content) >= len(fms) and content.endswith(fms) != fneg
-                        else:
-                            pv = rec.get(fpat) if fpat is not None else content
-                            done = ((pv if type(pv) is str else content) == fms) != fneg
-                        if done:
-                            out_t.append(t if parsed[0] is None else parsed[0])
-                            out_r.append(rec)
-                            if track:
-                                out_o.append(off)
-                                self._prev_off = off
-                            continue
-            self._line(i, t, off, records, lines, pre, pre_j)
-            if track:
-                self._prev_off = off
+        i = 0
+        others.append(n)
+        for stop in others:
+            while i < stop:
+                if not self._pending and self._lru == pre_j:
+                    if i == 0 and stop == n:
+                        out_t.extend(pre_t)
+                        out_r.extend(pre_r)
+                        if track:
+                            out_o.extend(offsets)  # type: ignore[arg-type]
+                    else:
+                        out_t.extend(pre_t[i:stop])
+                        out_r.extend(pre_r[i:stop])
+                        if track:
+                            out_o.extend(offsets[i:stop])  # type: ignore[index]
+                    if track:
+                        self._prev_off = offsets[stop - 1]  # type: ignore[index]
+                    i = stop
+                    break
+                off = offsets[i] if track else None  # type: ignore[index]
+                self._line(i, times[i], off, records, lines, pre_t, pre_r, pre_j)
+                if track:
+                    self._prev_off = off
+                i += 1
+            if stop < n:
+                off = offsets[stop] if track else None  # type: ignore[index]
+                self._line(stop, times[stop], off, records, lines, pre_t, pre_r, pre_j)
+                if track:
+                    self._prev_off = off
+                i = stop + 1
         return self._end()
 
 
