@@ -246,11 +246,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"logfwd: cannot read configuration: {e}", file=sys.stderr)
         return 1
     if args.dry_run:
+        for w in getattr(cfg, "warnings", []):
+            print(f"warning: {w}", file=sys.stderr)
         print("configuration test is successful")
         return 0
     from .log import setup_logging
 
     setup_logging(str(cfg.service.get("log_level") or "info"), cfg.service.get("log_file"))
+    for w in getattr(cfg, "warnings", []):
+        logging.getLogger("logfwd").warning("%s", w)
     logging.getLogger("logfwd").info("logfwd %s starting (%d input(s), %d filter(s), %d output(s))",
                                      __version__, len(cfg.inputs), len(cfg.filters), len(cfg.outputs))
     try:
