@@ -1079,8 +1079,15 @@ cdef object _syslog3164(const char* p, Py_ssize_t n, bint has_host, bint skip_em
     return d
 
 
-def syslog_batch(list texts, bint has_host=True, bint skip_empty=True):
-    """RFC 3164 per line (see ``_syslog3164``): dict, None (no match) or NEED_REGEX."""
+ctypedef object (*line_kernel)(const char* p, Py_ssize_t n, bint flag, bint skip_empty)
+
+
+cdef list _map_lines(list texts, line_kernel kernel, bint flag, bint skip_empty):
+    """Run a native line kernel over a batch: one C loop, one list, no per-line Python call.
+
+    A text the kernel cannot view as UTF-8 bytes gets NEED_REGEX, so the caller falls
+    back to the regex for exactly that line.
+    """
     cdef Py_ssize_t i, n = len(texts)
     cdef list out = PyList_New(n)
     cdef const char* p
@@ -1088,12 +1095,17 @@ def syslog_batch(list texts, bint has_host=True, bint skip_empty=True):
     cdef object r
     for i in range(n):
         if _view(texts[i], &p, &ln) == 0:
-            r = _syslog3164(p, ln, has_host, skip_empty)
+            r = kernel(p, ln, flag, skip_empty)
         else:
             r = NEED_REGEX
         Py_INCREF(r)
         PyList_SET_ITEM(out, i, r)
     return out
+
+
+def syslog_batch(list texts, bint has_host=True, bint skip_empty=True):
+    """RFC 3164 per line (see ``_syslog3164``): dict, None (no match) or NEED_REGEX."""
+    return _map_lines(texts, _syslog3164, has_host, skip_empty)
 
 
 cdef object _syslog5424(const char* p, Py_ssize_t n, bint skip_empty):
@@ -1160,21 +1172,13 @@ cdef object _syslog5424(const char* p, Py_ssize_t n, bint skip_empty):
     return d
 
 
+cdef object _syslog5424_k(const char* p, Py_ssize_t n, bint flag, bint skip_empty):
+    return _syslog5424(p, n, skip_empty)
+
+
 def syslog5424_batch(list texts, bint skip_empty=True):
     """RFC 5424 per line (see ``_syslog5424``): dict, None (no match) or NEED_REGEX."""
-    cdef Py_ssize_t i, n = len(texts)
-    cdef list out = PyList_New(n)
-    cdef const char* p
-    cdef Py_ssize_t ln
-    cdef object r
-    for i in range(n):
-        if _view(texts[i], &p, &ln) == 0:
-            r = _syslog5424(p, ln, skip_empty)
-        else:
-            r = NEED_REGEX
-        Py_INCREF(r)
-        PyList_SET_ITEM(out, i, r)
-    return out
+    return _map_lines(texts, _syslog5424_k, False, skip_empty)
 
 
 cdef object _cri(const char* p, Py_ssize_t n, bint skip_empty):
@@ -1206,21 +1210,13 @@ cdef object _cri(const char* p, Py_ssize_t n, bint skip_empty):
     return d
 
 
+cdef object _cri_k(const char* p, Py_ssize_t n, bint flag, bint skip_empty):
+    return _cri(p, n, skip_empty)
+
+
 def cri_batch(list texts, bint skip_empty=True):
     """CRI container log lines: dict, None (no match) or NEED_REGEX."""
-    cdef Py_ssize_t i, n = len(texts)
-    cdef list out = PyList_New(n)
-    cdef const char* p
-    cdef Py_ssize_t ln
-    cdef object r
-    for i in range(n):
-        if _view(texts[i], &p, &ln) == 0:
-            r = _cri(p, ln, skip_empty)
-        else:
-            r = NEED_REGEX
-        Py_INCREF(r)
-        PyList_SET_ITEM(out, i, r)
-    return out
+    return _map_lines(texts, _cri_k, False, skip_empty)
 
 
 # --------------------------------------------------------------------------- escapes, logfmt, ltsv
