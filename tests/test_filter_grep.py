@@ -2,32 +2,19 @@
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 import pytest
 
 from logfwd.engine.batch import Batch
-from logfwd.metrics import FILTER_COUNTERS, Counters
-from logfwd.plugin import ConfigValueError, Plugin, PluginContext, all_options, find_plugin
+from logfwd.plugin import ConfigValueError, Plugin, find_plugin
+
+from .pluginkit import make_plugin
 
 
 def make(name: str, entries: list[tuple[str, str]], parsers: Any = None) -> Plugin:
     """Build a filter the way the config layer does: declared options converted, raw kept in order."""
-    cls = find_plugin("filter", name)
-    opts = {o.key: o for o in all_options(cls)}
-    cfg = {o.key: o.default_value() for o in all_options(cls)}
-    for k, v in entries:
-        o = opts[k.lower()]
-        if o.multi:
-            cfg[o.key] = [*cfg[o.key], o.convert(v)]
-        else:
-            cfg[o.key] = o.convert(v)
-    ctx = PluginContext(f"{name}.0", Counters(FILTER_COUNTERS), logging.getLogger("test"),
-                        parsers=parsers, raw=[(k.lower(), v) for k, v in entries])
-    plugin = cls(cfg, ctx)
-    plugin.setup()
-    return plugin
+    return make_plugin(find_plugin("filter", name), options=entries, parsers=parsers)
 
 
 def batch(records: list[dict[str, Any]], keys: bool = False) -> Batch:

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import calendar
-import logging
 from typing import Any
 
 import pytest
 
 from logfwd.engine.batch import Batch
-from logfwd.metrics import FILTER_COUNTERS, Counters
 from logfwd.parsers import ParserRegistry, load_parsers_file
-from logfwd.plugin import ConfigValueError, Plugin, PluginContext, all_options, find_plugin
+from logfwd.plugin import ConfigValueError, Plugin, find_plugin
+
+from .pluginkit import make_plugin
 
 REG = load_parsers_file(ParserRegistry())
 REG.add_parser({"name": "kv", "format": "logfmt"})
@@ -20,17 +20,7 @@ REG.add_parser({"name": "num", "format": "regex", "regex": r"^(?<n>\d+)$", "type
 
 def make(entries: list[tuple[str, str]], parsers: Any = REG) -> Plugin:
     """Build the filter the way the config layer does: declared options converted, raw kept in order."""
-    cls = find_plugin("filter", "parser")
-    opts = {o.key: o for o in all_options(cls)}
-    cfg = {o.key: o.default_value() for o in all_options(cls)}
-    for k, v in entries:
-        o = opts[k.lower()]
-        cfg[o.key] = [*cfg[o.key], o.convert(v)] if o.multi else o.convert(v)
-    ctx = PluginContext("parser.0", Counters(FILTER_COUNTERS), logging.getLogger("test"), parsers=parsers,
-                        raw=[(k.lower(), v) for k, v in entries])
-    plugin = cls(cfg, ctx)
-    plugin.setup()
-    return plugin
+    return make_plugin(find_plugin("filter", "parser"), options=entries, parsers=parsers)
 
 
 def batch(records: list[dict[str, Any]]) -> Batch:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import time
 from typing import Any
 
@@ -10,40 +9,29 @@ import pytest
 import trio
 
 from logfwd.engine.batch import Batch, MemBudget
-from logfwd.metrics import INPUT_COUNTERS, Counters
-from logfwd.plugin import ConfigValueError, Emitter, PluginContext, find_plugin
+from logfwd.plugin import ConfigValueError, find_plugin
+
+from .pluginkit import Collector, make_plugin
 
 NS = 1_000_000_000
 
 
 def make(**raw: str) -> Any:
-    cls = find_plugin("input", "dummy")
-    opts = {o.key: o for o in cls.options}
-    config = {k: o.default_value() for k, o in opts.items()}
-    for k, v in raw.items():
-        config[k.lower()] = opts[k.lower()].convert(v)
-    ctx = PluginContext("dummy.0", Counters(INPUT_COUNTERS), logging.getLogger("test.dummy"),
-                        raw=[(k.lower(), v) for k, v in raw.items()])
-    plugin = cls(config, ctx)
-    plugin.setup()
-    return plugin
+    return make_plugin(find_plugin("input", "dummy"), parsers=None, **raw)
 
 
 def collect(plugin: Any, timeout: float = 10.0) -> tuple[list[Batch], float]:
     """Run the input to completion; the batches it emitted and how long it took."""
-    batches: list[Batch] = []
-
-    async def dispatch(b: Batch) -> None:
-        batches.append(b)
+    col = Collector()
 
     async def main() -> float:
-        emitter = Emitter("dummy.0", MemBudget(0), dispatch, plugin.metrics)
         t0 = time.monotonic()
         with trio.fail_after(timeout):
-            await plugin.run(emitter)
+            await plugin.run(col.emitter(plugin))
         return time.monotonic() - t0
 
-    return batches, trio.run(main)
+    elapsed = trio.run(main)
+    return col.batches, elapsed
 
 
 def flat(batches: list[Batch]) -> tuple[list[int], list[dict[str, Any]]]:
@@ -107,18 +95,14 @@ def test_flush_on_startup_controls_first_event() -> None:
 
 def test_rate_is_kept() -> None:
     p = make(Rate="40")
-    batches: list[Batch] = []
-
-    async def dispatch(b: Batch) -> None:
-        batches.append(b)
+    col = Collector()
 
     async def main() -> None:
-        emitter = Emitter("dummy.0", MemBudget(0), dispatch, p.metrics)
         with trio.move_on_after(1.0):
-            await p.run(emitter)
+            await p.run(col.emitter(p))
 
     trio.run(main)
-    n = sum(len(b) for b in batches)
+    n = col.count()
     assert 25 <= n <= 41  # 40/s for 1 s, first one after 25 ms
 
 
@@ -139,27 +123,21 @@ def test_high_rate_emits_in_batches() -> None:
 def test_backpressure_pauses_generation() -> None:
     """While the pipeline holds the budget, the input waits, and does not burst afterwards."""
     p = make(Rate="1000", Dummy='{"message":"' + "x" * 100 + '"}')
-    held = []
+    col = Collector(hold=True)  # the "output" keeps each batch until released below
     counts: list[int] = []
-
-    async def dispatch(b: Batch) -> None:
-        b.ack.add()  # the "output" keeps the batch until released below
-        held.append(b)
 
     async def main() -> None:
         budget = MemBudget(20_000)
-        emitter = Emitter("dummy.0", budget, dispatch, p.metrics)
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(p.run, emitter)
+            nursery.start_soon(p.run, col.emitter(p, budget=budget))
             await trio.sleep(1.0)
-            counts.append(sum(len(b) for b in held))  # stuck at the budget
+            counts.append(col.count())  # stuck at the budget
             assert budget.paused
             await trio.sleep(0.5)
-            counts.append(sum(len(b) for b in held))
-            for b in held:
-                b.ack.done()
+            counts.append(col.count())
+            col.ack_all()
             await trio.sleep(0.5)
-            counts.append(sum(len(b) for b in held))
+            counts.append(col.count())
             nursery.cancel_scope.cancel()
 
     trio.run(main)

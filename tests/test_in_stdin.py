@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 import os
 import subprocess
 import sys
@@ -15,36 +14,27 @@ from typing import Any
 import pytest
 import trio
 
-from logfwd.engine.batch import Batch, MemBudget
-from logfwd.metrics import INPUT_COUNTERS, Counters
-from logfwd.plugin import ConfigValueError, Emitter, PluginContext, find_plugin
+from logfwd.engine.batch import Batch
+from logfwd.plugin import ConfigValueError, find_plugin
+
+from .pluginkit import Collector, make_plugin
 
 NS = 1_000_000_000
 
 # A child process that runs the stdin input on its real standard input and
 # prints what it emitted: the test sees what a user piping into logfwd would get.
 CHILD = r"""
-import json, logging, sys, trio
-from logfwd.engine.batch import MemBudget
-from logfwd.metrics import INPUT_COUNTERS, Counters
-from logfwd.plugin import Emitter, PluginContext, find_plugin
+import json, sys, trio
+from logfwd.plugin import find_plugin
+from tests.pluginkit import Collector, make_plugin
 
-cls = find_plugin("input", "stdin")
-config = {o.key: o.default_value() for o in cls.options}
-ctx = PluginContext("stdin.0", Counters(INPUT_COUNTERS), logging.getLogger("stdin"))
-p = cls(config, ctx)
-p.setup()
-out = []
-
-async def dispatch(b):
-    out.append({"times": b.times, "records": b.records})
-
-async def main():
-    await p.run(Emitter("stdin.0", MemBudget(0), dispatch, ctx.metrics))
-
-trio.run(main)
-json.dump({"batches": out, "metrics": dict(ctx.metrics)}, sys.stdout)
+p = make_plugin(find_plugin("input", "stdin"), parsers=None)
+col = Collector()
+trio.run(p.run, col.emitter(p))
+out = [{"times": b.times, "records": b.records} for b in col.batches]
+json.dump({"batches": out, "metrics": dict(p.metrics)}, sys.stdout)
 """
+ROOT = Path(__file__).resolve().parent.parent  # the child imports tests.pluginkit from here
 
 SAMPLE = (
     b'{"key": "some value", "n": 1}\n'
@@ -79,7 +69,7 @@ def check_sample(result: dict[str, Any], started_ns: int) -> None:
 
 def run_child(stdin: Any, data: bytes | None = None) -> dict[str, Any]:
     proc = subprocess.run([sys.executable, "-c", CHILD], input=data, stdin=stdin if data is None else None,
-                          capture_output=True, timeout=60)
+                          capture_output=True, timeout=60, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr.decode()
     return json.loads(proc.stdout)
 
@@ -98,14 +88,7 @@ def test_file_redirected_to_stdin(tmp_path: Path) -> None:
 
 
 def make(fd: int, parsers: Any = None, **raw: str) -> Any:
-    cls = find_plugin("input", "stdin")
-    opts = {o.key: o for o in cls.options}
-    config = {k: o.default_value() for k, o in opts.items()}
-    for k, v in raw.items():
-        config[k.lower()] = opts[k.lower()].convert(v)
-    ctx = PluginContext("stdin.0", Counters(INPUT_COUNTERS), logging.getLogger("test.stdin"), parsers=parsers)
-    p = cls(config, ctx)
-    p.setup()
+    p = make_plugin(find_plugin("input", "stdin"), parsers=parsers, **raw)
     p.fd = fd
     return p
 
@@ -114,7 +97,7 @@ def run_with_writer(p: Any, write: Any) -> list[Batch]:
     """Run the input on a pipe that ``write(fd)`` fills from a thread, until EOF."""
     r, w = os.pipe()
     p.fd = r
-    batches: list[Batch] = []
+    col = Collector()
 
     def writer() -> None:
         try:
@@ -122,12 +105,9 @@ def run_with_writer(p: Any, write: Any) -> list[Batch]:
         finally:
             os.close(w)
 
-    async def dispatch(b: Batch) -> None:
-        batches.append(b)
-
     async def main() -> None:
         with trio.fail_after(60):
-            await p.run(Emitter("stdin.0", MemBudget(0), dispatch, p.metrics))
+            await p.run(col.emitter(p))
 
     t = threading.Thread(target=writer)
     t.start()
@@ -136,7 +116,7 @@ def run_with_writer(p: Any, write: Any) -> list[Batch]:
     finally:
         t.join()
         os.close(r)
-    return batches
+    return col.batches
 
 
 def test_many_lines_in_order_and_in_batches() -> None:
@@ -182,13 +162,10 @@ def test_input_is_not_blocked_by_a_silent_writer() -> None:
     p.fd = r
     ticks = 0
 
-    async def dispatch(b: Batch) -> None:
-        pass
-
     async def main() -> None:
         nonlocal ticks
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(p.run, Emitter("stdin.0", MemBudget(0), dispatch, p.metrics))
+            nursery.start_soon(p.run, Collector().emitter(p))
             for _ in range(20):
                 await trio.sleep(0.01)
                 ticks += 1

@@ -7,16 +7,13 @@ collects the batches (no engine): what arrives there is what the pipeline gets.
 from __future__ import annotations
 
 import calendar
-import logging
 import os
-import re
 import socket
 import ssl
 import stat
 import subprocess
 import time
 from collections.abc import Awaitable, Callable
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -24,123 +21,15 @@ import pytest
 import trio
 from logfwd.plugins.in_syslog import SyslogInput
 
-from logfwd.engine.batch import Batch, MemBudget
-from logfwd.metrics import INPUT_COUNTERS, Counters
-from logfwd.plugin import ConfigValueError, Emitter, PluginContext, all_options
+from logfwd.plugin import ConfigValueError
 from tests.backends._proc import free_port
-
-# ----------------------------------------------------------------- parsers
-
-
-def _registry() -> Any:
-    """The shipped parsers when they exist, else a stand-in with Fluent Bit's syslog regexes."""
-    try:
-        from logfwd.config import default_parsers  # type: ignore[attr-defined]
-
-        return default_parsers()
-    except ImportError:
-        pass
-    try:
-        from logfwd.parsers import ParserRegistry  # type: ignore[import-not-found]  # noqa: F401
-    except ImportError:
-        return _TempRegistry()
-    raise RuntimeError("logfwd.parsers exists but logfwd.config.default_parsers does not")
-
-
-class _TempParser:
-    """Test-only stand-in for logfwd.parsers.Parser (same parse_lines contract)."""
-
-    def __init__(self, name: str, regex: str, fmt: str) -> None:
-        self.name = name
-        self.rx = re.compile(regex, re.S)
-        self.fmt = fmt
-
-    def parse_lines(self, lines: list[bytes], now_ns: int | None = None) -> tuple[list[int], list[dict], int]:
-        now = now_ns or time.time_ns()
-        times, recs, failed = [], [], 0
-        for raw in lines:
-            text = raw.decode("utf-8", "replace")
-            m = self.rx.match(text)
-            if not m:
-                failed += 1
-                times.append(now)
-                recs.append({"log": text})
-                continue
-            d = {k: v for k, v in m.groupdict().items() if v is not None}
-            t = d.pop("time")
-            if self.fmt == "5424":
-                ts = datetime.fromisoformat(t.replace("Z", "+00:00"))
-                times.append(calendar.timegm(ts.utctimetuple()) * 10**9 + ts.microsecond * 1000)
-            else:
-                ts = datetime.strptime(f"{datetime.now().year} {t}", "%Y %b %d %H:%M:%S")
-                times.append(int(time.mktime(ts.timetuple())) * 10**9)
-            recs.append(d)
-        return times, recs, failed
-
-
-class _TempRegistry:
-    def __init__(self) -> None:
-        head3164 = r"^<(?P<pri>\d{1,3})>(?P<time>\w{3} +\d+ \d\d:\d\d:\d\d) "
-        tail3164 = r"(?P<ident>[\w/.\-]*)(?:\[(?P<pid>\d+)\])?[^:]*: ?(?P<message>.*)$"
-        self._p = {
-            "syslog-rfc5424": _TempParser(
-                "syslog-rfc5424",
-                r"^<(?P<pri>\d{1,3})>1 (?P<time>\S+) (?P<host>\S+) (?P<ident>\S+) (?P<pid>\S+) (?P<msgid>\S+) "
-                r"(?P<extradata>-|(?:\[(?:[^\]\\]|\\.)*\])+)(?: (?P<message>.*))?$",
-                "5424",
-            ),
-            "syslog-rfc3164": _TempParser("syslog-rfc3164", head3164 + r"(?P<host>[^ ]+) " + tail3164, "3164"),
-            "syslog-rfc3164-local": _TempParser("syslog-rfc3164-local", head3164 + tail3164, "3164"),
-        }
-
-    def get(self, name: str) -> _TempParser:
-        return self._p[name]
-
-    def names(self) -> list[str]:
-        return list(self._p)
-
+from tests.pluginkit import Collector, make_plugin
 
 # ----------------------------------------------------------------- harness
 
 
-class Collector:
-    """The pipeline's stand-in: a dispatch that keeps batches; ``gate`` holds it (backpressure)."""
-
-    def __init__(self) -> None:
-        self.batches: list[Batch] = []
-        self.gate: trio.Event | None = None
-
-    async def dispatch(self, batch: Batch) -> None:
-        self.batches.append(batch)
-        if self.gate is not None:
-            await self.gate.wait()
-
-    @property
-    def records(self) -> list[dict[str, Any]]:
-        return [r for b in self.batches for r in b.records]
-
-    @property
-    def times(self) -> list[int]:
-        return [t for b in self.batches for t in b.times]
-
-    async def wait(self, n: int, timeout: float = 10.0) -> list[dict[str, Any]]:
-        with trio.move_on_after(timeout):
-            while len(self.records) < n:
-                await trio.sleep(0.02)
-        assert len(self.records) >= n, f"expected {n} records, got {len(self.records)}: {self.records[:5]}"
-        return self.records
-
-
 def make_input(**opts: Any) -> SyslogInput:
-    cfg = {o.key: o.default_value() for o in all_options(SyslogInput)}
-    by_key = {o.key: o for o in all_options(SyslogInput)}
-    for k, v in opts.items():
-        key = k.lower().replace("__", ".")
-        cfg[key] = by_key[key].convert(str(v))
-    ctx = PluginContext("syslog.0", Counters(INPUT_COUNTERS), logging.getLogger("test.syslog"), parsers=_registry())
-    p = SyslogInput(cfg, ctx)
-    p.setup()
-    return p
+    return make_plugin(SyslogInput, **opts)
 
 
 Body = Callable[[SyslogInput, Collector], Awaitable[None]]
@@ -150,7 +39,7 @@ def drive(plugin: SyslogInput, body: Body, collector: Collector | None = None, m
     col = collector or Collector()
 
     async def main() -> None:
-        emitter = Emitter("syslog", MemBudget(mem), col.dispatch, plugin.metrics)
+        emitter = col.emitter(plugin, tag="syslog", budget=mem)
         async with trio.open_nursery() as n:
             await n.start(plugin.run, emitter)
             with trio.fail_after(60):

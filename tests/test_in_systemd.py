@@ -19,45 +19,14 @@ import pytest
 import trio
 from logfwd.plugins.in_systemd import SystemdInput
 
-from logfwd.engine.batch import Batch, MemBudget
-from logfwd.metrics import INPUT_COUNTERS, Counters
-from logfwd.plugin import ConfigValueError, Emitter, PluginContext, all_options, find_plugin
+from logfwd.plugin import ConfigValueError, find_plugin
+from tests.pluginkit import Collector, make_plugin
 
 T0 = 1_700_000_000_000_000  # microseconds
 
 
-class Collector:
-    """Keeps batches; with ``hold`` it keeps an extra reference on each ack (an output not done yet)."""
-
-    def __init__(self, hold: bool = False) -> None:
-        self.batches: list[Batch] = []
-        self.hold = hold
-
-    async def dispatch(self, batch: Batch) -> None:
-        if self.hold:
-            batch.ack.add()
-        self.batches.append(batch)
-
-    @property
-    def records(self) -> list[dict[str, Any]]:
-        return [r for b in self.batches for r in b.records]
-
-    @property
-    def times(self) -> list[int]:
-        return [t for b in self.batches for t in b.times]
-
-
 def make_input(**opts: Any) -> SystemdInput:
-    by_key = {o.key: o for o in all_options(SystemdInput)}
-    cfg = {k: o.default_value() for k, o in by_key.items()}
-    for k, v in opts.items():
-        key = k.lower().replace("__", ".")
-        o = by_key[key]
-        cfg[key] = [o.convert(x) for x in v] if o.multi else o.convert(str(v))
-    ctx = PluginContext("systemd.0", Counters(INPUT_COUNTERS), logging.getLogger("test.systemd"))
-    p = SystemdInput(cfg, ctx)
-    p.setup()
-    return p
+    return make_plugin(SystemdInput, parsers=None, **opts)
 
 
 def drive(p: SystemdInput, until: Callable[[Collector], bool], col: Collector | None = None, tag: str = "journal",
@@ -66,7 +35,7 @@ def drive(p: SystemdInput, until: Callable[[Collector], bool], col: Collector | 
     col = col or Collector()
 
     async def main() -> None:
-        emitter = Emitter(tag, MemBudget(0), col.dispatch, p.metrics)
+        emitter = col.emitter(p, tag=tag)
         async with trio.open_nursery() as n:
             await n.start(p.run, emitter)
             if during is not None:

@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import base64
 import calendar
-import logging
 import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,12 +24,12 @@ from logfwd.plugins.out_es import PLUGIN as EsOutput
 from logfwd.plugins.out_es import parse_cloud_id
 
 from logfwd.engine.batch import Chunk, Result
-from logfwd.metrics import Counters
-from logfwd.plugin import ConfigValueError, PluginContext, all_options, find_plugin
+from logfwd.plugin import ConfigValueError, find_plugin
 
 from .backends._proc import free_port
 from .backends.es import EsServer
 from .faultproxy import FaultProxy
+from .pluginkit import flush_all, make_chunk, make_plugin, run_output
 
 pytestmark = pytest.mark.backend
 
@@ -39,44 +38,13 @@ DAY = 86400 * 1_000_000_000
 
 
 def make_output(**raw: Any) -> EsOutput:
-    """Build the plugin as the config layer would: defaults, then converted values."""
-    opts = {o.key: o.default_value() for o in all_options(EsOutput)}
-    by_key = {o.key: o for o in all_options(EsOutput)}
-    for k, v in raw.items():
-        key = k.lower().replace("__", ".")
-        opts[key] = by_key[key].convert(str(v))
-    out = EsOutput(opts, PluginContext("es.0", Counters(), logging.getLogger("test.es")))
-    out.setup()
-    return out
+    """Build the plugin as the config layer would (``tls__verify`` stands for ``tls.verify``)."""
+    return make_plugin(EsOutput, parsers=None, **raw)
 
 
 def chunk(records: list[dict[str, Any]], times: list[int] | None = None, keys: list[str | None] | None = None,
           tag: str = "app.log") -> Chunk:
-    c = Chunk(tag)
-    c.times = list(times) if times is not None else [T0 + i * 1_000_000 for i in range(len(records))]
-    c.records = records
-    c.keys = list(keys) if keys is not None else [None] * len(records)
-    return c
-
-
-def run(out: EsOutput, fn: Callable[[EsOutput], Awaitable[Any]]) -> Any:
-    """start, fn(out), stop: under trio, as the engine runs outputs."""
-
-    async def main() -> Any:
-        await out.start()
-        try:
-            return await fn(out)
-        finally:
-            await out.stop()
-
-    return trio.run(main)
-
-
-def flush_all(out: EsOutput, *chunks: Chunk) -> list[Result]:
-    async def go(o: EsOutput) -> list[Result]:
-        return [await o.flush(c) for c in chunks]
-
-    return run(out, go)
+    return make_chunk(records, times, tag, keys, t0=T0, step=1_000_000)
 
 
 def new_index(prefix: str = "t") -> str:
@@ -270,7 +238,7 @@ def test_proxy_item_429_retries_only_those_then_no_duplicates(es_server: EsServe
         second = await o.flush(c.subset(first.retry))  # what the engine does next
         return first, second
 
-    first, second = run(out, go)
+    first, second = run_output(out, go)
     assert first.retry == [2, 7] and not first.refused
     assert second.delivered_all
     assert sorted(d["m"] for d in es_server.sources(idx)) == list(range(10))
@@ -344,7 +312,7 @@ def test_server_stopped_then_back(es_server_factory: Callable[[], EsServer]) -> 
         results.append(await o.flush(chunk([{"m": 3}])))
         return results
 
-    r1, r2, r3 = run(out, go)
+    r1, r2, r3 = run_output(out, go)
     assert r1.delivered_all
     assert r2.retry_all
     assert r3.delivered_all
@@ -579,7 +547,7 @@ def test_concurrent_workers_and_big_chunks(es_server: EsServer, proxy: FaultProx
                 n.start_soon(one, k)
         return results
 
-    results = run(out, go)
+    results = run_output(out, go)
     assert all(r.delivered_all for r in results), results
     assert es_server.count(idx) == 10000
     assert len(proxy.bulk_requests()) == 4

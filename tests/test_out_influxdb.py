@@ -6,7 +6,6 @@ arrived is read back with ``/query``.
 
 from __future__ import annotations
 
-import logging
 import time
 from typing import Any
 
@@ -14,46 +13,23 @@ import pytest
 import trio
 from logfwd.plugins.out_influxdb import InfluxDBOutput
 
-from logfwd.metrics import OUTPUT_COUNTERS, Counters
-from logfwd.plugin import Chunk, PluginContext, Result
+from logfwd.plugin import Chunk, Result
 
 from .backends.influx import ADMIN_PASSWORD, ADMIN_USER, InfluxServer, VictoriaServer
+from .pluginkit import flush_all, make_chunk, make_plugin
 
 pytestmark = pytest.mark.backend
 
 T0 = 1_750_000_000_000_000_000  # a fixed time in ns (2025-06-15)
 
 
-def make_output(**raw: str) -> InfluxDBOutput:
+def make_output(**raw: Any) -> InfluxDBOutput:
     """Build the plugin as the engine does: each option converted from its string form."""
-    config: dict[str, Any] = {o.key: o.default_value() for o in InfluxDBOutput.options}
-    by_key = {o.key: o for o in InfluxDBOutput.options}
-    for k, v in raw.items():
-        o = by_key[k.lower()]
-        config[o.key] = [o.convert(x) for x in v] if o.multi else o.convert(v)
-    ctx = PluginContext("influxdb.0", Counters(OUTPUT_COUNTERS), logging.getLogger("test.influxdb"))
-    out = InfluxDBOutput(config, ctx)
-    out.setup()
-    return out
-
-
-def run_flushes(out: InfluxDBOutput, *chunks: Chunk) -> list[Result]:
-    async def main() -> list[Result]:
-        await out.start()
-        try:
-            return [await out.flush(c) for c in chunks]
-        finally:
-            await out.stop()
-
-    return trio.run(main)
+    return make_plugin(InfluxDBOutput, parsers=None, **raw)
 
 
 def chunk(records: list[dict[str, Any]], tag: str = "app.log", times: list[int] | None = None) -> Chunk:
-    c = Chunk(tag=tag)
-    c.records = records
-    c.times = times if times is not None else [T0 + i * 1000 for i in range(len(records))]
-    c.keys = [None] * len(records)
-    return c
+    return make_chunk(records, times, tag, t0=T0, step=1000)
 
 
 def server_opts(server: InfluxServer, db: str) -> dict[str, str]:
@@ -69,7 +45,7 @@ def test_points_arrive_with_types_tags_and_times(influxdb: InfluxServer, influx_
         {"host": f"h{i % 3}", "msg": f"line {i}", "n": i, "ratio": i / 4, "ok": i % 2 == 0, "k8s": {"pod": "p"}}
         for i in range(50)
     ]
-    [res] = run_flushes(out, chunk(records))
+    [res] = flush_all(out, chunk(records))
     assert res.delivered_all, res
     rows = sorted(influxdb.rows('SELECT * FROM "app.log"', influx_db), key=lambda r: r["time"])
     assert len(rows) == 50
@@ -89,8 +65,8 @@ def test_sequence_tag_keeps_equal_timestamps_apart(influxdb: InfluxServer, influ
     same = [T0] * 5
     with_seq = make_output(**server_opts(influxdb, influx_db), measurement="seq_on")
     without = make_output(**server_opts(influxdb, influx_db), measurement="seq_off", sequence_tag="off")
-    assert run_flushes(with_seq, chunk([{"v": i} for i in range(5)], times=same))[0].delivered_all
-    assert run_flushes(without, chunk([{"v": i} for i in range(5)], times=same))[0].delivered_all
+    assert flush_all(with_seq, chunk([{"v": i} for i in range(5)], times=same))[0].delivered_all
+    assert flush_all(without, chunk([{"v": i} for i in range(5)], times=same))[0].delivered_all
     assert influxdb.count("seq_on", influx_db) == 5
     # without the tag, InfluxDB keeps one point per series and timestamp: the last one wins
     assert [r["v"] for r in influxdb.rows("SELECT * FROM seq_off", influx_db)] == [4]
@@ -98,14 +74,14 @@ def test_sequence_tag_keeps_equal_timestamps_apart(influxdb: InfluxServer, influ
 
 def test_precision_seconds(influxdb: InfluxServer, influx_db: str) -> None:
     out = make_output(**server_opts(influxdb, influx_db), precision="s", measurement="prec")
-    assert run_flushes(out, chunk([{"v": 1}], times=[T0 + 987_654_321]))[0].delivered_all
+    assert flush_all(out, chunk([{"v": 1}], times=[T0 + 987_654_321]))[0].delivered_all
     [row] = influxdb.rows("SELECT * FROM prec", influx_db)
     assert row["time"] == T0  # truncated to the second
 
 
 def test_records_without_fields_are_skipped_and_counted(influxdb: InfluxServer, influx_db: str) -> None:
     out = make_output(**server_opts(influxdb, influx_db), measurement="skip", tag_keys="only")
-    res = run_flushes(out, chunk([{"only": "tag"}, {}, {"v": 1}]))[0]
+    res = flush_all(out, chunk([{"only": "tag"}, {}, {"v": 1}]))[0]
     assert res.delivered_all
     assert out.metrics["skipped_records"] == 2
     assert influxdb.count("skip", influx_db) == 1
@@ -137,7 +113,7 @@ def test_escaping_round_trip(influxdb: InfluxServer, influx_db: str) -> None:
     # Tags_List_Key names the tag keys per record (keys with spaces cannot be listed in Tag_Keys)
     out = make_output(**server_opts(influxdb, influx_db), measurement_key="m", sequence_tag="off",
                       tags_list_enabled="on")
-    res = run_flushes(out, chunk(records))[0]
+    res = flush_all(out, chunk(records))[0]
     assert res.delivered_all, res
     measurements = {v[0] for v in influxdb.query("SHOW MEASUREMENTS", influx_db)["results"][0]["series"][0]["values"]}
     assert measurements == {f"m {w}" for w in WEIRD}
@@ -154,7 +130,7 @@ def influx_select(measurement: str) -> str:
 def test_names_influxdb_cannot_store_are_adapted_not_refused(influxdb: InfluxServer, influx_db: str) -> None:
     out = make_output(**server_opts(influxdb, influx_db), measurement="adapt", tag_keys="t", sequence_tag="off")
     rec = {"time": "x", "t": "ends\\", "k\nnl": 1, "nan": float("nan"), "v": 2, "odd\\ run": 3}
-    res = run_flushes(out, chunk([rec]))[0]
+    res = flush_all(out, chunk([rec]))[0]
     assert res.delivered_all, res
     [row] = influxdb.rows("SELECT * FROM adapt", influx_db)
     assert row["time_"] == "x" and row["t"] == "ends\\_" and row["k\\nnl"] == 1 and row["v"] == 2
@@ -176,7 +152,7 @@ def test_random_names_never_break_the_line(influxdb: InfluxServer, influx_db: st
     records = [{"tags": [f"t{i}"], f"t{i}": word(), f"f {word()}": 1, "s": word()} for i in range(300)]
     out = make_output(**server_opts(influxdb, influx_db), measurement="fuzz", sequence_tag="off",
                       tags_list_enabled="on")
-    res = run_flushes(out, chunk(records))[0]
+    res = flush_all(out, chunk(records))[0]
     assert res.delivered_all, res.refused[:3]
     assert out.metrics["requests"] == 1
     rows = sorted(influxdb.rows("SELECT * FROM fuzz", influx_db), key=lambda r: r["time"])
@@ -192,7 +168,7 @@ def test_type_conflict_refuses_only_the_bad_points(influxdb: InfluxServer, influ
     assert status == 204, body
     records = [{"v": i if i in (3, 7, 15) else f"s{i}"} for i in range(20)]
     out = make_output(**server_opts(influxdb, influx_db), measurement="conflict", add_integer_suffix="on")
-    res = run_flushes(out, chunk(records))[0]
+    res = flush_all(out, chunk(records))[0]
     assert res.retry is None and not res.retry_all
     assert [i for i, _ in res.refused] == [3, 7, 15]
     for _, reason in res.refused:
@@ -208,7 +184,7 @@ def test_type_conflict_refuses_only_the_bad_points(influxdb: InfluxServer, influ
 def test_all_points_refused_in_one_request(influxdb: InfluxServer, influx_db: str) -> None:
     assert influxdb.write(f'allbad v="s" {T0 - 1}', influx_db)[0] == 204
     out = make_output(**server_opts(influxdb, influx_db), measurement="allbad", add_integer_suffix="on")
-    res = run_flushes(out, chunk([{"v": i} for i in range(10)]))[0]
+    res = flush_all(out, chunk([{"v": i} for i in range(10)]))[0]
     assert [i for i, _ in res.refused] == list(range(10))
     assert out.metrics["requests"] == 1  # the server said dropped=10: no need to split
     assert influxdb.count("allbad", influx_db) == 1
@@ -243,7 +219,7 @@ def test_server_down_then_up_nothing_lost(influxdb: InfluxServer, influx_db: str
 
 def test_unknown_database_is_retried(influxdb: InfluxServer) -> None:
     out = make_output(**server_opts(influxdb, "no_such_db"))
-    res = run_flushes(out, chunk([{"v": 1}]))[0]
+    res = flush_all(out, chunk([{"v": 1}]))[0]
     assert res.retry_all and "database not found" in res.reason
 
 
@@ -251,7 +227,7 @@ def test_nothing_listening_is_retried() -> None:
     from .backends._proc import free_port
 
     out = make_output(host="127.0.0.1", port=str(free_port()))
-    res = run_flushes(out, chunk([{"v": 1}]))[0]
+    res = flush_all(out, chunk([{"v": 1}]))[0]
     assert res.retry_all and not res.refused
 
 
@@ -263,13 +239,13 @@ def test_wrong_password_retried_right_password_delivered(influxdb_auth: InfluxSe
     try:
         base = {**server_opts(influxdb_auth, db), "measurement": "auth", "http_user": ADMIN_USER}
         bad = make_output(**base, http_passwd="wrong")
-        res = run_flushes(bad, chunk([{"v": i} for i in range(4)]))[0]
+        res = flush_all(bad, chunk([{"v": i} for i in range(4)]))[0]
         assert res.retry_all and "401" in res.reason
         assert bad.metrics["auth_failures"] == 1
         assert influxdb_auth.query("SELECT * FROM auth", db)["results"][0].get("series") is None
 
         good = make_output(**base, http_passwd=ADMIN_PASSWORD)
-        assert run_flushes(good, chunk([{"v": i} for i in range(4)]))[0].delivered_all
+        assert flush_all(good, chunk([{"v": i} for i in range(4)]))[0].delivered_all
         assert influxdb_auth.count("auth", db) == 4
     finally:
         influxdb_auth.drop_database(db)
@@ -287,7 +263,7 @@ def test_v2_write_with_bucket_org_and_token(victoria_metrics: VictoriaServer) ->
     now_ms = time.time_ns() // 1_000_000
     stamps = [now_ms - 3000, now_ms - 2000, now_ms - 1000]
     records = [{"host": "h1", "cpu": float(i), "n": i} for i in range(3)]
-    res = run_flushes(out, chunk(records, times=[t * 1_000_000 + 123 for t in stamps]))[0]
+    res = flush_all(out, chunk(records, times=[t * 1_000_000 + 123 for t in stamps]))[0]
     assert res.delivered_all, res
     got: dict[str, list[tuple[int, float]]] = {}
     deadline = time.monotonic() + 15

@@ -7,7 +7,6 @@ arrived is read back with a confluent-kafka consumer.
 from __future__ import annotations
 
 import json
-import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -16,10 +15,10 @@ import pytest
 import trio
 from logfwd.plugins.out_kafka import KafkaOutput
 
-from logfwd.metrics import OUTPUT_COUNTERS, Counters
-from logfwd.plugin import Chunk, ConfigValueError, PluginContext, Result
+from logfwd.plugin import Chunk, ConfigValueError, Result
 
 from .backends.kafka import KafkaBroker, KafkaMessage
+from .pluginkit import flush_all, make_chunk, make_plugin
 
 pytestmark = pytest.mark.backend
 
@@ -27,40 +26,13 @@ T0 = 1_750_000_000_123_456_789  # 2025-06-15T15:06:40.123456789Z
 Consume = Callable[..., list[KafkaMessage]]
 
 
-def make_output(**raw: str) -> KafkaOutput:
-    """Build the plugin as the engine does: each option converted from its string form
-    (``rdkafka_X_Y="v"`` stands for the key ``rdkafka.X.Y``)."""
-    config: dict[str, Any] = {o.key: o.default_value() for o in KafkaOutput.options}
-    by_key = {o.key: o for o in KafkaOutput.options}
-    for k, v in raw.items():
-        key = k.lower()
-        if key.startswith("rdkafka_"):
-            config["rdkafka."][key[len("rdkafka_"):].replace("_", ".")] = v
-            continue
-        config[key] = by_key[key].convert(v)
-    ctx = PluginContext("kafka.0", Counters(OUTPUT_COUNTERS), logging.getLogger("test.kafka"), service={"grace": 5})
-    out = KafkaOutput(config, ctx)
-    out.setup()
-    return out
+def make_output(**raw: Any) -> KafkaOutput:
+    """Build the plugin as the engine does; ``options={...}`` holds keys with dots (``rdkafka.linger.ms``)."""
+    return make_plugin(KafkaOutput, parsers=None, service={"grace": 5}, **raw)
 
 
 def chunk(records: list[dict[str, Any]], times: list[int] | None = None) -> Chunk:
-    c = Chunk(tag="app.log")
-    c.records = records
-    c.times = times if times is not None else [T0 + i for i in range(len(records))]
-    c.keys = [None] * len(records)
-    return c
-
-
-def run_flushes(out: KafkaOutput, *chunks: Chunk) -> list[Result]:
-    async def main() -> list[Result]:
-        await out.start()
-        try:
-            return [await out.flush(c) for c in chunks]
-        finally:
-            await out.stop()
-
-    return trio.run(main)
+    return make_chunk(records, times, t0=T0, step=1)
 
 
 def values(msgs: list[KafkaMessage]) -> list[dict[str, Any]]:
@@ -73,7 +45,7 @@ def values(msgs: list[KafkaMessage]) -> list[dict[str, Any]]:
 def test_json_messages_with_timestamp_first(kafka_broker: KafkaBroker, kafka_topic: str, kafka_consume: Consume) -> None:
     out = make_output(brokers=kafka_broker.bootstrap, topics=kafka_topic)
     records = [{"msg": f"line {i}", "n": i, "nested": {"a": [1, 2]}, "raw": b"bytes"} for i in range(100)]
-    [res] = run_flushes(out, chunk(records))
+    [res] = flush_all(out, chunk(records))
     assert res.delivered_all, res
     msgs = kafka_consume(kafka_broker.bootstrap, kafka_topic, 100, settle=0.5)
     assert len(msgs) == 100
@@ -92,7 +64,7 @@ def test_timestamp_formats_and_key(
     kafka_broker: KafkaBroker, kafka_topic: str, kafka_consume: Consume, fmt: str, expected: str
 ) -> None:
     out = make_output(brokers=kafka_broker.bootstrap, topics=kafka_topic, timestamp_key="ts", timestamp_format=fmt)
-    assert run_flushes(out, chunk([{}], times=[T0]))[0].delivered_all
+    assert flush_all(out, chunk([{}], times=[T0]))[0].delivered_all
     [m] = kafka_consume(kafka_broker.bootstrap, kafka_topic, 1)
     assert json.loads(m.value or b"") == {"ts": expected}
 
@@ -101,12 +73,12 @@ def test_topics_topic_key_and_dynamic_topic(kafka_broker: KafkaBroker, kafka_top
     a, b, dyn = kafka_topic + "-a", kafka_topic + "-b", kafka_topic + "-dyn"
     records = [{"route": b, "i": 0}, {"route": "unlisted", "i": 1}, {"i": 2}, {"route": dyn, "i": 3}]
     static = make_output(brokers=kafka_broker.bootstrap, topics=f"{a},{b}", topic_key="route")
-    assert run_flushes(static, chunk(records))[0].delivered_all
+    assert flush_all(static, chunk(records))[0].delivered_all
     assert sorted(d["i"] for d in values(kafka_consume(kafka_broker.bootstrap, a, 3))) == [1, 2, 3]
     assert [d["i"] for d in values(kafka_consume(kafka_broker.bootstrap, b, 1))] == [0]
 
     dynamic = make_output(brokers=kafka_broker.bootstrap, topics=f"{a}2", topic_key="route", dynamic_topic="on")
-    assert run_flushes(dynamic, chunk([records[3]]))[0].delivered_all
+    assert flush_all(dynamic, chunk([records[3]]))[0].delivered_all
     assert [d["i"] for d in values(kafka_consume(kafka_broker.bootstrap, dyn, 1))] == [3]
 
 
@@ -114,7 +86,7 @@ def test_message_key_and_key_field(kafka_broker: KafkaBroker, kafka_topic: str, 
     out = make_output(brokers=kafka_broker.bootstrap, topics=kafka_topic, message_key="fixed",
                       message_key_field="id")
     records = [{"id": "abc", "i": 0}, {"id": 42, "i": 1}, {"i": 2}]  # a non-string field falls back
-    assert run_flushes(out, chunk(records))[0].delivered_all
+    assert flush_all(out, chunk(records))[0].delivered_all
     msgs = kafka_consume(kafka_broker.bootstrap, kafka_topic, 3)
     assert sorted((json.loads(m.value or b"")["i"], m.key) for m in msgs) == [(0, b"abc"), (1, b"fixed"),
                                                                               (2, b"fixed")]
@@ -122,21 +94,21 @@ def test_message_key_and_key_field(kafka_broker: KafkaBroker, kafka_topic: str, 
 
 def test_raw_msgpack_and_gelf_formats(kafka_broker: KafkaBroker, kafka_topic: str, kafka_consume: Consume) -> None:
     raw = make_output(brokers=kafka_broker.bootstrap, topics=kafka_topic + "-raw", format="raw", raw_log_key="log")
-    res = run_flushes(raw, chunk([{"log": "plain text"}, {"other": 1}, {"log": "second"}]))[0]
+    res = flush_all(raw, chunk([{"log": "plain text"}, {"other": 1}, {"log": "second"}]))[0]
     # the record without the key cannot become a message: refused (dead-lettered), the rest delivered
     assert res.retry is None and [i for i, _ in res.refused] == [1] and "log" in res.refused[0][1]
     got = sorted(m.value for m in kafka_consume(kafka_broker.bootstrap, kafka_topic + "-raw", 2, settle=0.3))
     assert got == [b"plain text", b"second"]
 
     mp = make_output(brokers=kafka_broker.bootstrap, topics=kafka_topic + "-mp", format="msgpack")
-    assert run_flushes(mp, chunk([{"k": "v", "n": 1}], times=[T0]))[0].delivered_all
+    assert flush_all(mp, chunk([{"k": "v", "n": 1}], times=[T0]))[0].delivered_all
     [m] = kafka_consume(kafka_broker.bootstrap, kafka_topic + "-mp", 1)
     assert msgpack.unpackb(m.value) == {"@timestamp": T0 / 1_000_000_000, "k": "v", "n": 1}
 
     gelf = make_output(brokers=kafka_broker.bootstrap, topics=kafka_topic + "-gelf", format="gelf",
                        gelf_short_message_key="log", gelf_host_key="host", gelf_level_key="lvl")
     rec = {"log": "boom", "host": "web1", "lvl": "3", "k8s": {"pod": "p"}, "id": 7}
-    assert run_flushes(gelf, chunk([rec], times=[T0]))[0].delivered_all
+    assert flush_all(gelf, chunk([rec], times=[T0]))[0].delivered_all
     [m] = kafka_consume(kafka_broker.bootstrap, kafka_topic + "-gelf", 1)
     assert json.loads(m.value or b"") == {
         "version": "1.1", "short_message": "boom", "host": "web1", "timestamp": T0 / 1_000_000_000, "level": 3,
@@ -171,12 +143,12 @@ def test_concurrent_flushes_each_get_their_own_reports(
 
 
 def test_rdkafka_properties_pass_through(kafka_broker: KafkaBroker, kafka_topic: str, kafka_consume: Consume) -> None:
-    out = make_output(brokers=kafka_broker.bootstrap, topics=kafka_topic, rdkafka_compression_codec="gzip",
-                      rdkafka_linger_ms="5")
-    assert run_flushes(out, chunk([{"i": i, "pad": "x" * 500} for i in range(20)]))[0].delivered_all
+    out = make_output(brokers=kafka_broker.bootstrap, topics=kafka_topic,
+                      options={"rdkafka.compression.codec": "gzip", "rdkafka.linger.ms": "5"})
+    assert flush_all(out, chunk([{"i": i, "pad": "x" * 500} for i in range(20)]))[0].delivered_all
     assert len(kafka_consume(kafka_broker.bootstrap, kafka_topic, 20)) == 20
 
-    bad = make_output(brokers=kafka_broker.bootstrap, rdkafka_no_such_property="1")
+    bad = make_output(brokers=kafka_broker.bootstrap, options={"rdkafka.no.such.property": "1"})
     with pytest.raises(ConfigValueError, match="no.such.property"):
         trio.run(bad.start)
 
@@ -185,9 +157,10 @@ def test_message_too_large_is_refused_rest_delivered(
     kafka_broker: KafkaBroker, kafka_topic: str, kafka_consume: Consume
 ) -> None:
     # tansu has no size limit: the producer's own message.max.bytes triggers librdkafka's check
-    out = make_output(brokers=kafka_broker.bootstrap, topics=kafka_topic, rdkafka_message_max_bytes="2000")
+    out = make_output(brokers=kafka_broker.bootstrap, topics=kafka_topic,
+                      options={"rdkafka.message.max.bytes": "2000"})
     records = [{"i": 0}, {"i": 1, "big": "x" * 5000}, {"i": 2}]
-    res = run_flushes(out, chunk(records))[0]
+    res = flush_all(out, chunk(records))[0]
     assert res.retry is None and not res.retry_all
     assert [i for i, _ in res.refused] == [1]
     assert res.refused[0][1].startswith("MSG_SIZE_TOO_LARGE")
@@ -196,7 +169,7 @@ def test_message_too_large_is_refused_rest_delivered(
 
 def test_invalid_topic_name_is_refused(kafka_broker: KafkaBroker, kafka_topic: str, kafka_consume: Consume) -> None:
     out = make_output(brokers=kafka_broker.bootstrap, topics=kafka_topic, topic_key="t", dynamic_topic="on")
-    res = run_flushes(out, chunk([{"t": "not a valid topic!"}, {"i": 1}]))[0]
+    res = flush_all(out, chunk([{"t": "not a valid topic!"}, {"i": 1}]))[0]
     assert [i for i, _ in res.refused] == [0] and res.retry is None
     assert "TOPIC_EXCEPTION" in res.refused[0][1]
     assert len(kafka_consume(kafka_broker.bootstrap, kafka_topic, 1)) == 1
@@ -209,8 +182,8 @@ def test_broker_down_retry_then_everything_arrives_once(
     kafka_broker_factory: Callable[[], KafkaBroker], kafka_consume: Consume
 ) -> None:
     broker = kafka_broker_factory()  # private: stopping it disturbs no other test
-    out = make_output(brokers=broker.bootstrap, topics="downup", rdkafka_message_timeout_ms="1500",
-                      rdkafka_reconnect_backoff_max_ms="200")
+    out = make_output(brokers=broker.bootstrap, topics="downup",
+                      options={"rdkafka.message.timeout.ms": "1500", "rdkafka.reconnect.backoff.max.ms": "200"})
     c = chunk([{"i": i} for i in range(50)])
 
     async def main() -> tuple[Result, Result]:
@@ -235,8 +208,8 @@ def test_broker_back_within_message_timeout_delivers_in_one_flush(
     kafka_broker_factory: Callable[[], KafkaBroker], kafka_consume: Consume
 ) -> None:
     broker = kafka_broker_factory()
-    out = make_output(brokers=broker.bootstrap, topics="comeback", rdkafka_message_timeout_ms="20000",
-                      rdkafka_reconnect_backoff_max_ms="200")
+    out = make_output(brokers=broker.bootstrap, topics="comeback",
+                      options={"rdkafka.message.timeout.ms": "20000", "rdkafka.reconnect.backoff.max.ms": "200"})
 
     async def main() -> Result:
         await out.start()
@@ -265,8 +238,8 @@ def test_queue_full_retries_then_hands_back(
 ) -> None:
     broker = kafka_broker_factory()
     out = make_output(brokers=broker.bootstrap, topics="qfull", queue_full_retries="1",
-                      rdkafka_queue_buffering_max_messages="10", rdkafka_message_timeout_ms="1500",
-                      rdkafka_reconnect_backoff_max_ms="200")
+                      options={"rdkafka.queue.buffering.max.messages": "10", "rdkafka.message.timeout.ms": "1500",
+                               "rdkafka.reconnect.backoff.max.ms": "200"})
     c = chunk([{"i": i} for i in range(30)])
 
     async def main() -> tuple[Result, Result]:

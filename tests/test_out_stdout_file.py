@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import logging
 import os
 import subprocess
 import sys
@@ -17,43 +16,25 @@ import pytest
 import trio
 
 from logfwd.engine.batch import Chunk, Result
-from logfwd.metrics import OUTPUT_COUNTERS, Counters
 from logfwd.options import OptionError
-from logfwd.plugin import ConfigValueError, PluginContext, find_plugin
+from logfwd.plugin import ConfigValueError, find_plugin
+
+from .pluginkit import flush_all, make_chunk, make_plugin
 
 T0 = 1700000000_123456789  # 2023-11-14T22:13:20.123456789Z
 T1 = 1700000001_000000000
 
 
 def make(name: str, **raw: str) -> Any:
-    cls = find_plugin("output", name)
-    opts = {o.key: o for o in cls.options}
-    config = {k: o.default_value() for k, o in opts.items()}
-    for k, v in raw.items():
-        config[k.lower()] = opts[k.lower()].convert(v)
-    ctx = PluginContext(f"{name}.0", Counters(OUTPUT_COUNTERS), logging.getLogger(f"test.{name}"))
-    p = cls(config, ctx)
-    p.setup()
-    return p
+    return make_plugin(find_plugin("output", name), parsers=None, **raw)
 
 
 def chunk(records: list[dict[str, Any]], tag: str = "app.log", times: list[int] | None = None) -> Chunk:
-    c = Chunk(tag)
-    c.records = records
-    c.times = times if times is not None else [T0 + i * 1_000_000_000 for i in range(len(records))]
-    c.keys = [None] * len(records)
-    return c
+    return make_chunk(records, times, tag, t0=T0, step=1_000_000_000)
 
 
 def flush(p: Any, c: Chunk) -> Result:
-    async def main() -> Result:
-        await p.start()
-        try:
-            return await p.flush(c)  # type: ignore[no-any-return]
-        finally:
-            await p.stop()
-
-    return trio.run(main)
+    return flush_all(p, c)[0]
 
 
 RECORD = {"message": "hi \"you\"\n", "n": 1, "f": 0.5, "ok": True, "none": None, "nested": {"a": [1, "b"]}}
@@ -76,20 +57,17 @@ def test_stdout_default_is_fluent_bits_print(capfdbinary: pytest.CaptureFixture[
 def test_stdout_json_lines_goes_to_the_real_stdout() -> None:
     """In a child process, so that the bytes are exactly what a pipe reader gets."""
     script = (
-        "import logging, trio\n"
+        "import trio\n"
         "from logfwd.engine.batch import Chunk\n"
-        "from logfwd.metrics import Counters\n"
-        "from logfwd.plugin import PluginContext, find_plugin\n"
-        "cls = find_plugin('output', 'stdout')\n"
-        "cfg = {o.key: o.default_value() for o in cls.options}\n"
-        "cfg['format'] = 'json_lines'\n"
-        "p = cls(cfg, PluginContext('stdout.0', Counters(), logging.getLogger('x')))\n"
-        "p.setup()\n"
+        "from logfwd.plugin import find_plugin\n"
+        "from tests.pluginkit import make_plugin\n"
+        "p = make_plugin(find_plugin('output', 'stdout'), parsers=None, Format='json_lines')\n"
         "print('before', flush=False)\n"
         "c = Chunk('t', times=[1700000000123456789, 1700000001000000000], records=[{'a': 1}, {'b': 'x'}])\n"
         "assert trio.run(p.flush, c).delivered_all\n"
     )
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=60, check=True).stdout
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=60, check=True,
+                         cwd=Path(__file__).resolve().parent.parent).stdout  # where tests.pluginkit imports from
     lines = out.decode().splitlines()
     assert lines[0] == "before"
     assert [json.loads(x) for x in lines[1:]] == [{"date": 1700000000.1234568, "a": 1},

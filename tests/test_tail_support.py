@@ -7,7 +7,6 @@ acknowledgements (a slow or failing output) or give them at once.
 
 from __future__ import annotations
 
-import logging
 import os
 import re
 import time
@@ -17,9 +16,11 @@ from typing import Any
 
 import trio
 
-from logfwd.engine.batch import Batch, MemBudget
-from logfwd.metrics import Counters
-from logfwd.plugin import Emitter, PluginContext, find_plugin
+from logfwd.engine.batch import MemBudget
+from logfwd.plugin import find_plugin
+from tests.pluginkit import DEFAULT, Collector, make_plugin
+
+__all__ = ["LINE_RE", "NumberedWriter", "numbers", "assert_exactly", "Collector", "Harness", "run_tail"]
 
 LINE_RE = re.compile(r"(\w+)-(\d{8})")
 
@@ -70,79 +71,17 @@ def assert_exactly(records: list[dict[str, Any]], expected: dict[str, int], key:
     assert not extra, f"unexpected lines {extra[:10]}"
 
 
-class Collector:
-    """The engine's side of the emitter: records what arrives and acknowledges it.
-
-    ``hold=True`` keeps every batch unacknowledged until ``ack_all``/``ack_some``
-    (an output that has not delivered yet); ``delay`` makes each dispatch slow.
-    """
-
-    def __init__(self, hold: bool = False, delay: float = 0.0) -> None:
-        self.hold = hold
-        self.delay = delay
-        self.batches: list[Batch] = []
-        self.pending: list[Batch] = []
-
-    async def dispatch(self, batch: Batch) -> None:
-        self.batches.append(batch)
-        if self.hold:
-            batch.ack.add()
-            self.pending.append(batch)
-        if self.delay:
-            await trio.sleep(self.delay)
-
-    @property
-    def records(self) -> list[dict[str, Any]]:
-        return [r for b in self.batches for r in b.records]
-
-    @property
-    def keys(self) -> list[str]:
-        return [k for b in self.batches for k in (b.keys or [])]
-
-    def count(self) -> int:
-        return sum(len(b.records) for b in self.batches)
-
-    def ack_some(self, n_batches: int) -> None:
-        for b in self.pending[:n_batches]:
-            b.ack.done()
-        del self.pending[:n_batches]
-
-    def ack_all(self) -> None:
-        self.ack_some(len(self.pending))
-
-
-def parser_registry() -> Any:
-    try:
-        from logfwd.config import default_parsers  # type: ignore[attr-defined]
-
-        return default_parsers()
-    except ImportError:  # parsers module not there yet: tests without a parser still run
-        return None
-
-
-def make_config(cls: Any, opts: dict[str, Any]) -> dict[str, Any]:
-    given = {k.lower(): v for k, v in opts.items()}
-    cfg = {}
-    for o in cls.options:
-        cfg[o.key] = o.convert(given.pop(o.key)) if o.key in given else o.default_value()
-    assert not given, f"unknown tail options in test: {given}"
-    return cfg
-
-
 class Harness:
     """One tail instance wired to a Collector through a real Emitter."""
 
     def __init__(self, opts: dict[str, Any], tag: str = "tail.0", mem_buf_limit: int = 32 << 20,
                  collector: Collector | None = None, parsers: Any = None) -> None:
-        cls = find_plugin("input", "tail")
-        self.metrics = Counters()
-        ctx = PluginContext(instance="tail.0", metrics=self.metrics, log=logging.getLogger("test.tail"),
-                            parsers=parsers if parsers is not None else parser_registry())
-        self.plugin: Any = cls(make_config(cls, opts), ctx)
-        self.plugin.setup()
+        self.plugin: Any = make_plugin(find_plugin("input", "tail"), options=opts,
+                                       parsers=DEFAULT if parsers is None else parsers)
+        self.metrics = self.plugin.metrics
         self.collector = collector or Collector()
         self.budget = MemBudget(mem_buf_limit)
-        self.emitter = Emitter(tag, self.budget, self.collector.dispatch, self.metrics)
+        self.emitter = self.collector.emitter(self.plugin, tag=tag, budget=self.budget)
         self.finished = False
 
     async def _run(self) -> None:
