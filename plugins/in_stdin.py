@@ -24,93 +24,10 @@ from typing import Any
 
 import orjson
 import trio
+from logfwd._fastparse import LineFramer
 
 from logfwd.options import Option
 from logfwd.plugin import ConfigValueError, Emitter, Input
-
-try:  # the Cython framer; the pure-Python one below has the same contract
-    from logfwd._fastparse import LineFramer  # type: ignore[attr-defined]
-except ImportError:  # pragma: no cover - depends on the build
-    LineFramer = None  # type: ignore[assignment,misc]
-
-_NS = 1_000_000_000
-_READ_MIN = 256 * 1024  # read this much at a time at least: fewer, larger batches
-_MAX_LINE_MIN = 1024 * 1024
-
-
-class _PyLineFramer:
-    """Pure-Python stand-in for ``logfwd._fastparse.LineFramer`` (same interface).
-
-    Lines longer than ``max_line_size`` are truncated (or skipped with
-    ``skip_long_lines``) and counted in ``long_lines``.
-    """
-
-    def __init__(self, max_line_size: int = 32768, skip_long_lines: bool = True, offset: int = 0) -> None:
-        self.max_line_size = max_line_size
-        self.skip_long_lines = skip_long_lines
-        self.reset(offset)
-
-    def reset(self, offset: int = 0) -> None:
-        self.offset = offset
-        self._tail = b""
-        self._dropping = False  # inside an over-long line already handled
-        self.long_lines = 0
-
-    @property
-    def pending(self) -> int:
-        return len(self._tail)
-
-    def _line(self, line: bytes, out: list[bytes]) -> None:
-        if line.endswith(b"\r"):
-            line = line[:-1]
-        if len(line) > self.max_line_size:
-            self.long_lines += 1
-            if self.skip_long_lines:
-                return
-            line = line[: self.max_line_size]
-        out.append(line)
-
-    def feed(self, data: bytes) -> tuple[list[bytes], list[int]]:
-        lines: list[bytes] = []
-        offsets: list[int] = []
-        start_offset = self.offset - len(self._tail)
-        buf = self._tail + data if self._tail else data
-        self.offset += len(data)
-        pos = 0
-        while True:
-            nl = buf.find(b"\n", pos)
-            if nl < 0:
-                break
-            before = len(lines)
-            if self._dropping:
-                self._dropping = False
-            else:
-                self._line(buf[pos:nl], lines)
-            if len(lines) > before:
-                offsets.append(start_offset + nl + 1)
-            pos = nl + 1
-        tail = buf[pos:]
-        if len(tail) > self.max_line_size and not self._dropping:
-            # Bound memory: an endless line is cut (or skipped) now, the rest of it dropped.
-            before = len(lines)
-            self._line(tail, lines)
-            if len(lines) > before:
-                offsets.append(start_offset + len(buf))
-            self._dropping = True
-            tail = b""
-        elif self._dropping:
-            tail = b""
-        self._tail = tail
-        return lines, offsets
-
-    def flush(self) -> tuple[list[bytes], list[int]]:
-        tail, self._tail = self._tail, b""
-        self._dropping = False
-        if not tail:
-            return [], []
-        lines: list[bytes] = []
-        self._line(tail, lines)
-        return lines, [self.offset] if lines else []
 
 
 def _event_time(value: Any) -> int | None:
@@ -151,8 +68,7 @@ class StdinInput(Input):
                                                  + (f"; known parsers: {known}" if known else "")) from None
         self.buffer_size: int = self.config["buffer_size"]
         self.max_line = max(self.buffer_size, _MAX_LINE_MIN)
-        framer_cls = LineFramer if LineFramer is not None else _PyLineFramer
-        self.framer = framer_cls(self.max_line, False, 0)
+        self.framer = LineFramer(self.max_line, False, 0)
         self._truncated_seen = 0
 
     # ------------------------------------------------------------ decoding

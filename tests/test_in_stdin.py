@@ -181,7 +181,6 @@ def test_input_is_not_blocked_by_a_silent_writer() -> None:
 
 
 def test_parser_option() -> None:
-    pytest.importorskip("logfwd.parsers")
     from logfwd.config import default_parsers
 
     registry = default_parsers()
@@ -209,16 +208,13 @@ def test_unknown_parser_is_a_config_error() -> None:
     assert e.value.key == "parser" and "docker" in e.value.message
 
 
-@pytest.mark.parametrize("use_fallback", [True, False])
-def test_line_framing_across_arbitrary_reads(use_fallback: bool) -> None:
+def test_line_framing_across_arbitrary_reads() -> None:
     """Whatever the read boundaries, the lines are those of the whole stream."""
     from hypothesis import given, settings
     from hypothesis import strategies as st
     from logfwd.plugins import in_stdin
 
-    cls = in_stdin._PyLineFramer if use_fallback else in_stdin.LineFramer
-    if cls is None:
-        pytest.skip("logfwd._fastparse.LineFramer not built yet")
+    cls = in_stdin.LineFramer
 
     @settings(max_examples=150, deadline=None)
     @given(st.lists(st.sampled_from([b"a", b"bc", b"\n", b"\r\n", b"\r", b"xyz\n", b""]), max_size=40),

@@ -20,7 +20,7 @@ GEN = Path(__file__).resolve().parents[2] / "shared" / "bench" / "gen.py"
 
 def gen(kind: str, n: int, path: Path) -> None:
     if not GEN.exists():
-        pytest.skip(f"workload generator {GEN} not found")
+        pytest.fail(f"workload generator {GEN} not found: shared/ must sit beside the repository checkout")
     subprocess.run([sys.executable, str(GEN), kind, str(n), str(path)], check=True)
 
 
