@@ -17,7 +17,6 @@ import sys
 import time
 
 from logfwd._fastparse import LineFramer
-
 from logfwd.parsers import ParserRegistry, load_parsers_file
 
 GEN = "/work/shared/bench/gen.py"

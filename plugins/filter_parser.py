@@ -18,7 +18,6 @@ import time
 from typing import Any
 
 from logfwd._fastparse import unescape
-
 from logfwd.plugin import Batch, ConfigValueError, Filter, Option
 
 

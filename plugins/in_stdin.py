@@ -24,10 +24,14 @@ from typing import Any
 
 import orjson
 import trio
-from logfwd._fastparse import LineFramer
 
+from logfwd._fastparse import LineFramer
 from logfwd.options import Option
 from logfwd.plugin import ConfigValueError, Emitter, Input
+
+_NS = 1_000_000_000
+_READ_MIN = 256 * 1024  # read this much at a time at least: fewer, larger batches
+_MAX_LINE_MIN = 1024 * 1024
 
 
 def _event_time(value: Any) -> int | None:

@@ -54,8 +54,8 @@ import time
 from typing import Any
 
 import trio
-from logfwd._fastparse import LineFramer
 
+from logfwd._fastparse import LineFramer
 from logfwd.options import Option
 from logfwd.plugin import ConfigValueError, Emitter, Input
 from logfwd.tail import watch

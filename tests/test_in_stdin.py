@@ -212,6 +212,7 @@ def test_line_framing_across_arbitrary_reads() -> None:
     """Whatever the read boundaries, the lines are those of the whole stream."""
     from hypothesis import given, settings
     from hypothesis import strategies as st
+
     from logfwd.plugins import in_stdin
 
     cls = in_stdin.LineFramer

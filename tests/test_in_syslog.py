@@ -19,9 +19,9 @@ from typing import Any
 
 import pytest
 import trio
-from logfwd.plugins.in_syslog import SyslogInput
 
 from logfwd.plugin import ConfigValueError
+from logfwd.plugins.in_syslog import SyslogInput
 from tests.backends._proc import free_port
 from tests.pluginkit import Collector, make_plugin
 

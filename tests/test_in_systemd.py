@@ -17,9 +17,9 @@ from typing import Any
 
 import pytest
 import trio
-from logfwd.plugins.in_systemd import SystemdInput
 
 from logfwd.plugin import ConfigValueError, find_plugin
+from logfwd.plugins.in_systemd import SystemdInput
 from tests.pluginkit import Collector, make_plugin
 
 T0 = 1_700_000_000_000_000  # microseconds

@@ -20,11 +20,11 @@ from typing import Any
 
 import pytest
 import trio
-from logfwd.plugins.out_es import PLUGIN as EsOutput
-from logfwd.plugins.out_es import parse_cloud_id
 
 from logfwd.engine.batch import Chunk, Result
 from logfwd.plugin import ConfigValueError, find_plugin
+from logfwd.plugins.out_es import PLUGIN as EsOutput
+from logfwd.plugins.out_es import parse_cloud_id
 
 from .backends._proc import free_port
 from .backends.es import EsServer

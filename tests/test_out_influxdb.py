@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 import trio
-from logfwd.plugins.out_influxdb import InfluxDBOutput
 
 from logfwd.plugin import Chunk, Result
+from logfwd.plugins.out_influxdb import InfluxDBOutput
 
 from .backends.influx import ADMIN_PASSWORD, ADMIN_USER, InfluxServer, VictoriaServer
 from .pluginkit import flush_all, make_chunk, make_plugin

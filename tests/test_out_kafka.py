@@ -13,9 +13,9 @@ from typing import Any
 import msgpack
 import pytest
 import trio
-from logfwd.plugins.out_kafka import KafkaOutput
 
 from logfwd.plugin import Chunk, ConfigValueError, Result
+from logfwd.plugins.out_kafka import KafkaOutput
 
 from .backends.kafka import KafkaBroker, KafkaMessage
 from .pluginkit import flush_all, make_chunk, make_plugin
