@@ -73,6 +73,8 @@ bind-address = "127.0.0.1:{self.rpc_port}"
   dir = "{base}/data"
   wal-dir = "{base}/wal"
   query-log-enabled = false
+  max-values-per-tag = 0
+  max-series-per-database = 0
 [monitor]
   store-enabled = false
 [http]
