@@ -1955,3 +1955,203 @@ def json_lines(list records, default, int option, dumps_fallback):
     finally:
         _lf_xdecref(raw)
     return result
+
+
+# --------------------------------------------------------------------------- kafka output
+
+cimport cython
+
+
+cdef class KafkaReports:
+    """Delivery reports of one kafka flush, counted by the per-message ``KafkaReport`` callbacks.
+
+    librdkafka's delivery callbacks run in the output's poller thread, with the GIL held;
+    the counters here are C integers updated without giving the GIL up between the update
+    and the "was that the last one?" test, so no lock is needed (the pure-Python version
+    needs one). ``expected`` grows as messages are queued; once the flush has queued
+    everything it calls ``close()``; the flush's ``done`` event is set (through the trio
+    token) when every queued message has been reported.
+    """
+
+    cdef public Py_ssize_t expected
+    cdef public Py_ssize_t reported
+    cdef public bint closed
+    cdef readonly dict errors
+    cdef readonly object done
+    cdef object token
+
+    def __init__(self, token, done):
+        self.errors = {}
+        self.expected = 0
+        self.reported = 0
+        self.closed = False
+        self.done = done
+        self.token = token
+
+    def queued(self, Py_ssize_t n=1):
+        self.expected += n
+
+    cdef void _report(self, Py_ssize_t index, object err) except *:
+        if err is not None:
+            self.errors[index] = err
+        self.reported += 1
+        if self.closed and self.reported == self.expected:
+            try:
+                self.token.run_sync_soon(self.done.set)
+            except Exception:  # trio.RunFinishedError: nobody is waiting any more
+                pass
+
+    def report(self, Py_ssize_t index, err, msg=None):
+        self._report(index, err)
+
+    def close(self):
+        """Called from the trio thread once everything that could be queued is."""
+        self.closed = True
+        if self.reported == self.expected:
+            self.done.set()
+
+
+@cython.no_gc
+@cython.freelist(1024)
+cdef class KafkaReport:
+    """The delivery callback of one message: ``(err, msg)`` → its flush's reports, by index.
+
+    One per message, because librdkafka's report carries nothing else that maps back
+    to the record reliably (values may repeat; keys are the user's). Not tracked by the
+    cyclic GC (it only points at its ``KafkaReports``, which never points back) and
+    recycled through a freelist: a ``functools.partial`` per message made the GC run
+    over the whole heap every few chunks.
+    """
+
+    cdef readonly KafkaReports reports
+    cdef readonly Py_ssize_t index
+
+    def __cinit__(self, KafkaReports reports, Py_ssize_t index):
+        self.reports = reports
+        self.index = index
+
+    def __call__(self, err, msg):
+        self.reports._report(self.index, err)
+
+
+cdef str K_VALUE = "value"
+cdef str K_KEY = "key"
+cdef str K_CALLBACK = "callback"
+
+
+def kafka_messages(list values, keys, KafkaReports reports, Py_ssize_t base=0):
+    """``Producer.produce_batch`` message dicts for ``values`` (None entries are skipped):
+    ``{"value", "callback"[, "key"]}``, the callback reporting index ``base + position``.
+
+    ``keys`` is None (no message keys) or a list parallel to ``values`` (None: no key).
+    """
+    cdef Py_ssize_t i, n = len(values)
+    cdef list out = []
+    cdef dict m
+    cdef object v, k
+    cdef bint has_keys = keys is not None
+    if has_keys and len(keys) != n:
+        raise ValueError("values and keys must have the same length")
+    for i in range(n):
+        v = values[i]
+        if v is None:
+            continue
+        m = {K_VALUE: v, K_CALLBACK: KafkaReport(reports, base + i)}
+        if has_keys:
+            k = keys[i]
+            if k is not None:
+                m[K_KEY] = k
+        out.append(m)
+    return out
+
+
+def kafka_json_values(list times, list records, bytes ts_key_json, int ts_format, default, int option,
+                      dumps_fallback, ts_fallback):
+    """The kafka output's JSON messages: per record ``{<ts_key_json>:<time>,`` + the record's JSON.
+
+    ``ts_format``: 0 ``double`` (``time / 1e9`` as orjson prints the float), 1 ``iso8601``
+    (microseconds), 2 ``iso8601_ns``, both as quoted ``YYYY-MM-DDTHH:MM:SS.fffZ`` strings;
+    a time outside years 1970-9999 or not an int within 64 bits is written as
+    ``ts_fallback(time)`` (JSON bytes) gives it. Record JSON is
+    ``orjson.dumps(record, default=default, option=option)``, or ``dumps_fallback(record)``
+    where orjson raises TypeError. One bytes object per record.
+    """
+    cdef Py_ssize_t i, n = len(records), kl = PyBytes_GET_SIZE(ts_key_json), tl, dl, total
+    cdef list out
+    cdef object rec, doc, t, tsobj
+    cdef int64_t ns, sec, frac
+    cdef char tw[48]
+    cdef const char* tp
+    cdef const char* dp
+    cdef char* w
+    cdef int digits, j
+    cdef Py_ssize_t p
+    cdef object v
+    cdef bint fast
+    if len(times) != n:
+        raise ValueError("times and records must have the same length")
+    if ts_format < 0 or ts_format > 2:
+        raise ValueError("ts_format must be 0, 1 or 2")
+    out = PyList_New(n)
+    for i in range(n):
+        rec = records[i]
+        try:
+            doc = _orjson_dumps(rec, default=default, option=option)
+        except TypeError:
+            doc = dumps_fallback(rec)
+            if not PyBytes_CheckExact(doc):
+                doc = bytes(doc)
+        t = times[i]
+        fast = False
+        if ts_format != 0 and type(t) is int:
+            try:
+                ns = t
+                fast = 0 <= ns
+            except OverflowError:
+                fast = False
+        if fast:
+            sec = ns // 1000000000
+            frac = ns - sec * 1000000000
+            digits = 9
+            if ts_format == 1:
+                frac //= 1000
+                digits = 6
+            tw[0] = b'"'
+            tl = 1 + _iso_seconds(sec, tw + 1)
+            tw[tl] = b'.'
+            for j in range(digits, 0, -1):
+                tw[tl + j] = <char>(48 + frac % 10)
+                frac //= 10
+            tl += digits + 1
+            tw[tl] = b'Z'
+            tw[tl + 1] = b'"'
+            tl += 2
+            tp = tw
+        else:
+            if ts_format == 0 and type(t) is int:
+                tsobj = _orjson_dumps(t / 1000000000)
+            else:
+                tsobj = ts_fallback(t)
+                if not PyBytes_CheckExact(tsobj):
+                    tsobj = bytes(tsobj)
+            tp = PyBytes_AS_STRING(tsobj)
+            tl = PyBytes_GET_SIZE(tsobj)
+        dl = PyBytes_GET_SIZE(doc)
+        dp = PyBytes_AS_STRING(doc)
+        # "{" key ":" ts ("," if the record is not empty) then the record without its "{"
+        total = 1 + kl + 1 + tl + (1 if dl > 2 else 0) + (dl - 1 if dl > 0 else 0)
+        v = PyBytes_FromStringAndSize(NULL, total)
+        w = PyBytes_AS_STRING(v)
+        w[0] = b'{'
+        memcpy(w + 1, PyBytes_AS_STRING(ts_key_json), kl)
+        w[1 + kl] = b':'
+        memcpy(w + 2 + kl, tp, tl)
+        p = 2 + kl + tl
+        if dl > 2:
+            w[p] = b','
+            p += 1
+        if dl > 0:
+            memcpy(w + p, dp + 1, dl - 1)
+        Py_INCREF(v)
+        PyList_SET_ITEM(out, i, v)
+    return out

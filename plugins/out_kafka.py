@@ -17,9 +17,17 @@ messages (at-least-once end to end):
 - everything else (``message.timeout.ms`` elapsed while the broker was down, transport
   errors, authorization errors an operator can fix): retried by the engine.
 
-A full local queue (``BufferError``) is retried in place up to ``queue_full_retries`` times,
-one second apart (0: no limit), as Fluent Bit does; then the records not yet queued are
-handed back for a later retry while the queued ones are still awaited.
+Messages go to librdkafka with ``Producer.produce_batch``, one call per topic per slice of
+the chunk (per-record ``produce`` calls and a ``functools.partial`` callback per message
+cost more CPU than everything else in a tail → kafka pipeline). JSON values are built by a
+native kernel; the per-message delivery callback is a small native object that the cyclic
+GC does not track and that carries the record's index, so each report maps back to exactly
+its record (values may repeat; keys belong to the user). Headers are not used.
+
+A full local queue (``_QUEUE_FULL`` on messages of a batch) is retried, one second apart,
+up to ``queue_full_retries`` times in a row without progress (0: no limit), as Fluent Bit
+retries a message; then the records not yet queued are handed back for a later retry while
+the queued ones are still awaited.
 
 librdkafka runs its own threads. A poller thread of ours calls ``producer.poll`` and runs
 the delivery callbacks; each flush counts its own reports and is woken through the trio
@@ -29,7 +37,6 @@ other and the event loop never blocks.
 
 from __future__ import annotations
 
-import functools
 import math
 import socket
 import threading
@@ -61,7 +68,10 @@ _REFUSE_CODES = frozenset(
     )
     if hasattr(KafkaError, name)
 )
+_QUEUE_FULL = KafkaError._QUEUE_FULL
 _QUEUE_FULL_WAIT = 1.0  # seconds between local queue-full retries (Fluent Bit's value)
+_SLICE = 4096  # records serialized and handed to librdkafka per call, between event-loop checkpoints
+_TS_FORMATS = {"double": 0, "iso8601": 1, "iso8601_ns": 2}
 _MAX_TOPIC_LEN = 249
 _NS = 1_000_000_000
 
@@ -88,11 +98,11 @@ class _Reports:
         self.lock = threading.Lock()
         self.token = token
 
-    def queued(self) -> None:
+    def queued(self, n: int = 1) -> None:
         with self.lock:
-            self.expected += 1
+            self.expected += n
 
-    def report(self, index: int, err: KafkaError | None, _msg: Any) -> None:
+    def report(self, index: int, err: KafkaError | None, _msg: Any = None) -> None:
         # Runs in the poller thread.
         if err is not None:
             self.errors[index] = err
@@ -112,6 +122,45 @@ class _Reports:
             finished = self.reported == self.expected
         if finished:
             self.done.set()
+
+
+class _Report:
+    """Pure-Python delivery callback of one message (the native ``KafkaReport`` is used when built)."""
+
+    __slots__ = ("reports", "index")
+
+    def __init__(self, reports: _Reports, index: int) -> None:
+        self.reports = reports
+        self.index = index
+
+    def __call__(self, err: KafkaError | None, msg: Any) -> None:
+        self.reports.report(self.index, err, msg)
+
+
+def _py_kafka_messages(values: list[bytes | None], keys: list[bytes | None] | None, reports: Any,
+                       base: int = 0) -> list[dict[str, Any]]:
+    out = []
+    for i, v in enumerate(values):
+        if v is None:
+            continue
+        m: dict[str, Any] = {"value": v, "callback": _Report(reports, base + i)}
+        if keys is not None and keys[i] is not None:
+            m["key"] = keys[i]
+        out.append(m)
+    return out
+
+
+try:  # the Cython hot path: JSON values, per-message callbacks the GC does not track
+    from logfwd._fastparse import KafkaReports as _KafkaReports
+    from logfwd._fastparse import kafka_json_values as _json_values
+    from logfwd._fastparse import kafka_messages as _kafka_messages
+
+    def _new_reports(token: trio.lowlevel.TrioToken) -> Any:
+        return _KafkaReports(token, trio.Event())
+except ImportError:  # pragma: no cover - extension not built (or built before these kernels)
+    _json_values = None
+    _kafka_messages = _py_kafka_messages
+    _new_reports = _Reports
 
 
 class KafkaOutput(Output):
@@ -337,54 +386,115 @@ class KafkaOutput(Output):
 
     # ------------------------------------------------------------ flush
 
+    def _values(self, times: list[int], records: list[dict[str, Any]], base: int,
+                refused: list[tuple[int, str]]) -> list[bytes | None]:
+        """Message values of a slice of the chunk (None where the record is refused)."""
+        if self.format == "json" and _json_values is not None:
+            return _json_values(times, records, self._ts_key_json, _TS_FORMATS[self.timestamp_format],
+                                formats._default, formats._OPTS, formats.json_dumps, self._ts_json)
+        out: list[bytes | None] = []
+        for i, rec in enumerate(records):
+            try:
+                out.append(self._value(times[i], rec))
+            except _Refused as e:
+                refused.append((base + i, str(e)))
+                out.append(None)
+        return out
+
+    def _ts_json(self, t: Any) -> bytes:
+        """The JSON of a record time the native kernel does not format itself."""
+        return formats.json_dumps(self._timestamp(t))
+
+    def _messages(self, values: list[bytes | None], records: list[dict[str, Any]], reports: Any,
+                  base: int) -> list[tuple[str, list[dict[str, Any]]]]:
+        """``produce_batch`` message dicts, grouped by topic, in record order within each topic."""
+        keys: list[bytes | None] | None = None
+        if self.message_key_field is not None:
+            keys = [self._key(rec) for rec in records]
+        elif self.message_key is not None:
+            keys = [self.message_key] * len(values)
+        msgs = _kafka_messages(values, keys, reports, base)
+        if self.topic_key is None:
+            return [(self.topics[0], msgs)]
+        by_topic: dict[str, list[dict[str, Any]]] = {}
+        for m in msgs:
+            by_topic.setdefault(self._topic(records[m["callback"].index - base]), []).append(m)
+        return list(by_topic.items())
+
     async def flush(self, chunk: Chunk) -> Result:
         producer = self.producer
         assert producer is not None, "flush before start"
-        reports = _Reports(trio.lowlevel.current_trio_token())
+        reports = _new_reports(trio.lowlevel.current_trio_token())
         refused: list[tuple[int, str]] = []
         not_queued: list[int] = []
         retry_reason = ""
         t0 = time.monotonic()
         n = len(chunk.records)
         times = chunk.times
-        for i, rec in enumerate(chunk.records):
-            try:
-                value = self._value(times[i], rec)
-            except _Refused as e:
-                refused.append((i, str(e)))
+        records = chunk.records
+        attempts = 0  # queue-full retries since the last progress (Fluent Bit retries per message)
+        gave_up = False
+        for base in range(0, n, _SLICE):
+            if gave_up:
+                not_queued.extend(range(base, min(base + _SLICE, n)))
                 continue
-            topic = self._topic(rec)
-            key = self._key(rec)
-            attempts = 0
-            while True:
-                try:
-                    producer.produce(topic, value, key, on_delivery=functools.partial(reports.report, i))
-                    reports.queued()
-                    break
-                except BufferError:
-                    attempts += 1
+            recs = records[base:base + _SLICE]
+            values = self._values(times[base:base + _SLICE], recs, base, refused)
+            groups = self._messages(values, recs, reports, base)
+            del values
+            for topic, pending in groups:
+                if gave_up:
+                    not_queued.extend(m["callback"].index for m in pending)
+                    continue
+                while True:
+                    try:
+                        good = producer.produce_batch(topic, pending)
+                    except KafkaException as e:  # the whole batch: e.g. a topic librdkafka rejects outright
+                        err = e.args[0]
+                        if isinstance(err, KafkaError) and err.code() in _REFUSE_CODES:
+                            refused.extend((m["callback"].index, f"{err.name()}: {err.str()}") for m in pending)
+                        else:
+                            not_queued.extend(m["callback"].index for m in pending)
+                            retry_reason = str(err.str() if isinstance(err, KafkaError) else e)
+                        break
+                    except BufferError:  # documented, though 2.16 flags each message instead: nothing queued
+                        good = 0
+                        for m in pending:
+                            m["_error"] = KafkaError(_QUEUE_FULL)
+                    reports.queued(good)
+                    if good == len(pending):
+                        break
+                    # Messages librdkafka did not take carry an "_error"; the others are queued.
+                    full: list[dict[str, Any]] = []
+                    for m in pending:
+                        err = m.pop("_error", None)
+                        if err is None:
+                            continue
+                        code = err.code()
+                        if code == _QUEUE_FULL:
+                            full.append(m)
+                        elif code in _REFUSE_CODES:
+                            refused.append((m["callback"].index, f"{err.name()}: {err.str()}"))
+                        else:
+                            not_queued.append(m["callback"].index)
+                            retry_reason = err.str()
+                    if not full:
+                        break
+                    attempts = 0 if good else attempts + 1
                     self.metrics.inc("queue_full")
                     if self.queue_full_retries and attempts > self.queue_full_retries:
+                        gave_up = True
+                        not_queued.extend(m["callback"].index for m in full)
                         break
                     self.log.warning("librdkafka queue is full, retrying in %gs", _QUEUE_FULL_WAIT)
                     await trio.sleep(_QUEUE_FULL_WAIT)
-                except KafkaException as e:
-                    err = e.args[0]
-                    if isinstance(err, KafkaError) and err.code() in _REFUSE_CODES:
-                        refused.append((i, f"{err.name()}: {err.str()}"))
-                    else:
-                        not_queued.append(i)
-                        retry_reason = str(err.str() if isinstance(err, KafkaError) else e)
-                    break
-            if self.queue_full_retries and attempts > self.queue_full_retries:
-                not_queued.extend(range(i, n))
-                retry_reason = f"librdkafka queue still full after {self.queue_full_retries} retries"
-                self.log.warning("%s: %d record(s) will be retried later", retry_reason, n - i)
-                break
-            if i % 512 == 511:
-                await trio.lowlevel.checkpoint()  # a big chunk must not hog the loop
+                    pending = full
+            del groups
+            await trio.lowlevel.checkpoint()  # a big chunk must not hog the loop
+        if gave_up:
+            retry_reason = f"librdkafka queue still full after {self.queue_full_retries} retries"
+            self.log.warning("%s: %d record(s) will be retried later", retry_reason, len(not_queued))
         reports.close()
-
         # Wait for our own reports only. librdkafka reports every queued message within
         # message.timeout.ms; the deadline is a safety net against a lost callback.
         with trio.move_on_after(self._report_deadline) as scope:
