@@ -31,6 +31,8 @@ OUTPUT_COUNTERS = (
     "dropped_records",
     "dlq_records",
     "skipped_records",
+    "flushes",
+    "flush_seconds",
 )
 # Gauges are reported as-is (not "_total") in Prometheus.
 GAUGES = ("buffer_bytes", "buffer_records", "paused", "files_watched", "files_open", "connections", "udp_kernel_drops")

@@ -28,7 +28,7 @@ Delivery, and what each answer means for the chunk:
   retried by the engine. Authentication failures are logged as such and counted in
   ``auth_failures`` (Fluent Bit also retries).
 
-Metrics added here: ``requests`` and ``latency_seconds_sum`` (time spent in requests),
+Metrics added here: ``requests`` and ``request_seconds`` (time spent in HTTP requests, bisection included),
 ``skipped_records`` (records with no field to write), ``auth_failures``.
 """
 
@@ -224,7 +224,7 @@ class InfluxDBOutput(Output):
             return None, f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
         finally:
             self.metrics.inc("requests")
-            self.metrics.inc("latency_seconds_sum", time.monotonic() - t0)
+            self.metrics.inc("request_seconds", time.monotonic() - t0)
         if 200 <= resp.status_code < 300:
             return resp.status_code, ""
         return resp.status_code, _error_text(resp)

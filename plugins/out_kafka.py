@@ -428,7 +428,6 @@ class KafkaOutput(Output):
         refused: list[tuple[int, str]] = []
         not_queued: list[int] = []
         retry_reason = ""
-        t0 = time.monotonic()
         n = len(chunk.records)
         times = chunk.times
         records = chunk.records
@@ -499,7 +498,6 @@ class KafkaOutput(Output):
         # message.timeout.ms; the deadline is a safety net against a lost callback.
         with trio.move_on_after(self._report_deadline) as scope:
             await reports.done.wait()
-        self.metrics.inc("latency_seconds_sum", time.monotonic() - t0)
 
         retry = list(not_queued)
         for i, err in reports.errors.items():

@@ -58,7 +58,7 @@ def test_points_arrive_with_types_tags_and_times(influxdb: InfluxServer, influx_
     assert ["n", "integer"] in fields and ["ratio", "float"] in fields and ["ok", "boolean"] in fields
     # one sequence value per point (Fluent Bit's _seq tag)
     assert len({r["_seq"] for r in rows}) == 50
-    assert out.metrics["requests"] == 1 and out.metrics["latency_seconds_sum"] > 0
+    assert out.metrics["requests"] == 1 and out.metrics["request_seconds"] > 0
 
 
 def test_sequence_tag_keeps_equal_timestamps_apart(influxdb: InfluxServer, influx_db: str) -> None:

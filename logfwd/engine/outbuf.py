@@ -137,9 +137,10 @@ class OutputBuffer:
         except trio.Cancelled:
             raise
         except Exception as e:  # an output bug must not lose the chunk: retry it like a failure
-            self.log.error("[output:%s] flush failed: %s: %s", self.instance, type(e).__name__, e)
+            self.log.error("flush failed: %s: %s", type(e).__name__, e)
             result = Result.retry_everything(f"{type(e).__name__}: {e}")
-        self.metrics.inc("latency_seconds_sum", time.monotonic() - started)
+        self.metrics.inc("flushes")
+        self.metrics.inc("flush_seconds", time.monotonic() - started)
         self._resolve(chunk, result)
 
     def _resolve(self, chunk: Chunk, result: Result) -> None:
@@ -169,8 +170,8 @@ class OutputBuffer:
                 self.metrics.inc("retries")
                 self.metrics.inc("retried_records", len(retry_idx))
                 self.log.warning(
-                    "[output:%s] chunk %d: %d record(s) will be retried in %.1fs (attempt %d): %s",
-                    self.instance, chunk.id, len(retry_idx), delay, sub.attempts, result.reason or "retry",
+                    "chunk %d: %d record(s) will be retried in %.1fs (attempt %d): %s",
+                    chunk.id, len(retry_idx), delay, sub.attempts, result.reason or "retry",
                 )
                 assert self._nursery is not None
                 self._nursery.start_soon(self._retry_later, sub, delay)
@@ -178,8 +179,7 @@ class OutputBuffer:
             else:
                 self.metrics.inc("retries_failed")
                 reason = f"retry limit reached after {chunk.attempts} retries: {result.reason or 'retry'}"
-                self.log.error("[output:%s] chunk %d: %s; %d record(s) dead-lettered",
-                               self.instance, chunk.id, reason, len(retry_idx))
+                self.log.error("chunk %d: %s; %d record(s) dead-lettered", chunk.id, reason, len(retry_idx))
                 self._dead_letter(chunk, retry_idx, [reason] * len(retry_idx))
         # Records leave the buffer's accounting as they resolve; retried ones stay.
         gone = n - (len(retry_idx) if retrying else 0)
@@ -204,8 +204,7 @@ class OutputBuffer:
             )
         except OSError as e:
             # The dead-letter file is the last resort; if it fails, say so loudly and count the loss.
-            self.log.critical("[output:%s] cannot write dead-letter file: %s; %d record(s) dropped",
-                              self.instance, e, len(indices))
+            self.log.critical("cannot write dead-letter file: %s; %d record(s) dropped", e, len(indices))
             self.metrics.inc("dropped_records", len(indices))
             return
         self.metrics.inc("dlq_records", written)
