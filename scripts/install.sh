@@ -38,4 +38,7 @@ if ((want_test)); then
 else
   .venv/bin/pip install -q --disable-pip-version-check . 2>&1 | grep -v '^WARNING: Location' || true
 fi
-.venv/bin/python -c 'import logfwd._fastparse' # fail loudly if the hot path did not build
+# Fail loudly if the hot path did not build. Run from / so that the installed package is
+# imported, not the source tree of this checkout.
+venv_py=$PWD/.venv/bin/python
+(cd / && "$venv_py" -c 'import logfwd._fastparse, logfwd.tail.db, logfwd.plugins.in_tail')
