@@ -11,18 +11,28 @@ Three kinds of multiline parser exist, as in Fluent Bit:
   line). Built-ins ``go``, ``python``, ``java``, ``ruby`` are rule sets.
 - ``endswith``: a record is complete when its content ends with ``match_string``
   (``docker``: a json-file ``log`` without a trailing "\\n" is a 16 KiB piece of a
-  longer line); pieces are concatenated as-is.
+  longer line); pieces are concatenated as-is, except in raw text mode (below).
 - ``equal``: complete when a field equals ``match_string`` (``cri``: ``P`` partial,
   ``F`` final).
+
+Raw text mode (Fluent Bit's parser instance without ``key_content``): a parser with
+no ``key_content`` and no ``parser`` fed raw lines (the tail input) ends every record
+it emits with "\\n" (unless it already ends so) and joins endswith/equal pieces with
+"\\n"; a line no parser takes gets the "\\n" too when the first parser is in that mode.
+So ``multiline.parser go`` on a plain file gives ``"...last frame\\n"`` and a single
+line ``"text\\n"``, as Fluent Bit does. Records fed as records (the multiline filter,
+``multiline.key_content``) and docker/cri are never changed this way.
 
 Records are kept apart per ``key_group`` value (docker/cri: ``stream``, so stdout and
 stderr pieces never mix). A merged record is the first line's record with the content
 key replaced by the joined text, timestamped with the first line's time.
 
 ``group([...])`` (``multiline.parser docker, cri``) tries the parser that handled the
-stream's previous line first, then the others in order; a line no parser takes is
-emitted unchanged (for docker/cri: kept raw under ``log`` and counted in
-``MultilineStream.unparsed``).
+stream's previous line first, then the others in order; a parser that does not take a
+line keeps what it holds (Fluent Bit 4+: a docker piece still held when CRI lines come
+in is completed by a later docker line of its stream); a line no parser takes flushes
+everything held, oldest first, and is then emitted unchanged (for docker/cri: kept
+raw under ``log`` and counted in ``MultilineStream.unparsed``).
 
 Offsets (for tail checkpoints): ``feed`` takes, per line, the stream offset just past
 it, and reports per emitted record an offset that is safe to checkpoint once that
@@ -395,6 +405,11 @@ class MultilineParser:
         self.name = name
         self.type = "equal" if type == "eq" else type
         self.key_content = key_content or "log"
+        # Fluent Bit's "raw text" mode: no key_content configured and no line parser,
+        # fed raw lines (tail). Records then end with "\n" and endswith/equal pieces are
+        # joined with "\n" (flb_ml.c breakline_prepare, which runs when the parser
+        # instance has no key_content).
+        self.raw_text = key_content is None and line_format is None
         self.flush_timeout = flush_timeout_ms / 1000.0
         self.match_string = match_string or ""
         self.negate = negate
@@ -474,6 +489,7 @@ class MultilineParser:
             return group([m.with_key_content(key) for m in self.members])
         clone = copy.copy(self)
         clone.key_content = key
+        clone.raw_text = False
         clone.members = [clone]
         return clone
 
@@ -503,6 +519,7 @@ def group(parsers: list[MultilineParser]) -> MultilineParser:
     g.name = ",".join(m.name for m in members)
     g.type = "group"
     g.key_content = members[0].key_content
+    g.raw_text = members[0].raw_text
     g.flush_timeout = min(m.flush_timeout for m in members)
     g.format = None
     g.rules = []
@@ -569,10 +586,11 @@ class _Buf:
     """A record being assembled (Fluent Bit's stream group buffer)."""
 
     __slots__ = ("parts", "time", "record", "floor", "last_off", "since", "nlines", "nbytes", "last_nl",
-                 "member", "gkey")
+                 "member", "gkey", "raw")
 
     def __init__(self, member: int, gkey: Any, t: int, record: dict[str, Any], text: str,
-                 floor: Any, off: Any, now: float) -> None:
+                 floor: Any, off: Any, now: float, raw: bool = False) -> None:
+        self.raw = raw
         self.member = member
         self.gkey = gkey
         self.time = t
@@ -683,19 +701,20 @@ class MultilineStream:
         groups = self._groups[buf.member]
         if groups.get(buf.gkey) is buf:
             del groups[buf.gkey]
-        if buf.nlines == 1:
+        if buf.raw:
+            text = "".join(buf.parts)
+            if text and not buf.last_nl:
+                text += "\n"  # raw text records end with a newline, as in Fluent Bit
+            rec = {self._members[buf.member].key_content: text}
+        elif buf.nlines == 1:
             rec = buf.record
         else:
             rec = dict(buf.record)
             rec[self._members[buf.member].key_content] = "".join(buf.parts)
         self._emit(buf.time, rec, buf.last_off)
 
-    def _flush_member(self, j: int) -> None:
-        for buf in list(self._groups[j].values()):
-            self._flush_buf(buf)
-
-    def _open(self, j: int, gkey: Any, t: int, rec: dict[str, Any], text: str, off: Any) -> _Buf:
-        buf = _Buf(j, gkey, t, rec, text, self._prev_off, off, self._now)
+    def _open(self, j: int, gkey: Any, t: int, rec: dict[str, Any], text: str, off: Any, raw: bool = False) -> _Buf:
+        buf = _Buf(j, gkey, t, rec, text, self._prev_off, off, self._now, raw)
         self._groups[j][gkey] = buf
         self._pending[buf] = None
         return buf
@@ -717,8 +736,12 @@ class MultilineStream:
         if (self._max_lines and buf.nlines >= self._max_lines) or buf.nbytes >= self._limit:
             self._flush_buf(buf)
 
-    def _process(self, j: int, t: int, rec: dict[str, Any], off: Any) -> bool:
-        """Offer one record to member ``j``; False (and no side effect) if it does not take it."""
+    def _process(self, j: int, t: int, rec: dict[str, Any], off: Any, raw: bool = False) -> bool:
+        """Offer one record to member ``j``; False (and no side effect) if it does not take it.
+
+        ``raw``: ``rec`` is ``{key_content: line}`` built from a raw line for a member in
+        Fluent Bit's raw text mode (see ``MultilineParser.raw_text``).
+        """
         m = self._members[j]
         content = rec.get(m.key_content)
         if type(content) is not str:
@@ -730,7 +753,7 @@ class MultilineStream:
                 gkey = None
         mtype = m.type
         if mtype == "regex":
-            return self._process_regex(j, m, t, rec, content, gkey, off)
+            return self._process_regex(j, m, t, rec, content, gkey, off, raw)
         if mtype == "endswith":
             ms = m.match_string
             if len(ms) > len(content):
@@ -745,21 +768,30 @@ class MultilineStream:
             complete = (pat == m.match_string) != m.negate
         buf = self._groups[j].get(gkey)
         if buf is None:
-            if complete:
+            if complete and not raw:
                 self._emit(t, rec, off)
             else:
-                self._open(j, gkey, t, rec, content, off)
+                buf = self._open(j, gkey, t, rec, content, off, raw)
+                if complete:
+                    self._flush_buf(buf)
             return True
+        if raw and not buf.last_nl:
+            buf.parts.append("\n")  # raw text pieces are joined with a newline
+            buf.nbytes += 1
         buf.parts.append(content)
         buf.nbytes += len(content)
         buf.nlines += 1
         buf.last_off = off
+        if content:
+            buf.last_nl = content.endswith("\n")
+        elif raw:
+            buf.last_nl = True
         if complete or (self._max_lines and buf.nlines >= self._max_lines) or buf.nbytes >= self._limit:
             self._flush_buf(buf)
         return True
 
     def _process_regex(self, j: int, m: MultilineParser, t: int, rec: dict[str, Any], content: str,
-                       gkey: Any, off: Any) -> bool:
+                       gkey: Any, off: Any, raw: bool = False) -> bool:
         text = content[:-1] if content.endswith("\n") else content  # match the line, not its terminator
         states = self._rstate[j]
         cur = states.get(gkey)
@@ -771,7 +803,7 @@ class MultilineStream:
                     rule = r
                     if buf is None:
                         # Continuation after a timeout flush: it starts a record of its own.
-                        buf = self._open(j, gkey, t, rec, content, off)
+                        buf = self._open(j, gkey, t, rec, content, off, raw)
                     else:
                         self._append(buf, content, off, True)
                     break
@@ -781,7 +813,7 @@ class MultilineStream:
                     rule = r
                     if buf is not None:
                         self._flush_buf(buf)
-                    buf = self._open(j, gkey, t, rec, content, off)
+                    buf = self._open(j, gkey, t, rec, content, off, raw)
                     break
         if rule is None:
             return False
@@ -802,7 +834,6 @@ class MultilineStream:
         record or None), so that member does not decode the line again.
         """
         members = self._members
-        nmembers = len(members)
         raw_rec = records[i] if records is not None else None
         taken = False
         lru = self._lru
@@ -818,15 +849,16 @@ class MultilineStream:
                 if parsed is not None:
                     pt, rec = parsed
                     taken = self._process(j, t if pt is None else pt, rec, off)
+            elif raw_rec is not None:
+                taken = self._process(j, t, raw_rec, off)
             else:
-                rec = raw_rec if raw_rec is not None else {m.key_content: _text(lines[i])}  # type: ignore[index]
-                taken = self._process(j, t, rec, off)
+                taken = self._process(j, t, {m.key_content: _text(lines[i])}, off,  # type: ignore[index]
+                                      m.raw_text)
             if taken:
                 break
-            if j == lru and nmembers > 1:
-                # The stream's parser did not take the line: whatever it was
-                # building is over (keeps records in order when another takes over).
-                self._flush_member(lru)
+            # A member that does not take the line keeps what it holds (Fluent Bit 4+:
+            # flb_ml_append_text tries the next parser without flushing the last one's
+            # buffers); only a line that no member takes flushes everything below.
         if taken:
             self._lru = j
         else:
@@ -835,7 +867,10 @@ class MultilineStream:
             for buf in list(self._pending):
                 self._flush_buf(buf)
             if raw_rec is None:
-                raw_rec = {members[0].key_content: _text(lines[i])}  # type: ignore[index]
+                text = _text(lines[i])  # type: ignore[index]
+                if members[0].raw_text and text and not text.endswith("\n"):
+                    text += "\n"  # emitted through the first parser's (raw text) group: newline added
+                raw_rec = {members[0].key_content: text}
             self._emit(t, raw_rec, off)
 
     def _run(self, times: list[int], records: list[dict[str, Any]] | None, lines: list[Any] | None,

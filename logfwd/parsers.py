@@ -5,7 +5,7 @@ the ``parser`` filter) into records and timestamps with Fluent Bit's semantics:
 formats ``json``, ``regex`` (Onigmo named groups, ``search`` semantics, ``^``/``$``
 as line anchors like Ruby), ``logfmt``, ``ltsv``/``tskv``; options ``Time_Key``,
 ``Time_Format`` (strptime with ``%L`` fractions and ``%z``), ``Time_Keep``,
-``Time_Offset``, ``Time_System_Timezone``, ``Time_Strict``, ``Types``,
+``Time_Offset``, ``Time_System_Timezone``, ``Time_Zone``, ``Time_Strict``, ``Types``,
 ``Decode_Field``/``Decode_Field_As`` and ``Skip_Empty_Values``.
 
 Speed: the work per batch is a few calls into ``_fastparse`` (one ``finditer``
@@ -34,7 +34,9 @@ from __future__ import annotations
 
 import re
 import time
+import zoneinfo
 from collections.abc import Callable
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +72,8 @@ PARSER_OPTIONS: tuple[Option, ...] = (
     Option("Time_Keep", "bool", "off", "keep the time field in the record after parsing it"),
     Option("Time_Offset", "str", None, "fixed UTC offset (+0200, -0600) of times without a zone"),
     Option("Time_System_Timezone", "bool", "off", "times without a zone are in the system zone (TZ)"),
+    Option("Time_Zone", "str", None, "IANA zone (America/New_York) of times whose format has no %z; "
+           "daylight saving aware; not with Time_Offset or Time_System_Timezone"),
     Option("Time_Strict", "bool", "on", "off: accept a time that ends before its format does"),
     Option("Types", "str", None, "field types: 'key:integer key:float key:bool key:hex key:string'"),
     Option("Decode_Field", "str", None, "decoder field [try_next|do_next]: decode and add the keys",
@@ -137,6 +141,81 @@ def _parse_offset(value: str) -> int:
     return -secs if m.group(1) == "-" else secs
 
 
+# Fluent Bit treats a format as carrying its own zone when it contains one of
+# these (flb_parser.c: %z, %Z, %SZ, %S.%LZ); Time_Zone then does not apply.
+_FORMAT_ZONE_MARKERS = ("%z", "%Z", "%SZ", "%S.%LZ")
+_NO_TIME = object()  # apply_time's "no time" marker when Time_Zone post-processes the times
+_EPOCH = datetime(1970, 1, 1)
+
+
+class _ZoneShift:
+    """Reads the wall-clock times parsed as if UTC as times in an IANA zone.
+
+    The C time parser has no zone database, so a Time_Zone parser parses its
+    times as UTC and this shifts each by the zone's offset at that wall-clock
+    time. A wall-clock time that occurs twice (the hour after clocks go back)
+    takes the earlier (summer) offset; one that never occurs (the skipped
+    hour) takes the offset in force before the change, so 02:30 on a spring
+    forward day in New York reads as 03:30 EDT -- the choices Fluent Bit's
+    TZif lookup makes for such zones. Offsets are cached per wall-clock hour
+    when they are the same at both ends of the hour.
+    """
+
+    def __init__(self, zone: zoneinfo.ZoneInfo, applies: bool) -> None:
+        self.zone = zone
+        self.applies = applies
+        self._cache: dict[int, int] = {}
+
+    def _offset(self, wall_s: int) -> int:
+        dt = (_EPOCH + timedelta(seconds=wall_s)).replace(tzinfo=self.zone, fold=0)
+        off = dt.utcoffset()
+        return int(off.total_seconds()) if off is not None else 0
+
+    def offset_at(self, wall_s: int) -> int:
+        """UTC offset (seconds) of the zone at the wall-clock time ``wall_s`` (seconds, as if UTC)."""
+        hour = wall_s // 3600
+        off = self._cache.get(hour)
+        if off is not None:
+            return off
+        try:
+            start = self._offset(hour * 3600)
+            end = self._offset(hour * 3600 + 3599)
+            if start == end:
+                if len(self._cache) > 4096:
+                    self._cache.clear()
+                self._cache[hour] = start
+                return start
+            return self._offset(wall_s)
+        except (OverflowError, ValueError):  # outside datetime's years 1..9999: keep UTC
+            return 0
+
+    def shift(self, times: list[Any], default: Any) -> list[Any]:
+        """``times`` from apply_time (``_NO_TIME`` where none) → UTC nanoseconds, ``default`` where none."""
+        for i, t in enumerate(times):
+            if t is _NO_TIME:
+                times[i] = default
+            elif self.applies:
+                times[i] = t - self.offset_at(t // 1_000_000_000) * 1_000_000_000
+        return times
+
+
+def _zone_from_config(name: str, opts: dict[str, Any], tfmt: str) -> _ZoneShift:
+    """Time_Zone's checks as Fluent Bit makes them (flb_parser.c), as ConfigValueErrors naming the key."""
+    if not tfmt:
+        raise ConfigValueError("time_zone", "Time_Zone needs a Time_Format")
+    if _bool(opts.get("time_system_timezone"), False):
+        raise ConfigValueError("time_zone", "Time_Zone cannot be combined with Time_System_Timezone")
+    if str(opts.get("time_offset") or "").strip():
+        raise ConfigValueError("time_zone", "Time_Zone cannot be combined with Time_Offset")
+    try:
+        zone = zoneinfo.ZoneInfo(name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):
+        raise ConfigValueError("time_zone", f"unknown or unavailable IANA time zone {name!r} "
+                                            "(expected a name such as America/New_York)") from None
+    # An epoch (%s) is absolute already: the zone does not apply to it either.
+    return _ZoneShift(zone, not any(m in tfmt for m in _FORMAT_ZONE_MARKERS) and "%s" not in tfmt)
+
+
 def _cast(value: Any, kind: str) -> Any:
     """Fluent Bit's Types: a value that does not convert stays as it was."""
     if not isinstance(value, str):
@@ -202,7 +281,11 @@ class Parser:
         self.time_key: str = str(opts.get("time_key") or "time")
         self.time_keep: bool = _bool(opts.get("time_keep"), False)
         self._time: fp.TimeParser | None = None
+        self._zone: _ZoneShift | None = None
         tfmt = opts.get("time_format")
+        zone_name = str(opts.get("time_zone") or "").strip()
+        if zone_name:
+            self._zone = _zone_from_config(zone_name, opts, str(tfmt or ""))
         if tfmt:
             offset = _parse_offset(str(opts["time_offset"])) if opts.get("time_offset") else 0
             self._time = fp.TimeParser(str(tfmt), offset, _bool(opts.get("time_system_timezone"), False),
@@ -289,7 +372,10 @@ class Parser:
             recs = self._records(values)
         except Exception:  # never let one bad batch take the input down: fall back to one by one
             recs = [self._records_one(v) for v in values]
-        if self._time is not None:
+        if self._time is not None and self._zone is not None:
+            times = self._zone.shift(
+                fp.apply_time(recs, self.time_key, self._time, self.time_keep, now_ns, _NO_TIME), default)
+        elif self._time is not None:
             times = fp.apply_time(recs, self.time_key, self._time, self.time_keep, now_ns, default)
         else:
             times = [default] * len(recs)

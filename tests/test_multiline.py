@@ -70,6 +70,45 @@ def test_custom_parser_from_docs_and_go_builtin_in_one_group() -> None:
     assert len(out) == 5
 
 
+def test_raw_lines_end_with_newline_like_fluent_bit_tail() -> None:
+    """Tail's raw lines through parsers without key_content: every record ends with "\\n".
+
+    Fluent Bit's own output for its documentation example (fluent-bit issue #8914):
+    'single line...\\n', the Java trace "\\n"-joined plus a final "\\n", and so on.
+    """
+    g = group([BUILTIN["go"], MultilineParser.from_config(CUSTOM)])
+    s = g.stream()
+    _, recs, _ = s.feed_lines([0] * len(DOC_LOG), [x.encode() for x in DOC_LOG])
+    out = [r["log"] for r in recs + s.flush()[1]]
+    assert out == ["single line...\n", "\n".join(DOC_LOG[1:5]) + "\n", "another line...\n",
+                   "\n".join(DOC_LOG[6:-1]) + "\n", "one more line, no multiline\n"]
+    # The same lines as records (the multiline filter) are joined but not terminated.
+    assert run(g, DOC_LOG)[0] == "single line..."
+
+
+def test_raw_lines_with_key_content_configured_are_not_terminated() -> None:
+    ml = MultilineParser.from_config({**CUSTOM, "key_content": "log"})
+    s = ml.stream()
+    lines = DOC_LOG[1:6]
+    _, recs, _ = s.feed_lines([0] * len(lines), [x.encode() for x in lines])
+    assert [r["log"] for r in recs + s.flush()[1]] == ["\n".join(DOC_LOG[1:5]), "another line..."]
+
+
+def test_endswith_raw_lines_join_with_newline() -> None:
+    ml = MultilineParser.from_config({"name": "bs", "type": "endswith", "match_string": "\\", "negate": True})
+    s = ml.stream()
+    _, recs, _ = s.feed_lines([0] * 3, [b"a \\", b"b", b"c"])
+    assert [r["log"] for r in recs] == ["a \\\nb\n", "c\n"]
+
+
+def test_group_keeps_a_held_docker_piece_while_cri_lines_pass() -> None:
+    """Fluent Bit 4+: a parser that does not take a line keeps what it holds."""
+    s = group([BUILTIN["docker"], BUILTIN["cri"]]).stream()
+    lines = [docker_line("bb"), b"2024-05-01T10:00:00Z stdout F x", docker_line("cc\n")]
+    _, r, _ = s.feed_lines([0] * 3, lines)
+    assert [x["log"] for x in r] == ["x", "bbcc\n"]
+
+
 def test_from_config_accepts_tuples_and_yaml_maps() -> None:
     a = MultilineParser.from_config({"name": "a", "rule": [("start_state", r"/^\d/", "cont"), ("cont", "/^ /", "cont")]})
     b = MultilineParser.from_config(

@@ -265,9 +265,18 @@ def test_ltsv_records(features: ParserRegistry, line: str, expected: dict[str, s
     ("tskv\ta=b\tc=d", {"a": "b", "c": "d"}),
     ("a=very long string with whitespace\tc=d", {"a": "very long string with whitespace", "c": "d"}),
     pytest.param("a=b=c\tc=d", {"a": "b:c", "c": "d"}, marks=pytest.mark.xfail(
-        strict=True, reason="Fluent Bit's parser.c tskv case expects a='b:c' for 'a=b=c' (the value with '=' "
-                            "turned into ':'); we give a='b=c'. Probably a slip in Fluent Bit's test copied from "
-                            "the ltsv case, but it is what their test states")),
+        strict=True, reason="kept on purpose: Fluent Bit's tests/internal/parser.c test_tskv expects a='b:c' for "
+                            "'a=b=c', but its own parser gives a='b=c', as we do. src/flb_parser_ltsv.c: "
+                            "flb_parser_tskv_do strips an optional 'tskv\\t' prefix and calls "
+                            "flb_parser_ltsv_do_internal(..., '='); ltsv_parser reads the label over ltvs_label[] "
+                            "([0-9A-Za-z_.-]), requires the separator, then reads the value while ltvs_field[c] is "
+                            "1, which is every byte but NUL, TAB, LF and CR -- '=' (0x3D) included and nothing is "
+                            "rewritten -- so the value is the 3 bytes 'b=c'. Their check passes anyway because "
+                            "parse_log_to_msgpack() frees out_buf right after msgpack_unpack(), whose str objects "
+                            "point into that buffer (msgpack-c unpacks strings by reference), and "
+                            "parse_json_to_msgpack() then packs the same-sized expected record, which the allocator "
+                            "can place in the freed block: msgpack_object_equal then reads the expected bytes "
+                            "through both objects. The vector is a slip copied from the ltsv case ('a:b:c')")),
 ])
 def test_tskv_records(features: ParserRegistry, line: str, expected: dict[str, str]) -> None:
     """parser.c tskv_tests: whole-record equality ('tskv' as a first field is a marker, not a key)."""
@@ -275,11 +284,6 @@ def test_tskv_records(features: ParserRegistry, line: str, expected: dict[str, s
     assert failed == 0 and rec == expected
 
 
-@pytest.mark.xfail(strict=True, raises=ConfigError,
-                   reason="Fluent Bit's parsers accept Time_Zone (IANA zone, parser_regex.c time_zone: "
-                          "'07/17/2017 16:17:03 summer' in America/New_York -> 1500322623, "
-                          "'01/15/2017 15:00:00 winter' -> 1484510400); our config rejects the key "
-                          "(unknown key 'Time_Zone')")
 def test_iana_time_zone() -> None:
     reg = _registry("fluentbit_timezone.conf")
     p = reg.get("regex_iana_ny")
@@ -287,6 +291,55 @@ def test_iana_time_zone() -> None:
     assert fb_has(rec, [("message", "summer")]) == [] and t == ns(1500322623)
     t, _, _ = parse_one(p, "01/15/2017 15:00:00 winter")
     assert t == ns(1484510400)
+
+
+def _tz_parser(tmp_path: Path, *extra: str, fmt: str = "%Y-%m-%d %H:%M:%S") -> ParserRegistry:
+    conf = tmp_path / "tz.conf"
+    conf.write_text("[PARSER]\n    Name tz\n    Format regex\n    Regex ^(?<time>[^|]+)\\|(?<message>.*)$\n"
+                    f"    Time_Key time\n    Time_Format {fmt}\n" + "".join(f"    {x}\n" for x in extra))
+    return _registry(str(conf))
+
+
+def test_iana_time_zone_dst_edges(tmp_path: Path) -> None:
+    """Summer/winter offsets, the skipped spring hour and the repeated autumn hour (Fluent Bit's TZif choices)."""
+    p = _tz_parser(tmp_path, "Time_Zone Europe/Berlin").get("tz")
+    cases = {
+        "2024-07-01 12:00:00": calendar.timegm((2024, 7, 1, 10, 0, 0)),   # CEST +02:00
+        "2024-01-15 12:00:00": calendar.timegm((2024, 1, 15, 11, 0, 0)),  # CET +01:00
+        "2024-03-31 02:30:00": calendar.timegm((2024, 3, 31, 1, 30, 0)),  # skipped: read with the old offset
+        "2024-10-27 02:30:00": calendar.timegm((2024, 10, 27, 0, 30, 0)),  # repeated: the first (summer) one
+    }
+    for text, epoch in cases.items():
+        t, rec, failed = parse_one(p, text + "|m")
+        assert failed == 0 and rec == {"message": "m"} and t == ns(epoch), text
+
+
+def test_iana_time_zone_sydney_and_missing_year(tmp_path: Path) -> None:
+    """parser.c time_zone_iana_australia and time_zone_missing_year (the year is the zone's, not UTC's)."""
+    syd = _tz_parser(tmp_path, "Time_Zone Australia/Sydney", fmt="%m/%d/%Y %H:%M:%S").get("tz")
+    assert parse_one(syd, "01/15/2017 15:00:00|m")[0] == ns(1484452800)
+    assert parse_one(syd, "07/17/2017 16:17:03|m")[0] == ns(1500272223)
+    ny = _tz_parser(tmp_path, "Time_Zone America/New_York", fmt="%m/%d %H:%M:%S").get("tz")
+    # now = 2026-01-01T04:30:00Z, still 2025-12-31 in New York
+    assert parse_one(ny, "12/31 23:59:00|m", now_ns=ns(1767241800))[0] == ns(1767243540)
+
+
+def test_iana_time_zone_ignored_when_format_has_zone(tmp_path: Path) -> None:
+    p = _tz_parser(tmp_path, "Time_Zone America/New_York", fmt="%Y-%m-%dT%H:%M:%S%z").get("tz")
+    t, _, _ = parse_one(p, "2024-07-01T12:00:00+0000|m")
+    assert t == ns(calendar.timegm((2024, 7, 1, 12, 0, 0)))
+
+
+@pytest.mark.parametrize("extra,words", [
+    (["Time_Zone Mars/Olympus_Mons"], "Mars/Olympus_Mons"),
+    (["Time_Zone America/New_York", "Time_Offset +0200"], "Time_Offset"),
+    (["Time_Zone America/New_York", "Time_System_Timezone on"], "Time_System_Timezone"),
+])
+def test_iana_time_zone_config_errors(tmp_path: Path, extra: list[str], words: str) -> None:
+    """An unknown zone, or Time_Zone with another zone option, is a config error naming time_zone."""
+    with pytest.raises(ConfigError) as ei:
+        _tz_parser(tmp_path, *extra)
+    assert "time_zone" in str(ei.value).lower() and words in str(ei.value)
 
 
 # ---------------------------------------------------------------- filter_parser.c (parse_record_field)
@@ -461,8 +514,12 @@ MIX_IN = [
     _docker("dd-out\n", "stdout", "2021-02-01T16:45:03.01234z"),
     _docker("dd-err\n", "stderr", "2021-02-01T16:45:03.01234z"),
 ]
-MIX_OUT = ["a1\n", "a2\n", "bbcc", "ddee\n", "single full", "1a. some multiline log", "1b. some multiline log",
-           "dd-out\n", "dd-err\n"]
+# Fluent Bit 4+ (container_mix_output): a docker piece held when CRI lines come in stays
+# held -- a parser that does not take a line no longer flushes -- and the next stdout
+# docker line completes it ("bb" + "cc" + "dd-out\n"). Fluent Bit 1.x/2.x flushed the
+# held piece when the other stream or parser took over ("bbcc", then "dd-out\n").
+MIX_OUT = ["a1\n", "a2\n", "ddee\n", "single full", "1a. some multiline log", "1b. some multiline log",
+           "bbccdd-out\n", "dd-err\n"]
 
 JAVA_IN = [
     'Exception in thread "main" java.lang.IllegalStateException: ..null property\n',
@@ -549,17 +606,10 @@ GO_OUT = [GO_TRACE, "one more line, no multiline\n"]
 @pytest.mark.parametrize("names,lines,expected", [
     (["cri", "docker"], DOCKER_IN, DOCKER_OUT),
     (["docker", "cri"], CRI_IN, CRI_OUT),
-    pytest.param(["docker", "cri"], MIX_IN, MIX_OUT, marks=pytest.mark.xfail(
-        strict=True, reason="container_mix order: Fluent Bit emits stdout's 'bbcc' before stderr's 'ddee\\n' "
-                            "(a line of the other stream flushes the pending one); we emit 'ddee\\n' first and "
-                            "'bbcc' when the first CRI line arrives. Same records otherwise "
-                            "(test_multiline_container_mix_same_records)")),
+    (["docker", "cri"], MIX_IN, MIX_OUT),
     (["java"], JAVA_IN, JAVA_OUT),
     (["python"], PY_IN, PY_OUT),
-    pytest.param(["go"], GO_IN, GO_OUT, marks=pytest.mark.xfail(
-        strict=True, reason="go: the last raw line 'one more line, no multiline' (no newline) comes out of "
-                            "Fluent Bit as 'one more line, no multiline\\n' (newline added); ours keeps it "
-                            "without the newline. The stack trace record itself matches")),
+    (["go"], GO_IN, GO_OUT),
 ], ids=["docker", "cri", "container_mix", "java", "python", "go"])
 def test_multiline_builtins(shipped: ParserRegistry, names: list[str], lines: list[str],
                             expected: list[str]) -> None:
@@ -577,11 +627,6 @@ def test_multiline_go_trace_record(shipped: ParserRegistry) -> None:
     assert _ml_run(shipped, ["go"], GO_IN)[0] == GO_TRACE
 
 
-@pytest.mark.xfail(strict=True, reason="endswith on raw text lines: Fluent Bit joins the lines with '\\n' and "
-                                       "ends every record with '\\n' ('1a. some multiline log \\\\\\n1b. some "
-                                       "multiline log\\n', '3a. non multiline 1\\n'); ours concatenates without a "
-                                       "separator ('1a. some multiline log \\\\1b. some multiline log') and adds "
-                                       "no newline ('3a. non multiline 1')")
 def test_multiline_endswith(shipped: ParserRegistry) -> None:
     """multiline.c endswith: type endswith, match_string '\\', negate on (raw text lines)."""
     from logfwd.multiline import MultilineParser
