@@ -21,14 +21,20 @@ from cpython.long cimport PyLong_FromLongLong
 from cpython.object cimport PyObject
 from cpython.ref cimport Py_INCREF
 from cpython.unicode cimport PyUnicode_Check, PyUnicode_CheckExact, PyUnicode_DecodeUTF8
-from libc.stdint cimport int64_t, uint32_t
+from libc.stdint cimport int64_t, uint32_t, uint64_t
 from libc.stdlib cimport free, malloc, realloc
 from libc.string cimport memchr, memcmp, memcpy
+
+cimport cython
 
 import orjson
 
 cdef extern from "Python.h":
     const char* PyUnicode_AsUTF8AndSize(object o, Py_ssize_t* size) except NULL
+    PyObject* _lf_bytes_new "PyBytes_FromStringAndSize"(const char* v, Py_ssize_t n)
+    int _lf_bytes_resize "_PyBytes_Resize"(PyObject** b, Py_ssize_t n)
+    char* _lf_bytes_str "PyBytes_AS_STRING"(PyObject* b)
+    void _lf_xdecref "Py_XDECREF"(PyObject* o)
 
 cdef extern from "time.h" nogil:
     ctypedef long time_t
@@ -1440,6 +1446,69 @@ def ltsv_batch(list texts, str separator=":"):
 
 # --------------------------------------------------------------------------- serializers
 
+# Shared pieces of the serializers below (ndjson_bulk, out_file_lines, json_lines,
+# kafka_json_values): one record → JSON bytes, one time → text, one growing bytes result.
+# Keeping them in one place keeps the outputs byte-identical to each other's Python
+# reference paths when one of them changes.
+
+cdef inline bytes _dump_record(object rec, object default, int option, object fallback):
+    """``orjson.dumps(rec, default=default, option=option)`` as exact bytes.
+
+    Where orjson raises TypeError (a type neither it nor ``default`` knows), the
+    output's own Python encoder ``fallback(rec)`` writes it instead, so one odd value
+    does not cost the record; with no ``fallback`` (None) the TypeError propagates.
+    """
+    cdef object doc
+    try:
+        return _orjson_dumps(rec, default=default, option=option)
+    except TypeError:
+        if fallback is None:
+            raise
+        doc = fallback(rec)
+        if not PyBytes_CheckExact(doc):
+            doc = bytes(doc)
+        return doc
+
+
+cdef inline bint _as_int64(object t, int64_t* ns):
+    """``t`` as int nanoseconds when it is an int within 64 bits (else the caller's fallback)."""
+    if type(t) is not int:
+        return False
+    try:
+        ns[0] = t
+    except OverflowError:
+        return False
+    return True
+
+
+cdef inline int64_t _split_ns(int64_t ns, int64_t* frac):
+    """Whole seconds (floor) of int nanoseconds; ``frac`` gets the 0..999999999 rest."""
+    cdef int64_t sec = ns // 1000000000  # cdivision: truncates, fixed up below
+    frac[0] = ns - sec * 1000000000
+    if frac[0] < 0:
+        sec -= 1
+        frac[0] += 1000000000
+    return sec
+
+
+cdef inline Py_ssize_t _put_frac(int64_t frac, int digits, char* o):
+    """``.`` and the first ``digits`` (1..9) of a nine-digit fraction, truncated, into ``o``."""
+    cdef int j
+    for j in range(9 - digits):
+        frac //= 10
+    o[0] = b'.'
+    for j in range(digits, 0, -1):
+        o[j] = <char>(48 + frac % 10)
+        frac //= 10
+    return digits + 1
+
+
+cdef inline void _put2d(int v, char* o):
+    """Two decimal digits of 0 <= v < 100 into ``o``."""
+    o[0] = <char>(48 + v // 10)
+    o[1] = <char>(48 + v % 10)
+
+
 cdef inline Py_ssize_t _iso_seconds(int64_t sec, char* o):
     """``YYYY-MM-DDTHH:MM:SS`` of a Unix time (UTC) into ``o`` (19 bytes)."""
     cdef int64_t days = sec // 86400
@@ -1461,48 +1530,158 @@ cdef inline Py_ssize_t _iso_seconds(int64_t sec, char* o):
         y += 1
     if y < 0 or y > 9999:
         y = 0
-    o[0] = <char>(48 + y // 1000)
-    o[1] = <char>(48 + (y // 100) % 10)
-    o[2] = <char>(48 + (y // 10) % 10)
-    o[3] = <char>(48 + y % 10)
+    _put2d(<int>(y // 100), o)
+    _put2d(<int>(y % 100), o + 2)
     o[4] = b'-'
-    o[5] = <char>(48 + m // 10)
-    o[6] = <char>(48 + m % 10)
+    _put2d(m, o + 5)
     o[7] = b'-'
-    o[8] = <char>(48 + d // 10)
-    o[9] = <char>(48 + d % 10)
+    _put2d(d, o + 8)
     o[10] = b'T'
-    o[11] = <char>(48 + hh // 10)
-    o[12] = <char>(48 + hh % 10)
+    _put2d(hh, o + 11)
     o[13] = b':'
-    o[14] = <char>(48 + mm // 10)
-    o[15] = <char>(48 + mm % 10)
+    _put2d(mm, o + 14)
     o[16] = b':'
-    o[17] = <char>(48 + ss // 10)
-    o[18] = <char>(48 + ss % 10)
+    _put2d(ss, o + 17)
     return 19
+
+
+cdef inline Py_ssize_t _iso_text(int64_t ns, int digits, char* o):
+    """``YYYY-MM-DDTHH:MM:SS.fffZ`` (``digits`` fraction digits) of int nanoseconds; 21 + digits bytes."""
+    cdef int64_t frac
+    cdef Py_ssize_t k = _iso_seconds(_split_ns(ns, &frac), o)
+    k += _put_frac(frac, digits, o + k)
+    o[k] = b'Z'
+    return k + 1
+
+
+cdef inline Py_ssize_t _iso_quoted(int64_t ns, int digits, char* o):
+    """``_iso_text`` as a JSON string (in double quotes); 23 + digits bytes."""
+    o[0] = b'"'
+    cdef Py_ssize_t k = 1 + _iso_text(ns, digits, o + 1)
+    o[k] = b'"'
+    return k + 1
+
+
+cdef inline Py_ssize_t _sec_nsec(int64_t ns, char* o):
+    """``sec.nnnnnnnnn`` (seconds floored, so ``-1.5s`` is ``-2.500000000``) into ``o`` (≤ 31 bytes)."""
+    cdef int64_t frac
+    cdef int64_t sec = _split_ns(ns, &frac)
+    cdef uint64_t usec
+    cdef char digs[24]
+    cdef int nd = 0, j
+    cdef Py_ssize_t k = 0
+    if sec < 0:
+        o[0] = b'-'
+        k = 1
+        usec = <uint64_t>(-(sec + 1)) + 1
+    else:
+        usec = <uint64_t>sec
+    while True:
+        digs[nd] = <char>(48 + usec % 10)
+        usec //= 10
+        nd += 1
+        if usec == 0:
+            break
+    for j in range(nd):
+        o[k + j] = digs[nd - 1 - j]
+    k += nd
+    return k + _put_frac(frac, 9, o + k)
+
+
+cdef inline Py_ssize_t _first_field_size(Py_ssize_t kl, Py_ssize_t tl, Py_ssize_t dl):
+    """Length of what ``_put_first_field`` writes."""
+    return 1 + kl + 1 + tl + (1 if dl > 2 else 0) + (dl - 1 if dl > 0 else 0)
+
+
+cdef inline Py_ssize_t _put_first_field(char* w, const char* kp, Py_ssize_t kl, const char* tp, Py_ssize_t tl,
+                                        const char* dp, Py_ssize_t dl):
+    """A JSON object with one field put first: ``{`` key ``:`` value, ``,`` unless the
+    record is ``{}``, then the record's JSON without its ``{``. Splicing the bytes saves
+    building a merged dict per record (the record is known not to hold the key)."""
+    cdef Py_ssize_t p = 2 + kl + tl
+    w[0] = b'{'
+    memcpy(w + 1, kp, kl)
+    w[1 + kl] = b':'
+    memcpy(w + 2 + kl, tp, tl)
+    if dl > 2:
+        w[p] = b','
+        p += 1
+    if dl > 0:
+        memcpy(w + p, dp + 1, dl - 1)
+        p += dl - 1
+    return p
+
+
+@cython.final
+cdef class _BytesOut:
+    """A chunk's serialized output, written straight into one bytes object that grows
+    and is finally shrunk in place (``_PyBytes_Resize``).
+
+    Not ``_Buf``: building in a scratch buffer and copying it out, or keeping a chunk's
+    documents alive to join them, made the worker thread's malloc arena grow and trim
+    per chunk (up to a million page faults per million records). Callers ``reserve``
+    the bytes of one record, then ``put`` them; each document is dropped once copied.
+    """
+    cdef PyObject* raw
+    cdef char* w
+    cdef Py_ssize_t k
+    cdef Py_ssize_t cap
+
+    def __cinit__(self, Py_ssize_t cap):
+        self.raw = _lf_bytes_new(NULL, cap)
+        if self.raw == NULL:
+            raise MemoryError()
+        self.w = _lf_bytes_str(self.raw)
+        self.k = 0
+        self.cap = cap
+
+    def __dealloc__(self):
+        _lf_xdecref(self.raw)
+
+    cdef inline int reserve(self, Py_ssize_t extra, Py_ssize_t remaining) except -1:
+        """Room for ``extra`` more bytes; when it must grow, room for ``remaining``
+        more records of this size as well, plus a quarter of slack (few resizes)."""
+        cdef Py_ssize_t need = self.k + extra
+        if need > self.cap:
+            self.cap = need + extra * remaining + self.cap // 4
+            if _lf_bytes_resize(&self.raw, self.cap) < 0:
+                self.raw = NULL
+                raise MemoryError()
+            self.w = _lf_bytes_str(self.raw)
+        return 0
+
+    cdef inline void put(self, const char* p, Py_ssize_t n):
+        """Append ``n`` bytes (reserved beforehand)."""
+        memcpy(self.w + self.k, p, n)
+        self.k += n
+
+    cdef inline void put1(self, char c):
+        """Append one byte (reserved beforehand)."""
+        self.w[self.k] = c
+        self.k += 1
+
+    cdef inline void put2(self, char a, char b):
+        """Append two bytes (reserved beforehand)."""
+        self.w[self.k] = a
+        self.w[self.k + 1] = b
+        self.k += 2
+
+    cdef object finish(self):
+        """The bytes written, as one bytes object (this buffer is empty afterwards)."""
+        cdef object result
+        if _lf_bytes_resize(&self.raw, self.k) < 0:
+            self.raw = NULL
+            raise MemoryError()
+        result = <object>self.raw
+        _lf_xdecref(self.raw)
+        self.raw = NULL
+        return result
 
 
 def iso_time(int64_t ns, bint nanos=False):
     """``2024-01-01T00:00:00.123Z`` (or nine fraction digits with ``nanos``) of int nanoseconds."""
     cdef char o[40]
-    cdef int64_t sec = ns // 1000000000
-    cdef int64_t frac = ns - sec * 1000000000
-    if frac < 0:
-        sec -= 1
-        frac += 1000000000
-    cdef Py_ssize_t k = _iso_seconds(sec, o)
-    cdef int digits = 9 if nanos else 3
-    cdef int i
-    if not nanos:
-        frac //= 1000000
-    o[k] = b'.'
-    for i in range(digits, 0, -1):
-        o[k + i] = <char>(48 + frac % 10)
-        frac //= 10
-    k += digits + 1
-    o[k] = b'Z'
-    return PyBytes_FromStringAndSize(o, k + 1).decode("ascii")
+    return PyBytes_FromStringAndSize(o, _iso_text(ns, 9 if nanos else 3, o)).decode("ascii")
 
 
 def ndjson_bulk(list times, list records, action, str time_key, bint nanos=False, default=None, int option=0):
@@ -1515,65 +1694,54 @@ def ndjson_bulk(list times, list records, action, str time_key, bint nanos=False
     index of each action written, and ``(index, reason)`` of records that could not
     be encoded (not dicts, or orjson refused them); those are left out.
     """
-    cdef Py_ssize_t i, n = len(records)
-    cdef list parts = []
+    cdef Py_ssize_t i, n = len(records), al, dl, kl, tl, size
     cdef list positions = []
     cdef list failed = []
-    cdef bytes head = b'{' + _orjson_dumps(time_key) + b':"'
-    cdef bytes doc, act
-    cdef object rec
-    cdef bint per_record = isinstance(action, list)
+    cdef bytes key = _orjson_dumps(time_key)
+    cdef object act, rec, doc
+    cdef bint per_record = isinstance(action, list), has_key
     cdef char tbuf[40]
-    cdef int64_t ns, sec, frac
-    cdef Py_ssize_t k
-    cdef int digits = 9 if nanos else 3, d
+    cdef int digits = 9 if nanos else 3
+    cdef _BytesOut out
     if len(times) != n or (per_record and len(action) != n):
         raise ValueError("times, records (and per-record actions) must have the same length")
+    kl = PyBytes_GET_SIZE(key)
+    out = _BytesOut(n * 256 + 64)
     for i in range(n):
-        act = <bytes>(action[i] if per_record else action)
+        act = action[i] if per_record else action
         if act is None:
             continue
         rec = records[i]
         if type(rec) is not dict:
             failed.append((i, f"record is a {type(rec).__name__}, not a map"))
             continue
-        ns = times[i]
-        sec = ns // 1000000000
-        frac = ns - sec * 1000000000
-        if frac < 0:
-            sec -= 1
-            frac += 1000000000
-        if not nanos:
-            frac //= 1000000
-        k = _iso_seconds(sec, tbuf)
-        tbuf[k] = b'.'
-        for d in range(digits, 0, -1):
-            tbuf[k + d] = <char>(48 + frac % 10)
-            frac //= 10
-        k += digits + 1
-        tbuf[k] = b'Z'
-        tbuf[k + 1] = b'"'
-        k += 2
+        tl = _iso_quoted(times[i], digits, tbuf)
+        has_key = time_key in <dict>rec
         try:
-            if time_key in <dict>rec:
-                doc = _orjson_dumps({time_key: PyBytes_FromStringAndSize(tbuf, k - 1).decode("ascii"), **rec},
+            if has_key:  # the record's own value wins, where a dict update puts it
+                doc = _orjson_dumps({time_key: PyBytes_FromStringAndSize(tbuf + 1, tl - 2).decode("ascii"), **rec},
                                     default=default, option=option)
             else:
-                doc = _orjson_dumps(rec, default=default, option=option)
-                if PyBytes_GET_SIZE(doc) > 2:
-                    doc = head + PyBytes_FromStringAndSize(tbuf, k) + b',' + doc[1:]
-                else:
-                    doc = head + PyBytes_FromStringAndSize(tbuf, k) + b'}'
+                doc = _dump_record(rec, default, option, None)
         except Exception as e:
             failed.append((i, f"cannot encode record as JSON: {e}"))
             continue
-        parts.append(act)
-        parts.append(doc)
+        if not PyBytes_CheckExact(act):  # checked once written, as b"\n".join did: any bytes-like, else TypeError
+            act = bytes(memoryview(act))
+        al = PyBytes_GET_SIZE(act)
+        dl = PyBytes_GET_SIZE(doc)
+        size = dl if has_key else _first_field_size(kl, tl, dl)
+        out.reserve(al + size + 2, n - i)
+        out.put(PyBytes_AS_STRING(act), al)
+        out.put1(b'\n')
+        if has_key:
+            out.put(PyBytes_AS_STRING(doc), dl)
+        else:
+            out.k += _put_first_field(out.w + out.k, PyBytes_AS_STRING(key), kl, tbuf, tl,
+                                      PyBytes_AS_STRING(doc), dl)
+        out.put1(b'\n')
         positions.append(i)
-    if not parts:
-        return b"", positions, failed
-    parts.append(b"")
-    return b"\n".join(parts), positions, failed
+    return out.finish(), positions, failed
 
 
 cdef inline bint _influx_special(unsigned char c, bint measurement):
@@ -1674,9 +1842,7 @@ def influx_string(str value):
     return PyUnicode_DecodeUTF8(buf.data, k + 1, NULL)
 
 
-# --------------------------------------------------------------------------- multiline docker / out_file
-
-from libc.stdint cimport uint64_t
+# --------------------------------------------------------------------------- multiline docker
 
 cdef inline int _digits(const char* s, Py_ssize_t a, Py_ssize_t b, int64_t* out):
     """ASCII digits s[a:b] as a number; -1 if any is not one."""
@@ -1796,120 +1962,41 @@ def docker_ml_batch(list texts, list times, str key, str match, bint negate, rfc
     return out_t, out_r, others
 
 
-cdef extern from "Python.h":
-    PyObject* _lf_bytes_new "PyBytes_FromStringAndSize"(const char* v, Py_ssize_t n)
-    int _lf_bytes_resize "_PyBytes_Resize"(PyObject** b, Py_ssize_t n)
-    char* _lf_bytes_str "PyBytes_AS_STRING"(PyObject* b)
-    void _lf_xdecref "Py_XDECREF"(PyObject* o)
-
-
 def out_file_lines(bytes head, list times, list records, default, int option, dumps_fallback, time_fallback):
     """The file output's ``out_file`` format for a chunk: per record ``head + sec.nsec + ", " + json + "]\\n"``.
 
     JSON is ``orjson.dumps(record, default=default, option=option)``; where orjson
     raises TypeError, ``dumps_fallback(record)``. A time that is not an int within
-    64 bits is written as ``time_fallback(time)`` gives it. One bytes result.
-
-    Each record's JSON is copied at once into the result (one bytes object, grown and
-    finally shrunk in place) and dropped: keeping a chunk's documents alive, or
-    building in a scratch buffer and copying, made the worker thread's malloc arena
-    grow and trim per chunk (up to a million page faults per million records).
+    64 bits is written as ``time_fallback(time)`` gives it. One bytes result, built
+    in place by ``_BytesOut`` (see there why).
     """
-    cdef Py_ssize_t i, n = len(records), hn = PyBytes_GET_SIZE(head), k = 0, tl, dl, cap, need
-    cdef object rec, doc, t, result
-    cdef int64_t ns, sec, frac
-    cdef uint64_t usec
+    cdef Py_ssize_t i, n = len(records), hn = PyBytes_GET_SIZE(head), tl, dl
+    cdef object doc, t
+    cdef int64_t ns = 0
     cdef char tw[40]
-    cdef char digs[24]
     cdef const char* tp
-    cdef char* w
-    cdef int nd, j
-    cdef bint fixed
-    cdef PyObject* raw = NULL
+    cdef _BytesOut out
     if len(times) != n:
         raise ValueError("times and records must have the same length")
-    cap = n * 320 + 64
-    raw = _lf_bytes_new(NULL, cap)
-    if raw == NULL:
-        raise MemoryError()
-    try:
-        w = _lf_bytes_str(raw)
-        for i in range(n):
-            rec = records[i]
-            try:
-                doc = _orjson_dumps(rec, default=default, option=option)
-            except TypeError:
-                doc = dumps_fallback(rec)
-                if not PyBytes_CheckExact(doc):
-                    doc = bytes(doc)
-            t = times[i]
-            fixed = False
-            if type(t) is int:
-                try:
-                    ns = t
-                    fixed = True
-                except OverflowError:
-                    fixed = False
-            if fixed:
-                sec = ns // 1000000000
-                frac = ns - sec * 1000000000
-                if frac < 0:
-                    sec -= 1
-                    frac += 1000000000
-                tl = 0
-                if sec < 0:
-                    tw[0] = b'-'
-                    tl = 1
-                    usec = <uint64_t>(-(sec + 1)) + 1
-                else:
-                    usec = <uint64_t>sec
-                nd = 0
-                while True:
-                    digs[nd] = <char>(48 + usec % 10)
-                    usec //= 10
-                    nd += 1
-                    if usec == 0:
-                        break
-                for j in range(nd):
-                    tw[tl + j] = digs[nd - 1 - j]
-                tl += nd
-                tw[tl] = b'.'
-                for j in range(9, 0, -1):
-                    tw[tl + j] = <char>(48 + frac % 10)
-                    frac //= 10
-                tl += 10
-                tp = tw
-            else:
-                t = str(time_fallback(t)).encode("utf-8", "replace")
-                tp = PyBytes_AS_STRING(t)
-                tl = PyBytes_GET_SIZE(t)
-            dl = PyBytes_GET_SIZE(doc)
-            need = k + hn + tl + dl + 4
-            if need > cap:
-                cap = need + (need - k) * (n - i) + cap // 4  # the rest at this size, plus slack
-                if _lf_bytes_resize(&raw, cap) < 0:
-                    raw = NULL
-                    raise MemoryError()
-                w = _lf_bytes_str(raw)
-            memcpy(w + k, PyBytes_AS_STRING(head), hn)
-            k += hn
-            memcpy(w + k, tp, tl)
-            k += tl
-            w[k] = b','
-            w[k + 1] = b' '
-            k += 2
-            memcpy(w + k, PyBytes_AS_STRING(doc), dl)
-            k += dl
-            w[k] = b']'
-            w[k + 1] = b'\n'
-            k += 2
-        if _lf_bytes_resize(&raw, k) < 0:
-            raw = NULL
-            raise MemoryError()
-        result = <object>raw
-    finally:
-        _lf_xdecref(raw)
-    return result
+    out = _BytesOut(n * 320 + 64)
+    for i in range(n):
+        doc = _dump_record(records[i], default, option, dumps_fallback)
+        t = times[i]
+        if _as_int64(t, &ns):
+            tl = _sec_nsec(ns, tw)
+            tp = tw
+        else:
+            t = str(time_fallback(t)).encode("utf-8", "replace")
+            tp = PyBytes_AS_STRING(t)
+            tl = PyBytes_GET_SIZE(t)
+        dl = PyBytes_GET_SIZE(doc)
+        out.reserve(hn + tl + dl + 4, n - i)
+        out.put(PyBytes_AS_STRING(head), hn)
+        out.put(tp, tl)
+        out.put2(b',', b' ')
+        out.put(PyBytes_AS_STRING(doc), dl)
+        out.put2(b']', b'\n')
+    return out.finish()
 
 
 def json_lines(list records, default, int option, dumps_fallback):
@@ -1918,48 +2005,19 @@ def json_lines(list records, default, int option, dumps_fallback):
     JSON is ``orjson.dumps(record, default=default, option=option)``; where orjson
     raises TypeError, ``dumps_fallback(record)``.
     """
-    cdef Py_ssize_t i, n = len(records), k = 0, dl, cap, need
-    cdef object rec, doc, result
-    cdef char* w
-    cdef PyObject* raw = NULL
-    cap = n * 256 + 64
-    raw = _lf_bytes_new(NULL, cap)
-    if raw == NULL:
-        raise MemoryError()
-    try:
-        w = _lf_bytes_str(raw)
-        for i in range(n):
-            rec = records[i]
-            try:
-                doc = _orjson_dumps(rec, default=default, option=option)
-            except TypeError:
-                doc = dumps_fallback(rec)
-                if not PyBytes_CheckExact(doc):
-                    doc = bytes(doc)
-            dl = PyBytes_GET_SIZE(doc)
-            need = k + dl + 1
-            if need > cap:
-                cap = need + (dl + 1) * (n - i) + cap // 4
-                if _lf_bytes_resize(&raw, cap) < 0:
-                    raw = NULL
-                    raise MemoryError()
-                w = _lf_bytes_str(raw)
-            memcpy(w + k, PyBytes_AS_STRING(doc), dl)
-            k += dl
-            w[k] = b'\n'
-            k += 1
-        if _lf_bytes_resize(&raw, k) < 0:
-            raw = NULL
-            raise MemoryError()
-        result = <object>raw
-    finally:
-        _lf_xdecref(raw)
-    return result
+    cdef Py_ssize_t i, n = len(records), dl
+    cdef object doc
+    cdef _BytesOut out = _BytesOut(n * 256 + 64)
+    for i in range(n):
+        doc = _dump_record(records[i], default, option, dumps_fallback)
+        dl = PyBytes_GET_SIZE(doc)
+        out.reserve(dl + 1, n - i)
+        out.put(PyBytes_AS_STRING(doc), dl)
+        out.put1(b'\n')
+    return out.finish()
 
 
 # --------------------------------------------------------------------------- kafka output
-
-cimport cython
 
 
 cdef class KafkaReports:
@@ -2076,56 +2134,23 @@ def kafka_json_values(list times, list records, bytes ts_key_json, int ts_format
     ``orjson.dumps(record, default=default, option=option)``, or ``dumps_fallback(record)``
     where orjson raises TypeError. One bytes object per record.
     """
-    cdef Py_ssize_t i, n = len(records), kl = PyBytes_GET_SIZE(ts_key_json), tl, dl, total
+    cdef Py_ssize_t i, n = len(records), kl = PyBytes_GET_SIZE(ts_key_json), tl, dl
     cdef list out
-    cdef object rec, doc, t, tsobj
-    cdef int64_t ns, sec, frac
+    cdef object doc, t, tsobj, v
+    cdef int64_t ns = 0
     cdef char tw[48]
     cdef const char* tp
-    cdef const char* dp
-    cdef char* w
-    cdef int digits, j
-    cdef Py_ssize_t p
-    cdef object v
-    cdef bint fast
+    cdef int digits = 6 if ts_format == 1 else 9
     if len(times) != n:
         raise ValueError("times and records must have the same length")
     if ts_format < 0 or ts_format > 2:
         raise ValueError("ts_format must be 0, 1 or 2")
     out = PyList_New(n)
     for i in range(n):
-        rec = records[i]
-        try:
-            doc = _orjson_dumps(rec, default=default, option=option)
-        except TypeError:
-            doc = dumps_fallback(rec)
-            if not PyBytes_CheckExact(doc):
-                doc = bytes(doc)
+        doc = _dump_record(records[i], default, option, dumps_fallback)
         t = times[i]
-        fast = False
-        if ts_format != 0 and type(t) is int:
-            try:
-                ns = t
-                fast = 0 <= ns
-            except OverflowError:
-                fast = False
-        if fast:
-            sec = ns // 1000000000
-            frac = ns - sec * 1000000000
-            digits = 9
-            if ts_format == 1:
-                frac //= 1000
-                digits = 6
-            tw[0] = b'"'
-            tl = 1 + _iso_seconds(sec, tw + 1)
-            tw[tl] = b'.'
-            for j in range(digits, 0, -1):
-                tw[tl + j] = <char>(48 + frac % 10)
-                frac //= 10
-            tl += digits + 1
-            tw[tl] = b'Z'
-            tw[tl + 1] = b'"'
-            tl += 2
+        if ts_format != 0 and _as_int64(t, &ns) and ns >= 0:
+            tl = _iso_quoted(ns, digits, tw)
             tp = tw
         else:
             if ts_format == 0 and type(t) is int:
@@ -2137,21 +2162,8 @@ def kafka_json_values(list times, list records, bytes ts_key_json, int ts_format
             tp = PyBytes_AS_STRING(tsobj)
             tl = PyBytes_GET_SIZE(tsobj)
         dl = PyBytes_GET_SIZE(doc)
-        dp = PyBytes_AS_STRING(doc)
-        # "{" key ":" ts ("," if the record is not empty) then the record without its "{"
-        total = 1 + kl + 1 + tl + (1 if dl > 2 else 0) + (dl - 1 if dl > 0 else 0)
-        v = PyBytes_FromStringAndSize(NULL, total)
-        w = PyBytes_AS_STRING(v)
-        w[0] = b'{'
-        memcpy(w + 1, PyBytes_AS_STRING(ts_key_json), kl)
-        w[1 + kl] = b':'
-        memcpy(w + 2 + kl, tp, tl)
-        p = 2 + kl + tl
-        if dl > 2:
-            w[p] = b','
-            p += 1
-        if dl > 0:
-            memcpy(w + p, dp + 1, dl - 1)
+        v = PyBytes_FromStringAndSize(NULL, _first_field_size(kl, tl, dl))
+        _put_first_field(PyBytes_AS_STRING(v), PyBytes_AS_STRING(ts_key_json), kl, tp, tl, PyBytes_AS_STRING(doc), dl)
         Py_INCREF(v)
         PyList_SET_ITEM(out, i, v)
     return out
