@@ -14,6 +14,7 @@ import logging
 import os
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -171,7 +172,9 @@ def _help_plugin(spec: str) -> str:
     return "\n".join(out)
 
 
-def _load(args: argparse.Namespace, plugins: list[tuple[str, str, list[tuple[str, str]]]]) -> Any:
+def _loader(args: argparse.Namespace,
+            plugins: list[tuple[str, str, list[tuple[str, str]]]]) -> tuple[Any, Callable[[], Any] | None]:
+    """The config now, and for a config file a function that reads it again (hot reload)."""
     from .config import config_from_cli, load_config
 
     overrides = _service_overrides(args)
@@ -179,45 +182,80 @@ def _load(args: argparse.Namespace, plugins: list[tuple[str, str, list[tuple[str
         ins = [(n, props) for k, n, props in plugins if k == "input"]
         fls = [(n, props) for k, n, props in plugins if k == "filter"]
         outs = [(n, props) for k, n, props in plugins if k == "output"]
-        return config_from_cli(ins, fls, outs, overrides, list(args.parser))
+        return config_from_cli(ins, fls, outs, overrides, list(args.parser)), None
     path = args.config or str(default_config())
-    cfg = load_config(path)
-    if overrides or args.parser:
+
+    def load() -> Any:
         # Command-line service options win over the file, as in Fluent Bit.
-        from .config import apply_service_overrides
+        return load_config(path, service_overrides=overrides, parsers_files=list(args.parser))
 
-        cfg = apply_service_overrides(cfg, overrides, list(args.parser))
-    return cfg
+    return load(), load
 
 
-async def _run(cfg: Any) -> int:
+async def _run(cfg: Any, reload: Callable[[], Any] | None = None) -> int:
+    """Run pipelines until SIGTERM/SIGINT; with ``hot_reload on``, SIGHUP swaps in a new one.
+
+    A reload reads and validates the config first and keeps the running pipeline
+    if it is invalid. Otherwise the running pipeline stops as on SIGTERM (inputs
+    stop, buffers flush within ``grace``, checkpoints commit) and the new one
+    starts from those checkpoints: a reload is a restart without a new process.
+    """
+    from .config import ConfigError
     from .engine.pipeline import Pipeline, StartupError
 
     log = logging.getLogger("logfwd")
-    pipeline = Pipeline(cfg)
-    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-        async with trio.open_nursery() as nursery:
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+        while True:
+            pipeline = Pipeline(cfg)
+            next_cfg: Any = None
+            async with trio.open_nursery() as nursery:
 
-            async def watch_signals() -> None:
-                first = True
-                async for signum in signals:
-                    if first:
-                        log.info("received %s: stopping inputs, flushing within %.1fs",
-                                 signal.Signals(signum).name, pipeline.grace)
+                async def watch_signals(pipeline: Pipeline = pipeline,
+                                        hot_reload: bool = bool(cfg.service.get("hot_reload"))) -> None:
+                    nonlocal next_cfg
+                    stopping = False
+                    async for signum in signals:
+                        name = signal.Signals(signum).name
+                        if signum == signal.SIGHUP:
+                            if stopping:
+                                continue
+                            if not hot_reload:
+                                log.info("received SIGHUP: ignored (service hot_reload is off)")
+                                continue
+                            if reload is None:
+                                log.warning("received SIGHUP: a command-line pipeline cannot be reloaded")
+                                continue
+                            try:
+                                candidate = await trio.to_thread.run_sync(reload)
+                            except (ConfigError, OSError) as e:
+                                log.error("reload refused, the running configuration stays: %s", e)
+                                continue
+                            log.info("received SIGHUP: reloading (stopping the running pipeline first)")
+                            next_cfg = candidate
+                        elif stopping:
+                            log.warning("second %s: exiting now", name)
+                            os._exit(1)
+                        else:
+                            log.info("received %s: stopping inputs, flushing within %.1fs", name, pipeline.grace)
+                            next_cfg = None
+                        stopping = True
                         pipeline.shutdown()
-                        first = False
-                    else:
-                        log.warning("second %s: exiting now", signal.Signals(signum).name)
-                        os._exit(1)
 
-            nursery.start_soon(watch_signals)
-            try:
-                await pipeline.run()
-            except StartupError as e:
-                log.error("%s", e)
+                nursery.start_soon(watch_signals)
+                try:
+                    await pipeline.run()
+                except StartupError as e:
+                    log.error("%s", e)
+                    nursery.cancel_scope.cancel()
+                    return 1
                 nursery.cancel_scope.cancel()
-                return 1
-            nursery.cancel_scope.cancel()
+            if next_cfg is None:
+                break
+            cfg = next_cfg
+            for w in getattr(cfg, "warnings", []):
+                log.warning("%s", w)
+            log.info("reloaded: %d input(s), %d filter(s), %d output(s)",
+                     len(cfg.inputs), len(cfg.filters), len(cfg.outputs))
     log.info("stopped%s", "" if pipeline.stopped_cleanly else " (some records left unacknowledged)")
     return 0
 
@@ -238,7 +276,7 @@ def main(argv: list[str] | None = None) -> int:
     from .config import ConfigError
 
     try:
-        cfg = _load(args, plugins)
+        cfg, reload = _loader(args, plugins)
     except ConfigError as e:
         print(f"logfwd: configuration error\n{e}", file=sys.stderr)
         return 1
@@ -258,6 +296,6 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("logfwd").info("logfwd %s starting (%d input(s), %d filter(s), %d output(s))",
                                      __version__, len(cfg.inputs), len(cfg.filters), len(cfg.outputs))
     try:
-        return trio.run(_run, cfg)
+        return trio.run(_run, cfg, reload)
     except KeyboardInterrupt:  # pragma: no cover - signals are handled in _run
         return 1
