@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextvars
 import gzip
 import ssl
 import time
@@ -97,6 +98,51 @@ def _transport_class() -> type:
     return TrioAsyncTransport
 
 
+# Set while this task waits for a ``_bulk`` answer: the JSON serializer then tries
+# the cheap check below first. A context variable, because the transport calls the
+# serializer itself and trio gives every task its own context.
+_BULK_ANSWER: contextvars.ContextVar[bool] = contextvars.ContextVar("logfwd_es_bulk_answer", default=False)
+
+
+class _AllStored:
+    """A ``_bulk`` answer with ``"errors": false``, of which only the item count was read.
+
+    Building a dict per item (``_index``, ``_id``, ``_shards``...) for answers that
+    only say "all stored" cost more CPU than everything else the output does; msgspec
+    validates the whole answer and counts the items without creating them. ``full()``
+    gives the parsed answer, for the rare cases that need to look at the items.
+    """
+
+    __slots__ = ("items", "raw")
+
+    def __init__(self, items: int, raw: bytes) -> None:
+        self.items = items
+        self.raw = raw
+
+    def full(self) -> Any:
+        """The parsed answer; None if orjson refuses what msgspec took (then it is retried)."""
+        import orjson
+
+        try:
+            return orjson.loads(self.raw)
+        except orjson.JSONDecodeError:
+            return None
+
+
+def _bulk_ok_decoder() -> Any:
+    """A decoder of ``{"errors": <bool>, "items": [{...}, ...]}`` that keeps no item content."""
+    try:
+        import msgspec
+    except ImportError:  # without msgspec every answer is parsed in full (slower, same outcome)
+        return None
+
+    # No fields: an item must be an object, its content is validated and skipped.
+    # (defstruct: this module's postponed annotations would not resolve local names.)
+    item = msgspec.defstruct("BulkItem", [])
+    answer = msgspec.defstruct("BulkAnswer", [("errors", bool | None, None), ("items", list[item] | None, None)])
+    return msgspec.json.Decoder(answer)
+
+
 def _serializers() -> dict[str, Any]:
     """orjson for JSON answers; NDJSON request bodies pass through as the bytes we built."""
     from elastic_transport import OrjsonSerializer, Serializer, TextSerializer
@@ -114,7 +160,26 @@ def _serializers() -> dict[str, Any]:
 
             return [orjson.loads(line) for line in data.splitlines() if line.strip()]
 
-    js = OrjsonSerializer()
+    bulk_decoder = _bulk_ok_decoder()
+
+    class BulkAwareJson(OrjsonSerializer):  # type: ignore[misc]
+        """orjson, except that a clean ``_bulk`` answer becomes an ``_AllStored`` count.
+
+        Anything else (errors true, odd shapes, invalid JSON, other requests) takes
+        the stock path, so it is parsed, or refused, exactly as before.
+        """
+
+        def loads(self, data: bytes) -> Any:
+            if bulk_decoder is not None and data and _BULK_ANSWER.get():
+                try:
+                    ans = bulk_decoder.decode(data)
+                except Exception:  # noqa: BLE001 - any surprise: the stock path decides
+                    ans = None
+                if ans is not None and ans.errors is False and ans.items is not None:
+                    return _AllStored(len(ans.items), bytes(data))
+            return super().loads(data)
+
+    js = BulkAwareJson()
     return {
         "application/json": js,
         "application/vnd.elasticsearch+json": js,
@@ -331,10 +396,14 @@ class EsOutput(Output):
         return h
 
     async def _request(self, method: str, target: str, body: bytes | None = None,
-                       headers: dict[str, str] | None = None) -> tuple[int, Any, str | None]:
-        """(status, parsed body, None) or (0, None, why) when no HTTP answer came back."""
+                       headers: dict[str, str] | None = None, bulk: bool = False) -> tuple[int, Any, str | None]:
+        """(status, parsed body, None) or (0, None, why) when no HTTP answer came back.
+
+        With ``bulk``, a 2xx answer reporting no errors comes back as ``_AllStored``.
+        """
         from elastic_transport import ConnectionTimeout, SerializationError, TransportError
 
+        token = _BULK_ANSWER.set(bulk)
         try:
             # No transport-level retries: one attempt per flush, the engine retries with backoff.
             meta, resp = await self.transport.perform_request(
@@ -346,6 +415,10 @@ class EsOutput(Output):
             return 0, None, f"unreadable answer: {_describe(e)}"
         except TransportError as e:
             return 0, None, _describe(e)
+        finally:
+            _BULK_ANSWER.reset(token)
+        if isinstance(resp, _AllStored) and not 200 <= meta.status < 300:
+            resp = resp.full()  # a failed request is judged (and logged) from the whole answer
         return meta.status, resp, None
 
     async def _settings_for_flush(self) -> esbulk.BulkSettings | str:
@@ -410,7 +483,7 @@ class EsOutput(Output):
                 body = gzip.compress(body)
             extra["content-encoding"] = "gzip"
 
-        status, resp, why = await self._request("POST", self.target, body, extra)
+        status, resp, why = await self._request("POST", self.target, body, extra, bulk=True)
         where = f"{self.host}:{self.port}"
         if why is not None:
             self.log.warning("cannot reach Elasticsearch at %s: %s", where, why)
@@ -426,6 +499,10 @@ class EsOutput(Output):
             if retry:
                 return _retry(positions, refused, msg, whole and not refused)
             return Result(refused=refused + [(p, msg) for p in positions], reason=msg)
+        if isinstance(resp, _AllStored):
+            if resp.items == len(positions):
+                return Result(refused=refused, reason=refused[0][1] if refused else "")
+            resp = resp.full()  # item count off: judge item by item, as any other answer
         if not isinstance(resp, dict) or not isinstance(resp.get("items"), list):
             self.log.warning("unexpected answer from %s: %.200r", where, resp)
             return _retry(positions, refused, f"es {where}: unexpected bulk answer", whole and not refused)
