@@ -31,12 +31,8 @@ from typing import Any
 
 import orjson
 
+from ._fastparse import ndjson_bulk as _ndjson_bulk
 from .recordpath import MISSING, RecordPath, compile_path
-
-try:  # the Cython kernel; the pure-Python builder below stays the reference and the fallback
-    from ._fastparse import ndjson_bulk as _ndjson_bulk
-except ImportError:  # pragma: no cover - an install without the compiled extension
-    _ndjson_bulk = None
 
 __all__ = ["BulkSettings", "BulkRequest", "build_bulk", "build_bulk_py", "replace_dots", "format_uuid"]
 
@@ -299,7 +295,7 @@ class _Fallback(Exception):
 
 
 def _kernel_covers(s: BulkSettings, times: list[int]) -> bool:
-    if _ndjson_bulk is None or s.time_key_format != _ISO_FORMAT:
+    if s.time_key_format != _ISO_FORMAT:
         return False
     if s.include_tag_key and s.tag_key == s.time_key:
         return False

@@ -26,11 +26,8 @@ from typing import Any
 
 import orjson
 
-try:  # the Cython hot path; the pure-Python code below gives the same bytes without it
-    from ._fastparse import json_lines as _json_lines
-    from ._fastparse import out_file_lines as _out_file_lines
-except ImportError:  # pragma: no cover - extension not built (or built before these kernels)
-    _json_lines = _out_file_lines = None
+from ._fastparse import json_lines as _json_lines
+from ._fastparse import out_file_lines as _out_file_lines
 
 __all__ = [
     "DATE_FORMATS",
@@ -167,7 +164,7 @@ def _with_date(times: Sequence[int], records: Sequence[dict[str, Any]], date_key
 def format_json_lines(times: Sequence[int], records: Sequence[dict[str, Any]], date_key: str | None = "date",
                       date_format: str = "double") -> bytes:
     """Newline-delimited JSON, one record per line, each line terminated."""
-    if date_key is None and _json_lines is not None and type(records) is list:
+    if date_key is None and type(records) is list:
         return _json_lines(records, _default, _OPTS, json_dumps)  # file Format plain: one Cython call
     parts = _with_date(times, records, date_key, date_format)
     if not parts:
@@ -250,7 +247,7 @@ def format_out_file(tag: str, times: Sequence[int], records: Sequence[dict[str, 
     buffer) when the extension is there: this is the file output's hot path.
     """
     head = tag.encode("utf-8", "replace") + b": ["
-    if _out_file_lines is not None and type(times) is list and type(records) is list:
+    if type(times) is list and type(records) is list:
         return _out_file_lines(head, times, records, _default, _OPTS, json_dumps, ns_to_fixed)
     return b"".join(head + ns_to_fixed(t).encode() + b", " + json_dumps(r) + b"]\n" for t, r in zip(times, records, strict=True))
 

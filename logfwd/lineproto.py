@@ -39,8 +39,8 @@ It is the inner loop of the InfluxDB output: escaping is done by the Cython kern
 (``_fastparse.influx_escape`` / ``influx_string``, about 10x faster than ``str.translate``
 plus regex), escaped keys are cached across records, and values are dispatched on their
 exact type in one loop (the whole encoder is about 3.5x faster: bench/serializers.py). The original pure-Python functions stay as the reference
-(``py_escape_*``, ``LineEncoder.encode_py``): the output must match them byte for byte,
-and they are used when the extension is not built.
+(``py_escape_*``, ``LineEncoder.encode_py``): the output must match them byte for byte
+(the tests check it with hypothesis; bench/serializers.py measures one against the other).
 """
 
 from __future__ import annotations
@@ -54,11 +54,8 @@ from typing import Any
 
 import orjson
 
-try:
-    from ._fastparse import influx_escape as _influx_escape
-    from ._fastparse import influx_string as _influx_string
-except ImportError:  # pragma: no cover - an install without the compiled extension
-    _influx_escape = _influx_string = None
+from ._fastparse import influx_escape as _influx_escape
+from ._fastparse import influx_string as _influx_string
 
 __all__ = ["LineEncoder", "Encoded", "PRECISIONS", "escape_measurement", "escape_key", "escape_string"]
 
@@ -123,24 +120,19 @@ def py_escape_string(value: str) -> str:
     return '"' + value.translate(_STRING_TABLE) + '"'
 
 
-if _influx_escape is not None:
+def escape_measurement(name: str) -> str:
+    return _influx_escape(name, True)
 
-    def escape_measurement(name: str) -> str:
-        return _influx_escape(name, True)
 
-    def escape_key(name: str) -> str:
-        """Escape a tag key or field key (``time`` is not accepted by the server)."""
-        if name == "time":
-            return "time_"
-        return _influx_escape(name)
+def escape_key(name: str) -> str:
+    """Escape a tag key or field key (``time`` is not accepted by the server)."""
+    if name == "time":
+        return "time_"
+    return _influx_escape(name)
 
-    escape_tag_value = _influx_escape
-    escape_string = _influx_string
-else:  # pragma: no cover
-    escape_measurement = py_escape_measurement
-    escape_key = py_escape_key
-    escape_tag_value = py_escape_tag_value
-    escape_string = py_escape_string
+
+escape_tag_value = _influx_escape
+escape_string = _influx_string
 
 
 def _json_default(v: Any) -> Any:
@@ -302,8 +294,6 @@ class LineEncoder:
         from a cache, and the common value types are dispatched on their exact type
         before the general ``field_value``.
         """
-        if _influx_escape is None:  # pragma: no cover
-            return self.encode_py(tag, times, records, seqs)
         out = Encoded()
         lines = out.lines
         index = out.index

@@ -57,13 +57,9 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from ._fastparse import docker_ml_batch as _docker_ml_batch
 from .options import Option
 from .regex import compile_onigmo
-
-try:  # the Cython hot path; the pure-Python path below gives the same results without it
-    from ._fastparse import docker_ml_batch as _docker_ml_batch
-except ImportError:  # pragma: no cover - extension not built (or built before this kernel)
-    _docker_ml_batch = None
 
 if TYPE_CHECKING:  # parsers.py imports this module; avoid the cycle at runtime
     from .parsers import ParserRegistry
@@ -340,7 +336,7 @@ class _DockerFormat(_Format):
     def scan(self, texts: list[Any], times: list[int], m: MultilineParser
              ) -> tuple[list[int], list[dict[str, Any] | None], list[int]]:
         """``_Format.scan`` in one Cython call (decode, docker time, completeness per line)."""
-        if _docker_ml_batch is None or m.type != "endswith":
+        if m.type != "endswith":
             return super().scan(texts, times, m)
         return _docker_ml_batch(texts, times, m.key_content, m.match_string, m.negate, rfc3339_ns)
 

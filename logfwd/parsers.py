@@ -502,10 +502,8 @@ class ParserRegistry:
 
     def _builtins(self) -> dict[str, Any]:
         if self._builtin_ml is None:
-            try:
-                from .multiline import builtin_multiline
-            except ImportError:
-                return {}
+            from .multiline import builtin_multiline
+
             self._builtin_ml = builtin_multiline()
         return self._builtin_ml
 

@@ -16,6 +16,7 @@ from typing import Any
 
 import trio
 
+from ..log import plugin_logger
 from ..metrics import MetricsRegistry
 from ..plugin import Emitter, Filter, Input, Output, PluginContext
 from .batch import Batch, MemBudget
@@ -31,15 +32,6 @@ log = logging.getLogger("logfwd.engine")
 
 class StartupError(RuntimeError):
     """An output could not start (bad credentials, unreachable TLS config...)."""
-
-
-def _plugin_logger(kind: str, name: str, instance: str) -> logging.Logger:
-    try:
-        from ..log import plugin_logger
-
-        return plugin_logger(kind, name, instance)
-    except ImportError:  # pragma: no cover - log module is part of the package
-        return logging.getLogger(f"logfwd.{kind}.{instance}")
 
 
 @dataclass
@@ -109,7 +101,7 @@ class Pipeline:
         ctx = PluginContext(
             instance=sec.instance,
             metrics=metrics,
-            log=_plugin_logger(sec.kind, sec.name, sec.instance),
+            log=plugin_logger(sec.kind, sec.name, sec.instance),
             service=self.service,
             parsers=self.config.parsers,
             storage_path=self.service.get("storage.path"),
