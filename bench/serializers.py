@@ -17,8 +17,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from logfwd.esbulk import BulkSettings, build_bulk, build_bulk_py
-from logfwd.lineproto import LineEncoder
+from logfwd.plugins.out_es.bulk import BulkSettings, build_bulk, build_bulk_py
+from logfwd.plugins.out_influxdb.lineproto import LineEncoder
 
 T0 = 1_700_000_000_000_000_000
 

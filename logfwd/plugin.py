@@ -1,8 +1,10 @@
 """The Input / Filter / Output contracts and the plugin registry.
 
-Built-in plugins live in ``plugins/`` (installed as ``logfwd.plugins``), one
-module each, named by kind: ``in_<name>.py``, ``filter_<name>.py``,
-``out_<name>.py``, each exposing ``PLUGIN = <class>``. They are found by
+Built-in plugins live in ``logfwd/plugins/``, named by kind: ``in_<name>``,
+``filter_<name>``, ``out_<name>``, each exposing ``PLUGIN = <class>``. A plugin
+with one concern is one module (``out_null.py``); a plugin with more is a folder
+holding everything only it uses (``in_tail/``: the input, its offsets DB, file
+identity, inotify), as Fluent Bit's plugin folders are. They are found by
 module name without importing them, so a daemon only imports the plugins its
 config uses (the Kafka client is not loaded to tail a file). Third-party plugins
 register a class through the ``logfwd.plugins`` entry-point group.

@@ -21,7 +21,7 @@ import pytest
 import trio
 
 from logfwd.plugin import ConfigValueError
-from logfwd.plugins.in_syslog import SyslogInput
+from logfwd.plugins.in_syslog.plugin import SyslogInput
 from tests.backends._proc import free_port
 from tests.pluginkit import Collector, make_plugin
 

@@ -19,7 +19,7 @@ import pytest
 import trio
 
 from logfwd.plugin import ConfigValueError, find_plugin
-from logfwd.plugins.in_systemd import SystemdInput
+from logfwd.plugins.in_systemd.plugin import SystemdInput
 from tests.pluginkit import Collector, make_plugin
 
 T0 = 1_700_000_000_000_000  # microseconds

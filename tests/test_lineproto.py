@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from logfwd.lineproto import (
+from logfwd.plugins.out_influxdb.lineproto import (
     LineEncoder,
     escape_key,
     escape_measurement,
@@ -140,7 +140,7 @@ def _split_quoted(line: str) -> list[str]:
 
 from hypothesis import HealthCheck  # noqa: E402
 
-from logfwd import lineproto  # noqa: E402
+from logfwd.plugins.out_influxdb import lineproto  # noqa: E402
 
 # Names made of the characters every escaping rule is about, plus lone surrogates.
 _tricky = st.text(st.sampled_from(list("ab ,=\\\n\r\"\u00e9\u65e5\U0001f600") + ["\ud800"]), max_size=8)

@@ -13,7 +13,7 @@ import pytest
 import trio
 
 from logfwd.plugin import Chunk, Result
-from logfwd.plugins.out_influxdb import InfluxDBOutput
+from logfwd.plugins.out_influxdb.plugin import InfluxDBOutput
 
 from .backends.influx import ADMIN_PASSWORD, ADMIN_USER, InfluxServer, VictoriaServer
 from .pluginkit import flush_all, make_chunk, make_plugin

@@ -15,7 +15,7 @@ import pytest
 import trio
 
 from logfwd.plugin import Chunk, ConfigValueError, Result
-from logfwd.plugins.out_kafka import KafkaOutput
+from logfwd.plugins.out_kafka.plugin import KafkaOutput
 
 from .backends.kafka import KafkaBroker, KafkaMessage
 from .pluginkit import flush_all, make_chunk, make_plugin

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from logfwd.plugin import Chunk
-from logfwd.plugins.out_kafka import KafkaOutput
+from logfwd.plugins.out_kafka.plugin import KafkaOutput
 
 from .backends.kafka import KafkaMessage, consume
 from .backends.noida_kafka import NoidaKafka

@@ -19,8 +19,8 @@ import trio
 
 from logfwd.metrics import OUTPUT_COUNTERS, Counters
 from logfwd.plugin import Chunk, PluginContext, Result
-from logfwd.plugins import out_kafka
-from logfwd.plugins.out_kafka import KafkaOutput
+from logfwd.plugins.out_kafka import plugin as out_kafka
+from logfwd.plugins.out_kafka.plugin import KafkaOutput
 
 from .backends.kafka import KafkaBroker, KafkaMessage
 

@@ -304,7 +304,7 @@ def test_failed_lines_are_counted_and_kept_raw(reg: ParserRegistry) -> None:
 def test_ndjson_bulk_kernel_matches_the_es_bulk_builder(reg: ParserRegistry) -> None:
     import orjson
 
-    from logfwd.esbulk import BulkSettings, build_bulk
+    from logfwd.plugins.out_es.bulk import BulkSettings, build_bulk
 
     times, recs, _ = reg.get("docker").parse_lines(lines("docker.log"), NOW)
     recs += [{}, {"@timestamp": "mine", "a": 1}, {"b": b"\xff bytes"}]

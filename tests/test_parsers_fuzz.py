@@ -136,7 +136,7 @@ names = st.text(alphabet=st.sampled_from(list("ab \\,=\n\r\"é") + ["\ud800", "x
 @example(name="a\\")
 @example(name="a\\\\ b\\,c")
 def test_influx_escaping_kernels_match_lineproto(name: str) -> None:
-    from logfwd import lineproto
+    from logfwd.plugins.out_influxdb import lineproto
 
     assert fp.influx_escape(name, True) == lineproto.escape_measurement(name)
     assert fp.influx_escape(name) == lineproto.escape_tag_value(name)

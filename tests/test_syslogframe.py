@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from logfwd.syslogframe import SyslogFramer
+from logfwd.plugins.in_syslog.framing import SyslogFramer
 
 # A syslog message body: anything but LF for newline framing (octet counting carries LF too).
 _line = st.binary(min_size=1, max_size=60).filter(lambda b: b"\n" not in b and not b.endswith(b"\r"))

@@ -42,7 +42,8 @@ import trio
 
 from logfwd.options import Option
 from logfwd.plugin import ConfigValueError, Emitter, Input
-from logfwd.syslogframe import FRAMINGS, SyslogFramer
+
+from .framing import FRAMINGS, SyslogFramer
 
 __all__ = ["SyslogInput", "PLUGIN", "proc_udp_drops"]
 

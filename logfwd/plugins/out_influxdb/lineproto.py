@@ -54,8 +54,8 @@ from typing import Any
 
 import orjson
 
-from ._fastparse import influx_escape as _influx_escape
-from ._fastparse import influx_string as _influx_string
+from logfwd._fastparse import influx_escape as _influx_escape
+from logfwd._fastparse import influx_string as _influx_string
 
 __all__ = ["LineEncoder", "Encoded", "PRECISIONS", "escape_measurement", "escape_key", "escape_string"]
 

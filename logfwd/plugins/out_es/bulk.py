@@ -31,8 +31,8 @@ from typing import Any
 
 import orjson
 
-from ._fastparse import ndjson_bulk as _ndjson_bulk
-from .recordpath import MISSING, RecordPath, compile_path
+from logfwd._fastparse import ndjson_bulk as _ndjson_bulk
+from logfwd.recordpath import MISSING, RecordPath, compile_path
 
 __all__ = ["BulkSettings", "BulkRequest", "build_bulk", "build_bulk_py", "replace_dots", "format_uuid"]
 

@@ -43,9 +43,10 @@ from typing import Any
 import httpx
 import orjson
 
-from logfwd.lineproto import LineEncoder, next_seq
 from logfwd.options import Option
 from logfwd.plugin import Chunk, ConfigValueError, Output, Result
+
+from .lineproto import LineEncoder, next_seq
 
 _BAD_DATA = (400, 413, 422)
 _DROPPED_RE = re.compile(r"dropped=(\d+)")

@@ -38,10 +38,11 @@ from urllib.parse import quote
 
 import trio
 
-from logfwd import esbulk
 from logfwd.options import Option, OptionError, parse_size
 from logfwd.plugin import Chunk, ConfigValueError, Output, Result
 from logfwd.recordpath import RecordPathError, compile_path
+
+from . import bulk as esbulk
 
 # Above these sizes, CPU-heavy steps run in a worker thread so the event loop
 # (and with it every input) keeps moving while a big chunk is encoded.

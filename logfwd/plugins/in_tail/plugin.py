@@ -58,9 +58,10 @@ import trio
 from logfwd._fastparse import LineFramer
 from logfwd.options import Option
 from logfwd.plugin import ConfigValueError, Emitter, Input
-from logfwd.tail import watch
-from logfwd.tail.db import JOURNAL_MODES, SYNC_MODES, OffsetDB
-from logfwd.tail.fingerprint import HEAD_BYTES, head_hash, head_matches, make_key_id, read_head
+
+from . import watch
+from .db import JOURNAL_MODES, SYNC_MODES, OffsetDB
+from .fingerprint import HEAD_BYTES, head_hash, head_matches, make_key_id, read_head
 
 READ_SIZE = 512 * 1024  # bytes per read call when a file has a backlog
 ROUNDS_PER_TURN = 4  # reads of one file before the others get a turn
