@@ -167,7 +167,8 @@ def _help_plugin(spec: str) -> str:
         for opt in all_options(cls):
             default = "" if opt.default is None else f" (default: {opt.default})"
             common = "" if opt.key in own else " [common]"
-            out.append(f"  {opt.name:<28} {opt.type_label():<16} {opt.help}{default}{common}")
+            ignored = f" [no effect: {opt.unsupported}]" if opt.unsupported else ""
+            out.append(f"  {opt.name:<28} {opt.type_label():<16} {opt.help}{default}{common}{ignored}")
         out.append("")
     return "\n".join(out)
 

@@ -9,6 +9,7 @@ sizes take ``k/K/M/G`` suffixes (``5M``), durations take ``ms/s/m/h/d``
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import re
 from collections.abc import Callable, Iterable
@@ -23,6 +24,10 @@ __all__ = [
     "parse_duration",
     "closest",
     "TYPES",
+    "PORT",
+    "field_name",
+    "settings_class",
+    "make_settings",
 ]
 
 
@@ -150,6 +155,10 @@ class Option:
     required: bool = False
     aliases: tuple[str, ...] = field(default=())
     minimum: float | None = None
+    maximum: float | None = None
+    # Set for a Fluent Bit option that loads (so a Fluent Bit config moves over unchanged) but
+    # has no effect here: the reason, shown in --help-plugin and in a warning when it is used.
+    unsupported: str | None = None
 
     def __post_init__(self) -> None:
         if self.type not in TYPES:
@@ -171,8 +180,11 @@ class Option:
                 raise OptionError(f"expected one of {', '.join(self.choices)}, got {raw!r}{extra}")
             return v
         value = TYPES[self.type](raw)
-        if self.minimum is not None and isinstance(value, (int, float)) and value < self.minimum:
-            raise OptionError(f"must be at least {self.minimum:g}, got {raw!r}")
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if self.minimum is not None and value < self.minimum:
+                raise OptionError(f"must be at least {self.minimum:g}, got {raw!r}")
+            if self.maximum is not None and value > self.maximum:
+                raise OptionError(f"must be at most {self.maximum:g}, got {raw!r}")
         return value
 
     def default_value(self) -> Any:
@@ -199,3 +211,61 @@ def closest(name: str, candidates: Iterable[str]) -> str | None:
     lowered = {c.lower(): c for c in cands}
     hits = difflib.get_close_matches(name.lower(), list(lowered), n=1, cutoff=0.6)
     return lowered[hits[0]] if hits else None
+
+
+# The range every port option takes (Fluent Bit silently wraps 70000 to 4464; we refuse it).
+PORT = {"minimum": 0, "maximum": 65535}
+
+
+def field_name(key: str) -> str:
+    """The settings attribute of an option key: ``DB.sync`` → ``db_sync``, ``K8S-Logging.Parser`` → ``k8s_logging_parser``."""
+    name = re.sub(r"[^a-z0-9_]", "_", key.lower()).strip("_")
+    return name if name and not name[0].isdigit() else "_" + name
+
+
+_settings_cache: dict[tuple[Option, ...], type] = {}
+
+
+def settings_class(options: tuple[Option, ...], name: str = "Settings") -> type:
+    """A frozen dataclass with one typed field per option, generated from the declarations.
+
+    A plugin's ``setup`` reads ``self.settings.buffer_max_size`` (an int, already converted
+    and range-checked) instead of ``self.config["buffer_max_size"]``: a typo is an
+    AttributeError at the first test, not a silent ``None``.
+    """
+    cls = _settings_cache.get(options)
+    if cls is None:
+        fields = []
+        seen: dict[str, str] = {}
+        for o in options:
+            f = field_name(o.key)
+            if f in seen:
+                raise ValueError(f"options {seen[f]!r} and {o.name!r} map to the same settings field {f!r}")
+            seen[f] = o.name
+            fields.append((f, _PY_TYPES.get("multi" if o.multi else "prefix" if o.prefix else o.type, Any),
+                           field(default=None)))
+        cls = dataclasses.make_dataclass(name, fields, frozen=True, slots=True)
+        cls.keys = dict(seen)  # type: ignore[attr-defined]  # field -> option name, for messages
+        _settings_cache[options] = cls
+    return cls
+
+
+def make_settings(options: tuple[Option, ...], values: dict[str, Any], name: str = "Settings") -> Any:
+    """An instance of ``settings_class(options)`` filled from converted ``values`` (keys lower-case)."""
+    cls = settings_class(options, name)
+    return cls(**{field_name(o.key): values.get(o.key) for o in options})
+
+
+_PY_TYPES: dict[str, Any] = {
+    "str": "str | None",
+    "int": "int | None",
+    "float": "float | None",
+    "bool": "bool | None",
+    "size": "int | None",
+    "time": "float | None",
+    "list": "list[str] | None",
+    "csv": "list[str] | None",
+    "regex": "re.Pattern[str] | None",
+    "multi": "list[Any]",
+    "prefix": "dict[str, str]",
+}

@@ -25,7 +25,7 @@ import orjson
 
 from .engine.batch import AckHandle, AckTracker, Batch, Chunk, MemBudget, Result
 from .metrics import Counters
-from .options import Option
+from .options import Option, make_settings
 
 __all__ = [
     "Plugin",
@@ -107,6 +107,9 @@ class Plugin:
 
     def __init__(self, config: dict[str, Any], ctx: PluginContext) -> None:
         self.config = config
+        # The same values as typed, frozen fields (``self.settings.db_sync``), generated from
+        # the option declarations: read these in ``setup`` rather than string keys of ``config``.
+        self.settings = make_settings(all_options(type(self)), config, f"{type(self).__name__}Settings")
         self.ctx = ctx
         self.metrics = ctx.metrics
         self.log = ctx.log

@@ -62,6 +62,7 @@ def convert_entries(
     issues: list[ConfigIssue],
     *,
     skip_keys: frozenset[str] = frozenset(),
+    warnings: list[str] | None = None,
 ) -> Converted:
     """Check each entry's key against ``options`` and convert its value; defaults fill the rest.
 
@@ -121,6 +122,9 @@ def convert_entries(
                 issue(e.line, e.key, f"key {e.key!r} takes a single value, not a list of {len(vals)}",
                       file=efile)
                 continue
+        if o.unsupported and warnings is not None:
+            warnings.append(f"{efile}:{e.line}: {label}: key {e.key!r} has no effect in logfwd ({o.unsupported}); "
+                            "it is accepted so that a Fluent Bit config loads unchanged")
         if o.multi and o.key not in given:
             values[o.key] = []
         given.add(o.key)
@@ -286,7 +290,8 @@ def _plugin_sections(
         instances[key] = where
 
         n_before = len(issues)
-        conv = convert_entries(sect, all_options(cls), label, issues, skip_keys=frozenset({"name"}))
+        conv = convert_entries(sect, all_options(cls), label, issues, skip_keys=frozenset({"name"}),
+                               warnings=warnings)
         opts = conv.values
         for occ in conv.where.get("parser", []):
             _check_parser_names(registry, [occ.value], False, label, occ, issues)
@@ -358,7 +363,7 @@ def build_config(
         for e in s.entries:
             e.file = e.file or s.file
             merged.entries.append(e)
-    svc = convert_entries(merged, SERVICE_OPTIONS, merged.label(), issues)
+    svc = convert_entries(merged, SERVICE_OPTIONS, merged.label(), issues, warnings=warnings)
     service = svc.values
     for key, (level, msg) in UNSUPPORTED_SERVICE_KEYS.items():
         for occ in svc.where.get(key, []):

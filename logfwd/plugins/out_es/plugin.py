@@ -325,9 +325,9 @@ class EsOutput(Output):
             replace_dots=c["replace_dots"],
             current_time_index=c["current_time_index"],
         )
-        self.settings: esbulk.BulkSettings | None = None
+        self.bulk_settings: esbulk.BulkSettings | None = None
         if self.suppress is not None:
-            self.settings = esbulk.BulkSettings(suppress_type_name=self.suppress, **self._settings_base)
+            self.bulk_settings = esbulk.BulkSettings(suppress_type_name=self.suppress, **self._settings_base)
         self.client: Any = None
         self.transport: Any = None
         self._detect_lock = trio.Lock()
@@ -424,11 +424,11 @@ class EsOutput(Output):
 
     async def _settings_for_flush(self) -> esbulk.BulkSettings | str:
         """Bulk settings; with Suppress_Type_Name unset, learn the server version first."""
-        if self.settings is not None:
-            return self.settings
+        if self.bulk_settings is not None:
+            return self.bulk_settings
         async with self._detect_lock:
-            if self.settings is not None:
-                return self.settings
+            if self.bulk_settings is not None:
+                return self.bulk_settings
             status, resp, why = await self._request("GET", self.path_prefix + "/")
             if why is not None:
                 return why
@@ -445,8 +445,8 @@ class EsOutput(Output):
                 self.log.debug("cannot read the server version (%s); omitting mapping types", status)
             elif status == 429 or status >= 500:
                 return f"HTTP {status} from {self.host}:{self.port}"
-            self.settings = esbulk.BulkSettings(suppress_type_name=suppress, **self._settings_base)
-            return self.settings
+            self.bulk_settings = esbulk.BulkSettings(suppress_type_name=suppress, **self._settings_base)
+            return self.bulk_settings
 
     async def flush(self, chunk: Chunk) -> Result:
         if not chunk.records:
