@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
-# Install logfwd and run it on the shipped default config (conf/logfwd.yaml). Ctrl-C stops it.
+# Install logfwd (once; again only when its build inputs change) and run it. With no
+# arguments it runs the shipped default config, conf/logfwd.yaml: records flow to stdout
+# (Ctrl-C stops). Arguments go to logfwd as they are: ./run.sh -c my.conf, ./run.sh --list-plugins.
 set -euo pipefail
 cd "$(dirname "$0")"
 scripts/install.sh
-exec .venv/bin/logfwd -c conf/logfwd.yaml "$@"
+(($#)) || set -- -c conf/logfwd.yaml
+exec .venv/bin/logfwd "$@"

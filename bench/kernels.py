@@ -2,7 +2,7 @@
 """CPU seconds per million lines of the hot-path kernels (framing, parsers).
 
 Usage: bench/kernels.py [--lines N] [--dir DIR]
-Workloads come from /work/shared/bench/gen.py (docker, apache, syslog, rfc5424)
+Workloads come from bench/gen.py (docker, apache, syslog, rfc5424)
 and are generated into DIR when missing. Each figure is process CPU time for
 framing the file in 256 KiB chunks and parsing the framed lines in batches, as
 the tail input does, scaled to one million lines.
@@ -19,7 +19,7 @@ import time
 from logfwd._fastparse import LineFramer
 from logfwd.parsers import ParserRegistry, load_parsers_file
 
-GEN = "/work/shared/bench/gen.py"
+GEN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "gen.py")
 CHUNK = 256 * 1024
 
 

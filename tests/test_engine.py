@@ -217,7 +217,7 @@ def test_retry_then_deliver(tmp_path: Path) -> None:
     ListInput.batches = [("t", [{"n": i}]) for i in range(5)]
     cfg = config(
         section(ListInput),
-        section(Collect, "flaky", match="*", fail_first=2, retry_limit="3"),
+        section(Collect, "flaky", match="*", fail_first=2, retry_limit=3),
         storage_path=str(tmp_path),
     )
     p = run(cfg)
@@ -231,7 +231,7 @@ def test_retry_limit_dead_letters(tmp_path: Path) -> None:
     ListInput.batches = [("t", [{"n": i} for i in range(3)])]
     cfg = config(
         section(ListInput),
-        section(Collect, "down", match="*", always_retry=True, retry_limit="2"),
+        section(Collect, "down", match="*", always_retry=True, retry_limit=2),
         storage_path=str(tmp_path),
     )
     p = run(cfg)
@@ -247,7 +247,7 @@ def test_no_retries(tmp_path: Path) -> None:
     assert parse_retry_limit("no_retries") == 0
     assert parse_retry_limit("no_limits") is None and parse_retry_limit("False") is None
     ListInput.batches = [("t", [{"n": 1}])]
-    cfg = config(section(ListInput), section(Collect, "x", match="*", always_retry=True, retry_limit="no_retries"),
+    cfg = config(section(ListInput), section(Collect, "x", match="*", always_retry=True, retry_limit=0),
                  storage_path=str(tmp_path))
     p = run(cfg)
     assert p.registry.get("output", "x")["dlq_records"] == 1
@@ -256,7 +256,7 @@ def test_no_retries(tmp_path: Path) -> None:
 
 def test_partial_refusal_and_item_retry(tmp_path: Path) -> None:
     ListInput.batches = [("t", [{"n": 0}, {"n": 1, "bad": True}, {"n": 2, "flaky": True}, {"n": 3}])]
-    cfg = config(section(ListInput), section(Picky, "es", match="*", retry_limit="5"), storage_path=str(tmp_path))
+    cfg = config(section(ListInput), section(Picky, "es", match="*", retry_limit=5), storage_path=str(tmp_path))
     p = run(cfg)
     assert sorted(r["n"] for r in OUTPUTS["es"].got) == [0, 2, 3]
     dl = [json.loads(x) for x in (tmp_path / "dead-letter" / "es.jsonl").read_text().splitlines()]
@@ -343,7 +343,7 @@ def test_shutdown_flushes_everything_buffered(tmp_path: Path) -> None:
 
 def test_grace_timeout_leaves_unacked(tmp_path: Path) -> None:
     ListInput.batches = [("t", [{"n": 1}])]
-    cfg = config(section(ListInput), section(Collect, "down", match="*", always_retry=True, retry_limit="no_limits"),
+    cfg = config(section(ListInput), section(Collect, "down", match="*", always_retry=True, retry_limit=None),
                  storage_path=str(tmp_path), grace=0.3)
     p = run(cfg)
     assert not p.stopped_cleanly

@@ -1,16 +1,17 @@
 """The [SERVICE] section's keys, with Fluent Bit's names and defaults.
 
 A Fluent Bit config must move over unchanged, so every key Fluent Bit documents
-for its service section is accepted here; the ones logfwd has no use for (DNS
-resolver tuning, coroutine stack size, Windows stdio) are declared as accepted
-and ignored rather than rejected as unknown.
+for its service section loads here; the ones logfwd has no use for (DNS resolver
+tuning, coroutine stack size, Windows stdio) carry an ``unsupported`` reason: they
+load with a warning naming the key, instead of being rejected as unknown or
+accepted in silence.
 """
 
 from __future__ import annotations
 
-from ..options import Option
+from ..options import PORT, Option
 
-__all__ = ["SERVICE_OPTIONS", "IGNORED_SERVICE_KEYS", "UNSUPPORTED_SERVICE_KEYS"]
+__all__ = ["SERVICE_OPTIONS", "UNSUPPORTED_SERVICE_KEYS"]
 
 _LEVELS = ("off", "error", "warn", "warning", "info", "debug", "trace")
 
@@ -26,7 +27,7 @@ SERVICE_OPTIONS: tuple[Option, ...] = (
     Option("streams_file", "str", None, "Fluent Bit stream processor file: not supported"),
     Option("http_server", "bool", "off", "serve health and metrics over HTTP"),
     Option("http_listen", "str", "0.0.0.0", "address of the HTTP server"),
-    Option("http_port", "int", "2020", "port of the HTTP server", minimum=0),
+    Option("http_port", "int", "2020", "port of the HTTP server", **PORT),
     Option("health_check", "bool", "off", "report unhealthy on /api/v1/health after too many errors"),
     Option("hc_errors_count", "int", "5", "output errors within hc_period that make the service unhealthy",
            minimum=0),
@@ -50,37 +51,32 @@ SERVICE_OPTIONS: tuple[Option, ...] = (
     Option("scheduler.base", "int", "5", "base seconds of the retry backoff", minimum=1),
     Option("scheduler.cap", "int", "2000", "maximum seconds between retries", minimum=1),
     Option("hot_reload", "bool", "off", "reload the configuration on SIGHUP"),
-    Option("hot_reload.ensure_thread_safety", "bool", "on", "accepted for Fluent Bit compatibility"),
+    Option("hot_reload.ensure_thread_safety", "bool", "on", "Fluent Bit's reload lock between threads",
+           unsupported="one event loop runs the pipeline; a reload needs no lock between threads"),
     Option("hot_reload.timeout", "int", "0", "seconds a reload may take before it is abandoned (0: no limit)",
            minimum=0),
-    Option("json.convert_nan_to_null", "bool", "off", "serialize NaN as null in JSON outputs"),
-    Option("json.escape_unicode", "bool", "on", "accepted for Fluent Bit compatibility"),
+    Option("json.convert_nan_to_null", "bool", "off", "serialize NaN as null in JSON outputs",
+           unsupported="NaN and Infinity are always written as null: JSON has no literal for them"),
+    Option("json.escape_unicode", "bool", "on", "write non-ASCII characters as \\uXXXX escapes",
+           unsupported="JSON is written as UTF-8; non-ASCII characters are not escaped"),
     Option("multiline_buffer_limit", "size", "2M", "largest record a multiline parser builds"),
-    # Accepted so that Fluent Bit configs load; they have no effect in logfwd.
-    Option("coro_stack_size", "int", "24576", "accepted for Fluent Bit compatibility; no effect"),
-    Option("dns.mode", "str", "UDP", "accepted for Fluent Bit compatibility; no effect"),
-    Option("dns.resolver", "str", None, "accepted for Fluent Bit compatibility; no effect"),
-    Option("dns.prefer_ipv4", "bool", "off", "accepted for Fluent Bit compatibility; no effect"),
-    Option("dns.prefer_ipv6", "bool", "off", "accepted for Fluent Bit compatibility; no effect"),
-    Option("sp.convert_from_str_to_num", "bool", "on", "accepted for Fluent Bit compatibility; no effect"),
-    Option("enable_chunk_trace", "bool", "off", "accepted for Fluent Bit compatibility; no effect"),
-    Option("windows.maxstdio", "int", "512", "accepted for Fluent Bit compatibility; no effect"),
-)
-
-# Keys that load but do nothing: the loader does not warn about them.
-IGNORED_SERVICE_KEYS = frozenset(
-    {
-        "coro_stack_size",
-        "dns.mode",
-        "dns.resolver",
-        "dns.prefer_ipv4",
-        "dns.prefer_ipv6",
-        "sp.convert_from_str_to_num",
-        "enable_chunk_trace",
-        "windows.maxstdio",
-        "hot_reload.ensure_thread_safety",
-        "json.escape_unicode",
-    }
+    # Fluent Bit tuning with no meaning here: they load (with a warning) so a Fluent Bit config moves over.
+    Option("coro_stack_size", "int", "24576", "Fluent Bit tuning",
+           unsupported="no coroutine stacks to size: trio tasks grow as needed"),
+    Option("dns.mode", "str", "UDP", "Fluent Bit tuning",
+           unsupported="host names are resolved by the system resolver (getaddrinfo)"),
+    Option("dns.resolver", "str", None, "Fluent Bit tuning",
+           unsupported="host names are resolved by the system resolver (getaddrinfo)"),
+    Option("dns.prefer_ipv4", "bool", "off", "Fluent Bit tuning",
+           unsupported="the system resolver's address order (gai.conf) applies"),
+    Option("dns.prefer_ipv6", "bool", "off", "Fluent Bit tuning",
+           unsupported="the system resolver's address order (gai.conf) applies"),
+    Option("sp.convert_from_str_to_num", "bool", "on", "Fluent Bit tuning",
+           unsupported="there is no stream processor"),
+    Option("enable_chunk_trace", "bool", "off", "Fluent Bit tuning",
+           unsupported="there is no chunk tracing"),
+    Option("windows.maxstdio", "int", "512", "Fluent Bit tuning",
+           unsupported="Windows only"),
 )
 
 # Keys that would change behaviour in Fluent Bit but that logfwd cannot honour:

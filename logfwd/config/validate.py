@@ -20,7 +20,7 @@ from typing import Any, NamedTuple
 
 from ..metrics import Counters
 from ..options import Option, OptionError, closest
-from ..plugin import ConfigValueError, PluginContext, PluginNotFound, all_options, find_plugin
+from ..plugin import ConfigValueError, PluginContext, PluginNotFound, PluginUnavailable, all_options, find_plugin
 from .model import Config, ConfigIssue, Document, PluginSection, RawEntry, RawSection
 from .reader import ReadContext, read_any
 from .service import SERVICE_OPTIONS, UNSUPPORTED_SERVICE_KEYS
@@ -274,6 +274,9 @@ def _plugin_sections(
         except PluginNotFound as e:
             issues.append(ConfigIssue(sect.file, name_e.line, sect.label(), name_e.key,
                                       f"unknown {kind} plugin {name_e.value!r}", e.suggestion))
+            continue
+        except PluginUnavailable as e:
+            issues.append(ConfigIssue(sect.file, name_e.line, sect.label(), name_e.key, str(e)))
             continue
         canonical = getattr(cls, "name", "") or name_e.value.strip().lower()
         n = counts.get((kind, canonical), 0)

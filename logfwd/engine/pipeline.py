@@ -22,7 +22,7 @@ from ..plugin import Emitter, Filter, Input, Output, PluginContext
 from .batch import Batch, MemBudget
 from .deadletter import DeadLetter, default_dead_letter_dir
 from .outbuf import OutputBuffer
-from .retry import RetryPolicy, parse_retry_limit
+from .retry import RetryPolicy
 from .router import TagMatcher
 
 __all__ = ["Pipeline", "StartupError"]
@@ -72,7 +72,7 @@ class Pipeline:
         for sec in config.outputs:
             plugin = self._instantiate(sec)
             assert isinstance(plugin, Output)
-            limit = parse_retry_limit(sec.options.get("retry_limit"))
+            limit = sec.options.get("retry_limit")  # converted by the option: an int, or None for no limit
             buf = OutputBuffer(
                 plugin,
                 sec.instance,

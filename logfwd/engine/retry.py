@@ -10,27 +10,9 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
+from ..options import parse_retry_limit
+
 __all__ = ["RetryPolicy", "parse_retry_limit"]
-
-
-def parse_retry_limit(value: str | int | None) -> int | None:
-    """Fluent Bit's ``Retry_Limit``: a number, ``no_limits``/``false`` (None = unlimited), ``no_retries`` (0)."""
-    if value is None:
-        return 1
-    if isinstance(value, int):
-        return value
-    v = str(value).strip().lower()
-    if v in ("no_limits", "false", "off", "unlimited"):
-        return None
-    if v in ("no_retries",):
-        return 0
-    try:
-        n = int(v)
-    except ValueError:
-        raise ValueError(f"expected a number, no_limits or no_retries, got {value!r}") from None
-    if n < 0:
-        raise ValueError(f"must not be negative, got {value!r}")
-    return n
 
 
 @dataclass(frozen=True)
