@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -21,6 +20,11 @@ from typing import Any
 import trio
 
 from . import __version__
+from .config import ConfigError, config_from_cli, load_config
+from .daemon import Daemon
+from .engine.pipeline import describe_error
+from .log import setup_logging
+from .plugin import ALIASES, KINDS, PluginNotFound, all_options, find_plugin, list_plugins
 
 __all__ = ["main"]
 
@@ -131,8 +135,6 @@ def _service_overrides(args: argparse.Namespace) -> dict[str, str]:
 
 
 def _list_plugins() -> str:
-    from .plugin import ALIASES, KINDS, find_plugin, list_plugins
-
     out = []
     for kind in KINDS:
         out.append(f"{kind}s:")
@@ -148,8 +150,6 @@ def _list_plugins() -> str:
 
 
 def _help_plugin(spec: str) -> str:
-    from .plugin import KINDS, PluginNotFound, all_options, find_plugin
-
     kind_hint, _, name = spec.rpartition(":")
     kinds = [kind_hint] if kind_hint in KINDS else list(KINDS)
     found = []
@@ -176,8 +176,6 @@ def _help_plugin(spec: str) -> str:
 def _loader(args: argparse.Namespace,
             plugins: list[tuple[str, str, list[tuple[str, str]]]]) -> tuple[Any, Callable[[], Any] | None]:
     """The config now, and for a config file a function that reads it again (hot reload)."""
-    from .config import config_from_cli, load_config
-
     overrides = _service_overrides(args)
     if plugins:
         ins = [(n, props) for k, n, props in plugins if k == "input"]
@@ -193,72 +191,20 @@ def _loader(args: argparse.Namespace,
     return load(), load
 
 
-async def _run(cfg: Any, reload: Callable[[], Any] | None = None) -> int:
-    """Run pipelines until SIGTERM/SIGINT; with ``hot_reload on``, SIGHUP swaps in a new one.
+def _daemonize() -> None:
+    """Fluent Bit's ``daemon on``: detach from the terminal (double fork, new session, stdio to /dev/null).
 
-    A reload reads and validates the config first and keeps the running pipeline
-    if it is invalid. Otherwise the running pipeline stops as on SIGTERM (inputs
-    stop, buffers flush within ``grace``, checkpoints commit) and the new one
-    starts from those checkpoints: a reload is a restart without a new process.
+    Not for systemd or Kubernetes, which want the process in the foreground.
     """
-    from .config import ConfigError
-    from .engine.pipeline import Pipeline, StartupError
-
-    log = logging.getLogger("logfwd")
-    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
-        while True:
-            pipeline = Pipeline(cfg)
-            next_cfg: Any = None
-            async with trio.open_nursery() as nursery:
-
-                async def watch_signals(pipeline: Pipeline = pipeline,
-                                        hot_reload: bool = bool(cfg.service.get("hot_reload"))) -> None:
-                    nonlocal next_cfg
-                    stopping = False
-                    async for signum in signals:
-                        name = signal.Signals(signum).name
-                        if signum == signal.SIGHUP:
-                            if stopping:
-                                continue
-                            if not hot_reload:
-                                log.info("received SIGHUP: ignored (service hot_reload is off)")
-                                continue
-                            if reload is None:
-                                log.warning("received SIGHUP: a command-line pipeline cannot be reloaded")
-                                continue
-                            try:
-                                candidate = await trio.to_thread.run_sync(reload)
-                            except (ConfigError, OSError) as e:
-                                log.error("reload refused, the running configuration stays: %s", e)
-                                continue
-                            log.info("received SIGHUP: reloading (stopping the running pipeline first)")
-                            next_cfg = candidate
-                        elif stopping:
-                            log.warning("second %s: exiting now", name)
-                            os._exit(1)
-                        else:
-                            log.info("received %s: stopping inputs, flushing within %.1fs", name, pipeline.grace)
-                            next_cfg = None
-                        stopping = True
-                        pipeline.shutdown()
-
-                nursery.start_soon(watch_signals)
-                try:
-                    await pipeline.run()
-                except StartupError as e:
-                    log.error("%s", e)
-                    nursery.cancel_scope.cancel()
-                    return 1
-                nursery.cancel_scope.cancel()
-            if next_cfg is None:
-                break
-            cfg = next_cfg
-            for w in getattr(cfg, "warnings", []):
-                log.warning("%s", w)
-            log.info("reloaded: %d input(s), %d filter(s), %d output(s)",
-                     len(cfg.inputs), len(cfg.filters), len(cfg.outputs))
-    log.info("stopped%s", "" if pipeline.stopped_cleanly else " (some records left unacknowledged)")
-    return 0
+    if os.fork() > 0:
+        os._exit(0)
+    os.setsid()
+    if os.fork() > 0:
+        os._exit(0)
+    devnull = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(devnull, fd)
+    os.close(devnull)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -274,8 +220,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.help_plugin:
         print(_help_plugin(args.help_plugin))
         return 0
-    from .config import ConfigError
-
     try:
         cfg, reload = _loader(args, plugins)
     except ConfigError as e:
@@ -289,14 +233,20 @@ def main(argv: list[str] | None = None) -> int:
             print(f"warning: {w}", file=sys.stderr)
         print("configuration test is successful")
         return 0
-    from .log import setup_logging
-
-    setup_logging(str(cfg.service.get("log_level") or "info"), cfg.service.get("log_file"))
+    level = str(cfg.service.get("log_level") or "info")
+    tracebacks = args.verbose >= 2 or level == "trace"
+    setup_logging(level, cfg.service.get("log_file"), tracebacks=tracebacks)
+    log = logging.getLogger("logfwd")
     for w in getattr(cfg, "warnings", []):
-        logging.getLogger("logfwd").warning("%s", w)
-    logging.getLogger("logfwd").info("logfwd %s starting (%d input(s), %d filter(s), %d output(s))",
-                                     __version__, len(cfg.inputs), len(cfg.filters), len(cfg.outputs))
+        log.warning("%s", w)
+    if cfg.service.get("daemon"):
+        _daemonize()
+    log.info("logfwd %s starting (%d input(s), %d filter(s), %d output(s))",
+             __version__, len(cfg.inputs), len(cfg.filters), len(cfg.outputs))
     try:
-        return trio.run(_run, cfg, reload)
-    except KeyboardInterrupt:  # pragma: no cover - signals are handled in _run
+        return trio.run(Daemon(cfg, reload).run)
+    except KeyboardInterrupt:  # pragma: no cover - signals are handled by the daemon
+        return 1
+    except Exception as e:  # a bug: one line for the supervisor's log, the traceback with -vv
+        log.critical("stopped by an internal error: %s", describe_error(e), exc_info=tracebacks)
         return 1

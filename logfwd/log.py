@@ -175,13 +175,16 @@ class _FileHandler(logging.handlers.WatchedFileHandler):
     logfwd_owned = True
 
 
-def setup_logging(level: str, log_file: str | None, *, rate_limit: float = 10.0) -> logging.Handler:
+def setup_logging(level: str, log_file: str | None, *, rate_limit: float = 10.0,
+                  tracebacks: bool | None = None) -> logging.Handler:
     """Send the daemon's log to stderr, or to ``log_file`` (appended; reopened after logrotate moves it).
 
     ``level`` is Fluent Bit's ``log_level``. It applies to logfwd's own
     loggers; libraries only get through from ``warn`` up, so ``debug`` shows
     our debug lines, not every HTTP request a client library makes. Calling
-    it again (hot reload) replaces the previous handler.
+    it again (hot reload) replaces the previous handler. Tracebacks are shown
+    only at ``trace`` (``-vv``) unless ``tracebacks`` says otherwise: a supervisor's
+    log gets one line per failure.
     """
     lvl = parse_level(level)
     handler: logging.Handler
@@ -189,7 +192,9 @@ def setup_logging(level: str, log_file: str | None, *, rate_limit: float = 10.0)
         handler = _FileHandler(log_file, encoding="utf-8")
     else:
         handler = _Handler(sys.stderr)
-    handler.setFormatter(FluentBitFormatter(tracebacks=lvl <= logging.DEBUG))
+    if tracebacks is None:
+        tracebacks = lvl < logging.DEBUG
+    handler.setFormatter(FluentBitFormatter(tracebacks=tracebacks))
     handler.addFilter(RateLimitFilter(rate_limit))
     root = logging.getLogger()
     for h in list(root.handlers):

@@ -22,6 +22,7 @@ from importlib.metadata import entry_points
 from typing import Any, ClassVar
 
 import orjson
+import trio
 
 from .engine.batch import AckHandle, AckTracker, Batch, Chunk, MemBudget, Result
 from .metrics import Counters
@@ -237,15 +238,28 @@ def expand_tag(template: str, value: str) -> str:
 class Input(Plugin):
     """An async task that reads a source and emits batches.
 
-    ``run`` returns when the source is exhausted (``stdin`` at EOF, ``dummy``
-    with ``samples``) or is cancelled at shutdown. ``close`` runs after the
-    pipeline has drained, to commit final checkpoints.
+    ``run`` calls ``task_status.started()`` once its local resources are open (port
+    bound, DB and journal opened, first scan done); an input with nothing to open calls
+    it at once. A failure before that is a start-up failure: the daemon logs it in one
+    line and exits 1. A failure after it is a runtime failure: the engine restarts the
+    input with backoff. ``run`` returns when the source is exhausted (``stdin`` at EOF,
+    ``dummy`` with ``samples``) or is cancelled at shutdown; whether the daemon then
+    stops is ``exit_when_done``. ``close`` runs after the pipeline has drained, to commit
+    final checkpoints.
     """
 
     kind = "input"
 
-    async def run(self, emitter: Emitter) -> None:
+    async def run(self, emitter: Emitter, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         raise NotImplementedError
+
+    def exit_when_done(self) -> bool:
+        """Should the daemon stop once ``run`` returned? Fluent Bit stops for ``stdin`` at EOF and
+        tail's ``Exit_On_Eof``; every other finished input leaves the rest running."""
+        return False
+
+    def save_checkpoint(self) -> None:
+        """Write the acknowledged checkpoint now, synchronously (a second SIGTERM exits without draining)."""
 
     async def close(self) -> None:
         """Commit checkpoints and release resources (after outputs drained)."""

@@ -7,10 +7,13 @@ Endpoints (Fluent Bit's paths, so existing probes and dashboards keep working):
 - ``/api/v1/metrics``: counters as JSON keyed by section and instance
 - ``/api/v1/metrics/prometheus`` (and ``/api/v2/metrics/prometheus``): the
   same counters in the Prometheus text format, produced by ``prometheus_client``
-- ``/api/v1/health``: ``200 ok`` or ``500 error`` by the ``health_check`` rule;
-  ``/api/v2/health`` answers the same as JSON ``{"status": ...}``
+- ``/api/v1/health``: ``200 ok``, or ``500 error`` while a plugin is failing (being
+  restarted) or the ``health_check`` rule says so; ``/api/v2/health`` answers the same
+  as JSON ``{"status": ..., "failing": {instance: why}, "health_check": {...}}``
+- ``/api/v2/reload``: ``GET`` gives ``{"hot_reload_count": N}``; ``POST``/``PUT`` reloads
+  the configuration (with ``hot_reload on``), as SIGHUP does
 
-Only GET and HEAD are served (405 otherwise); connections are kept alive; each
+Other methods answer 405; connections are kept alive; each
 connection is its own task, so a slow scraper never delays a liveness probe.
 The server reads counters and never writes them; it runs on the daemon's event
 loop and does no blocking work.
@@ -19,119 +22,24 @@ loop and does no blocking work.
 from __future__ import annotations
 
 import logging
-import time
-from collections import deque
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
 
 import h11
 import orjson
 import trio
+from prometheus_client import CollectorRegistry, exposition, generate_latest
 
 from . import __version__
+from .health import HealthPolicy
 from .metrics import MetricsRegistry, PrometheusCollector
 
-__all__ = ["HealthPolicy", "serve_http", "uptime_text", "HEALTH_DEFAULTS"]
+__all__ = ["Monitor", "StaticMonitor", "serve_http", "uptime_text"]
 
 log = logging.getLogger("logfwd.http_server")
 
-# Fluent Bit's service keys for the health check, with its defaults.
-HEALTH_DEFAULTS = {"health_check": False, "hc_errors_count": 5, "hc_retry_failure_count": 5, "hc_period": 60}
-
 _IDLE_TIMEOUT = 30.0  # seconds a kept-alive connection may sit idle
 _READ_SIZE = 16384
-
-
-class HealthPolicy:
-    """Fluent Bit's ``health_check``: unhealthy when outputs fail too often, lately.
-
-    Unhealthy when, over the last ``period`` seconds, the output ``errors``
-    summed over every output exceed ``errors_count``, or the summed
-    ``retries_failed`` exceed ``retry_failure_count`` (strictly greater, as
-    Fluent Bit compares). Health recovers by itself once the failures age out
-    of the window.
-
-    The counters only ever grow, so the count within the window is the
-    current total minus the total at the window's start. ``sample()`` records
-    the totals with their time; ``run()`` samples a few times per period, and
-    every ``healthy()`` call samples too.
-    """
-
-    def __init__(
-        self,
-        registry: MetricsRegistry,
-        enabled: bool = False,
-        errors_count: int = 5,
-        retry_failure_count: int = 5,
-        period: float = 60.0,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self.registry = registry
-        self.enabled = enabled
-        self.errors_count = errors_count
-        self.retry_failure_count = retry_failure_count
-        self.period = float(period)
-        self.clock = clock
-        self._samples: deque[tuple[float, float, float]] = deque()
-        self.sample()
-
-    @classmethod
-    def from_service(cls, registry: MetricsRegistry, service: dict[str, Any]) -> HealthPolicy:
-        """From converted ``[SERVICE]`` options (missing keys take Fluent Bit's defaults).
-
-        Either argument order is accepted: the two types cannot be confused.
-        """
-        from .options import parse_bool, parse_duration
-
-        if isinstance(service, MetricsRegistry):
-            registry, service = service, registry  # type: ignore[assignment]
-
-        def get(key: str) -> Any:
-            v = service.get(key)
-            return HEALTH_DEFAULTS[key] if v is None else v
-
-        return cls(
-            registry,
-            enabled=parse_bool(get("health_check")),
-            errors_count=int(get("hc_errors_count")),
-            retry_failure_count=int(get("hc_retry_failure_count")),
-            period=parse_duration(get("hc_period")),
-        )
-
-    @property
-    def sample_interval(self) -> float:
-        return max(0.05, min(1.0, self.period / 10))
-
-    def _totals(self) -> tuple[float, float]:
-        return self.registry.totals("output", "errors"), self.registry.totals("output", "retries_failed")
-
-    def sample(self) -> None:
-        now = self.clock()
-        errors, failed = self._totals()
-        self._samples.append((now, errors, failed))
-        # Keep one sample at or before the window's start: it is the baseline.
-        horizon = now - self.period
-        while len(self._samples) >= 2 and self._samples[1][0] <= horizon:
-            self._samples.popleft()
-
-    def window_counts(self) -> tuple[float, float]:
-        """(errors, retries_failed) summed over outputs within the last ``period`` seconds."""
-        self.sample()
-        _, base_errors, base_failed = self._samples[0]
-        _, errors, failed = self._samples[-1]
-        return errors - base_errors, failed - base_failed
-
-    def healthy(self) -> bool:
-        if not self.enabled:
-            return True
-        errors, failed = self.window_counts()
-        return errors <= self.errors_count and failed <= self.retry_failure_count
-
-    async def run(self) -> None:
-        """Sample forever (cancel to stop); precise windows even when nobody asks."""
-        while True:
-            self.sample()
-            await trio.sleep(self.sample_interval)
 
 
 def uptime_text(seconds: float) -> str:
@@ -148,70 +56,136 @@ def uptime_text(seconds: float) -> str:
             f"{unit(minutes, 'minute')} and {unit(s, 'second')}")
 
 
-class _App:
-    """Routing: a request target to (status, content type, body)."""
+class Monitor(Protocol):
+    """What the server reads: the running pipeline's counters and health, and the reload hook.
 
-    def __init__(self, registry: MetricsRegistry, health: HealthPolicy, build_info: dict[str, Any]) -> None:
-        from prometheus_client import CollectorRegistry, exposition
+    The daemon implements it, so that the server (bound once) keeps answering for the
+    pipeline that replaced the one it started with after a reload.
+    """
 
+    registry: MetricsRegistry
+    health: HealthPolicy
+    reload_count: int
+
+    def failing(self) -> dict[str, str]:
+        """Plugin instances failing right now (being restarted), with why."""
+        ...
+
+    async def reload(self) -> tuple[int, dict[str, Any]]:
+        """Reload the configuration; (HTTP status, Fluent Bit's JSON answer)."""
+        ...
+
+
+class StaticMonitor:
+    """A Monitor over one registry and health policy, with no reload (tests, tools)."""
+
+    def __init__(self, registry: MetricsRegistry, health: HealthPolicy) -> None:
         self.registry = registry
         self.health = health
-        info = {"version": __version__, "edition": "Community", "flags": []}
+        self.reload_count = 0
+
+    def failing(self) -> dict[str, str]:
+        return {}
+
+    async def reload(self) -> tuple[int, dict[str, Any]]:
+        return 400, {"reload": "not enabled", "status": -1}
+
+
+Handler = Callable[[], Awaitable[tuple[int, str, bytes]]]
+_JSON = "application/json"
+_TEXT = "text/plain; charset=utf-8"
+
+
+class _App:
+    """Routing: (method, target) to (status, content type, body)."""
+
+    def __init__(self, monitor: Monitor, build_info: dict[str, Any]) -> None:
+        self.monitor = monitor
+        info = {"version": __version__, "edition": "community", "flags": []}
         info.update(build_info or {})
         self.build_info = orjson.dumps({"logfwd": info})
-        self.prom_registry = CollectorRegistry(auto_describe=False)
-        self.prom_registry.register(PrometheusCollector(registry))
+        self._prom: tuple[MetricsRegistry, CollectorRegistry] | None = None
         # Our metric names are classic ones, so the text is the 0.0.4 format that
         # Fluent Bit declares and every Prometheus version reads.
         self.prom_type = getattr(exposition, "CONTENT_TYPE_PLAIN_0_0_4", exposition.CONTENT_TYPE_LATEST)
-        self.routes: dict[str, Callable[[], tuple[int, str, bytes]]] = {
-            "/": self.root,
-            "/api/v1/uptime": self.uptime,
-            "/api/v1/metrics": self.metrics_json,
-            "/api/v1/metrics/prometheus": self.metrics_prometheus,
-            "/api/v2/metrics/prometheus": self.metrics_prometheus,
-            "/api/v1/health": self.health_v1,
-            "/api/v2/health": self.health_v2,
+        get = (b"GET", b"HEAD")
+        self.routes: dict[str, tuple[tuple[bytes, ...], Handler]] = {
+            "/": (get, self.root),
+            "/api/v1/uptime": (get, self.uptime),
+            "/api/v1/metrics": (get, self.metrics_json),
+            "/api/v1/metrics/prometheus": (get, self.metrics_prometheus),
+            "/api/v2/metrics/prometheus": (get, self.metrics_prometheus),
+            "/api/v1/health": (get, self.health_v1),
+            "/api/v2/health": (get, self.health_v2),
+            "/api/v2/reload": ((*get, b"POST", b"PUT"), self.reload),
         }
+        self.method = b"GET"
 
-    def root(self) -> tuple[int, str, bytes]:
-        return 200, "application/json", self.build_info
+    def add_route(self, path: str, handler: Handler, methods: tuple[bytes, ...] = (b"GET", b"HEAD")) -> None:
+        self.routes[path] = (methods, handler)
 
-    def uptime(self) -> tuple[int, str, bytes]:
-        up = self.registry.uptime()
-        return 200, "application/json", orjson.dumps({"uptime_sec": int(up), "uptime_hr": uptime_text(up)})
+    async def root(self) -> tuple[int, str, bytes]:
+        return 200, _JSON, self.build_info
 
-    def metrics_json(self) -> tuple[int, str, bytes]:
-        return 200, "application/json", orjson.dumps(self.registry.to_json())
+    async def uptime(self) -> tuple[int, str, bytes]:
+        up = self.monitor.registry.uptime()
+        return 200, _JSON, orjson.dumps({"uptime_sec": int(up), "uptime_hr": uptime_text(up)})
 
-    def metrics_prometheus(self) -> tuple[int, str, bytes]:
-        from prometheus_client import generate_latest
+    async def metrics_json(self) -> tuple[int, str, bytes]:
+        return 200, _JSON, orjson.dumps(self.monitor.registry.to_json())
 
-        return 200, self.prom_type, generate_latest(self.prom_registry)
+    async def metrics_prometheus(self) -> tuple[int, str, bytes]:
+        reg = self.monitor.registry
+        if self._prom is None or self._prom[0] is not reg:  # a reload brought a new registry
+            prom = CollectorRegistry(auto_describe=False)
+            prom.register(PrometheusCollector(reg))
+            self._prom = (reg, prom)
+        return 200, self.prom_type, generate_latest(self._prom[1])
 
-    def health_v1(self) -> tuple[int, str, bytes]:
-        if self.health.healthy():
-            return 200, "text/plain; charset=utf-8", b"ok"
-        return 500, "text/plain; charset=utf-8", b"error"
+    def _healthy(self) -> tuple[bool, dict[str, str]]:
+        failing = self.monitor.failing()
+        return (not failing and self.monitor.health.healthy()), failing
 
-    def health_v2(self) -> tuple[int, str, bytes]:
-        ok = self.health.healthy()
-        return (200 if ok else 500), "application/json", orjson.dumps({"status": "ok" if ok else "error"})
+    async def health_v1(self) -> tuple[int, str, bytes]:
+        ok, _ = self._healthy()
+        return (200, _TEXT, b"ok") if ok else (500, _TEXT, b"error")
 
-    def handle(self, method: bytes, target: bytes) -> tuple[int, str, bytes, list[tuple[bytes, bytes]]]:
+    async def health_v2(self) -> tuple[int, str, bytes]:
+        ok, failing = self._healthy()
+        h = self.monitor.health
+        body: dict[str, Any] = {"status": "ok" if ok else "error"}
+        if failing:
+            body["failing"] = failing
+        if h.enabled:
+            errors, retries_failed = h.window_counts()
+            body["health_check"] = {"errors": errors, "retries_failed": retries_failed, "period": h.period,
+                                    "hc_errors_count": h.errors_count,
+                                    "hc_retry_failure_count": h.retry_failure_count}
+        return (200 if ok else 500), _JSON, orjson.dumps(body)
+
+    async def reload(self) -> tuple[int, str, bytes]:
+        if self.method in (b"GET", b"HEAD"):
+            return 200, _JSON, orjson.dumps({"hot_reload_count": self.monitor.reload_count})
+        status, body = await self.monitor.reload()
+        return status, _JSON, orjson.dumps(body)
+
+    async def handle(self, method: bytes, target: bytes) -> tuple[int, str, bytes, list[tuple[bytes, bytes]]]:
         path = target.split(b"?", 1)[0].decode("latin-1")
         if len(path) > 1:
             path = path.rstrip("/")
         route = self.routes.get(path)
         if route is None:
-            return 404, "text/plain; charset=utf-8", b"not found\n", []
-        if method not in (b"GET", b"HEAD"):
-            return 405, "text/plain; charset=utf-8", b"method not allowed\n", [(b"allow", b"GET, HEAD")]
+            return 404, _TEXT, b"not found\n", []
+        methods, handler = route
+        if method not in methods:
+            allow = ", ".join(m.decode() for m in methods)
+            return 405, _TEXT, b"method not allowed\n", [(b"allow", allow.encode())]
         try:
-            status, ctype, body = route()
+            self.method = method
+            status, ctype, body = await handler()
         except Exception:
             log.exception("error serving %s", path)
-            return 500, "text/plain; charset=utf-8", b"internal error\n", []
+            return 500, _TEXT, b"internal error\n", []
         return status, ctype, body, []
 
 
@@ -269,7 +243,7 @@ async def _serve_connection(app: _App, stream: trio.SocketStream) -> None:
                     break
             if ev is None or isinstance(ev, h11.ConnectionClosed):
                 return
-            status, ctype, body, extra = app.handle(event.method, event.target)
+            status, ctype, body, extra = await app.handle(event.method, event.target)
             await _respond(stream, conn, status, ctype, body, head=event.method == b"HEAD", extra=extra)
             if conn.our_state is h11.MUST_CLOSE or conn.their_state is h11.MUST_CLOSE:
                 return
@@ -286,21 +260,24 @@ async def _serve_connection(app: _App, stream: trio.SocketStream) -> None:
 
 
 async def serve_http(
-    registry: MetricsRegistry,
-    health: HealthPolicy,
+    monitor: Monitor,
     host: str,
     port: int,
     *,
     task_status: Any = trio.TASK_STATUS_IGNORED,
     build_info: dict[str, Any] | None = None,
+    routes: dict[str, Handler] | None = None,
 ) -> None:
     """Serve the monitoring API until cancelled.
 
     ``task_status.started(port)`` reports the bound port (useful with port 0)
     once the socket listens, so ``nursery.start(serve_http, ...)`` returns
-    only when probes can connect.
+    only when probes can connect. A port that cannot be bound raises OSError
+    before that, for the caller to report in one line.
     """
-    app = _App(registry, health, build_info or {})
+    app = _App(monitor, build_info or {})
+    for path, handler in (routes or {}).items():
+        app.add_route(path, handler)
     listeners = await trio.open_tcp_listeners(port, host=host or None)
     bound = listeners[0].socket.getsockname()[1]
     log.info("listen iface=%s tcp_port=%d", host, bound)
@@ -311,8 +288,5 @@ async def serve_http(
         except Exception:  # one bad connection must never take the server (and daemon) down
             log.exception("error on a monitoring connection")
 
-    async with trio.open_nursery() as nursery:
-        if health.enabled:
-            nursery.start_soon(health.run)
-        task_status.started(bound)
-        await trio.serve_listeners(handler, listeners)
+    task_status.started(bound)
+    await trio.serve_listeners(handler, listeners)

@@ -16,6 +16,7 @@ import psutil
 import pytest
 
 from .backends._proc import free_port, wait_for
+from .clikit import file_lines, json_lines, run_until
 
 LOGFWD = str(Path(sys.executable).parent / "logfwd")
 DATA = Path(__file__).parent / "data" / "e2e"
@@ -38,7 +39,9 @@ def http_get(port: int, path: str) -> tuple[int, bytes]:
 @pytest.mark.parametrize("cfg", ["pipeline.conf", "pipeline.yaml"])
 def test_config_pipeline_yields_expected_records(cfg: str, tmp_path: Path) -> None:
     env = {"OUT_DIR": str(tmp_path), "LOGFWD_TEST_ENV": "staging"}
-    p = run_logfwd("-c", str(DATA / cfg), env=env)
+    # 5 to the file and 5 to stdout (grep drops the other input): then SIGTERM, as a user stops the daemon
+    p = run_until(["-c", str(DATA / cfg)], lambda out: file_lines(tmp_path / "out.jsonl", 5)(out)
+                  and json_lines(5)(out), env=env)
     assert p.returncode == 0, p.stderr.decode()
     lines = [json.loads(x) for x in (tmp_path / "out.jsonl").read_text().splitlines()]
     assert lines == [{"level": "info", "env": "staging", "msg": "hello world"}] * 5
@@ -52,7 +55,8 @@ def test_classic_and_yaml_agree(tmp_path: Path) -> None:
     for cfg in ("pipeline.conf", "pipeline.yaml"):
         d = tmp_path / cfg
         d.mkdir()
-        p = run_logfwd("-c", str(DATA / cfg), env={"OUT_DIR": str(d), "LOGFWD_TEST_ENV": "x"})
+        p = run_until(["-c", str(DATA / cfg)], file_lines(d / "out.jsonl", 5),
+                      env={"OUT_DIR": str(d), "LOGFWD_TEST_ENV": "x"})
         assert p.returncode == 0, p.stderr.decode()
         outs.append((d / "out.jsonl").read_text())
     assert outs[0] == outs[1] and outs[0]
@@ -71,8 +75,8 @@ def test_dry_run_ok() -> None:
 
 
 def test_one_liner() -> None:
-    p = run_logfwd("-i", "dummy", "-p", "samples=3", "-p", 'dummy={"a":1}', "-t", "t1",
-                   "-o", "stdout", "-m", "*", "-p", "format=json_lines", "-f", "0.1")
+    p = run_until(["-i", "dummy", "-p", "samples=3", "-p", 'dummy={"a":1}', "-t", "t1",
+                   "-o", "stdout", "-m", "*", "-p", "format=json_lines", "-f", "0.1"], json_lines(3))
     assert p.returncode == 0, p.stderr.decode()
     recs = [json.loads(x) for x in p.stdout.decode().splitlines() if x.startswith("{")]
     assert [r["a"] for r in recs] == [1, 1, 1]

@@ -28,13 +28,17 @@ class ListInput(Input):
     commits: list[Any] = []
     closed_with: list[int] = []
 
-    async def run(self, emitter: Emitter) -> None:
+    async def run(self, emitter: Emitter, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        task_status.started()
         tracker = emitter.tracker(self.commits.append)
         self.tracker = tracker
         for n, (tag, records) in enumerate(self.batches):
             await emitter.emit(records, tag=tag, handle=tracker.handle(n), nbytes=sum(len(str(r)) for r in records))
             if self.config["delay"]:
                 await trio.sleep(self.config["delay"])
+
+    def exit_when_done(self) -> bool:
+        return True  # the engine tests run until the scripted batches are delivered
 
     async def close(self) -> None:
         self.closed_with.append(self.tracker.watermark)
@@ -45,7 +49,8 @@ class EndlessInput(Input):
     options = ()
     emitted = 0
 
-    async def run(self, emitter: Emitter) -> None:
+    async def run(self, emitter: Emitter, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        task_status.started()
         tracker = emitter.tracker()
         n = 0
         while True:

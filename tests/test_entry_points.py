@@ -13,6 +13,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tests.clikit import file_lines, run_until
+
 LOGFWD = str(Path(sys.executable).parent / "logfwd")
 
 PLUGIN = '''
@@ -60,10 +62,9 @@ def test_entry_point_plugin_is_listed_documented_validated_and_run(tmp_path: Pat
     assert bad.returncode == 1 and "did you mean 'Path'" in bad.stderr
 
     out = tmp_path / "shout.jsonl"
-    run = subprocess.run([LOGFWD, "-i", "dummy", "-p", "samples=2", "-p", 'dummy={"msg": "hi"}', "-f", "0.1",
-                          "-o", "shout", "-m", "*", "-p", f"path={out}"], capture_output=True, env=env, text=True,
-                         timeout=30)
-    assert run.returncode == 0, run.stderr
+    run = run_until(["-i", "dummy", "-p", "samples=2", "-p", 'dummy={"msg": "hi"}', "-f", "0.1",
+                     "-o", "shout", "-m", "*", "-p", f"path={out}"], file_lines(out, 2), env=env, timeout=30)
+    assert run.returncode == 0, run.stderr.decode()
     assert [json.loads(x) for x in out.read_text().splitlines()] == [{"MSG": "hi"}, {"MSG": "hi"}]
 
     # without the distribution on the path, the name is unknown (and the error says so)

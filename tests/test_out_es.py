@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import calendar
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable
@@ -28,6 +27,7 @@ from logfwd.plugins.out_es.plugin import parse_cloud_id
 
 from .backends._proc import free_port
 from .backends.es import EsServer
+from .clikit import run_until
 from .faultproxy import FaultProxy
 from .pluginkit import flush_all, make_chunk, make_plugin, run_output
 
@@ -487,11 +487,9 @@ def test_plain_http_to_tls_port_retries(tls_proxy: FaultProxy) -> None:
 # ------------------------------------------------------------------ end to end
 
 
-def run_cli(tmp_path: Path, port: int, index: str, samples: int = 7,
-            extra: str = "") -> subprocess.CompletedProcess[bytes]:
-    logfwd = Path(sys.executable).parent / "logfwd"
-    if not (Path(__file__).parent.parent / "logfwd" / "cli.py").exists():
-        pytest.fail("logfwd/cli.py is missing")
+def run_cli(tmp_path: Path, port: int, index: str, samples: int = 7, extra: str = "",
+            *, stored: Callable[[], int]) -> subprocess.CompletedProcess[bytes]:
+    """The daemon with ``samples`` dummy records, stopped (SIGTERM) once ``stored()`` reaches ``samples``."""
     conf = tmp_path / "es.conf"
     conf.write_text(
         "[SERVICE]\n    Flush 0.2\n    Grace 5\n    scheduler.base 1\n    scheduler.cap 1\n"
@@ -502,13 +500,13 @@ def run_cli(tmp_path: Path, port: int, index: str, samples: int = 7,
         f"    Port {port}\n    Index {index}\n    Include_Tag_Key On\n    Tag_Key tag\n"
         "    Replace_Dots On\n    Generate_ID On\n    Retry_Limit 5\n" + extra
     )
-    return subprocess.run([str(logfwd), "-c", str(conf)], capture_output=True, timeout=60)
+    return run_until(["-c", str(conf)], lambda _out: stored() >= samples, timeout=60)
 
 
 def test_cli_dummy_to_es(es_server: EsServer, tmp_path: Path) -> None:
     """The real ``logfwd`` process: dummy input → es output, read back from the server."""
     idx = new_index("e2e")
-    p = run_cli(tmp_path, es_server.port, idx)
+    p = run_cli(tmp_path, es_server.port, idx, stored=lambda: es_server.count(idx))
     assert p.returncode == 0, p.stderr.decode()[-3000:]
     docs = es_server.sources(idx)
     assert len(docs) == 7, p.stderr.decode()[-3000:]
@@ -520,7 +518,8 @@ def test_cli_retries_through_faults_exactly_once(es_server: EsServer, proxy: Fau
     idx = new_index("e2e")
     proxy.fail_requests(503, n=1)
     proxy.fail_items({0, 2}, n=1)
-    p = run_cli(tmp_path, proxy.port, idx, samples=5, extra="    Suppress_Type_Name On\n")
+    p = run_cli(tmp_path, proxy.port, idx, samples=5, extra="    Suppress_Type_Name On\n",
+                stored=lambda: es_server.count(idx))
     assert p.returncode == 0, p.stderr.decode()[-3000:]
     assert es_server.count(idx) == 5, p.stderr.decode()[-3000:]
     statuses = [q.answered for q in proxy.bulk_requests()]

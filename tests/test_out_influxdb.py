@@ -16,6 +16,7 @@ from logfwd.plugin import Chunk, Result
 from logfwd.plugins.out_influxdb.plugin import InfluxDBOutput
 
 from .backends.influx import ADMIN_PASSWORD, ADMIN_USER, InfluxServer, VictoriaServer
+from .clikit import run_until
 from .pluginkit import flush_all, make_chunk, make_plugin
 
 pytestmark = pytest.mark.backend
@@ -285,9 +286,6 @@ def test_v2_write_with_bucket_org_and_token(victoria_metrics: VictoriaServer) ->
 
 
 def test_cli_dummy_to_influxdb(influxdb: InfluxServer, influx_db: str, tmp_path) -> None:
-    import subprocess
-    import sys
-    from pathlib import Path
 
     conf = tmp_path / "influx.conf"
     conf.write_text(
@@ -312,8 +310,13 @@ def test_cli_dummy_to_influxdb(influxdb: InfluxServer, influx_db: str, tmp_path)
     Add_Integer_Suffix  on
 """
     )
-    logfwd = str(Path(sys.executable).parent / "logfwd")
-    p = subprocess.run([logfwd, "-c", str(conf)], capture_output=True, timeout=90)
+    def stored() -> int:
+        try:
+            return len(influxdb.rows('SELECT * FROM "e2e.influx"', influx_db))
+        except Exception:  # the measurement does not exist yet
+            return 0
+
+    p = run_until(["-c", str(conf)], lambda _out: stored() >= 25, timeout=90)
     assert p.returncode == 0, p.stderr.decode()[-3000:]
     rows = influxdb.rows('SELECT * FROM "e2e.influx"', influx_db)
     assert len(rows) == 25

@@ -17,7 +17,9 @@ import trio
 from logfwd.plugin import Chunk, ConfigValueError, Result
 from logfwd.plugins.out_kafka.plugin import KafkaOutput
 
+from .backends._proc import free_port
 from .backends.kafka import KafkaBroker, KafkaMessage
+from .clikit import delivered, run_until
 from .pluginkit import flush_all, make_chunk, make_plugin
 
 pytestmark = pytest.mark.backend
@@ -264,16 +266,17 @@ def test_queue_full_retries_then_hands_back(
 
 
 def test_cli_dummy_to_kafka(kafka_broker: KafkaBroker, kafka_topic: str, kafka_consume: Consume, tmp_path) -> None:
-    import subprocess
-    import sys
-    from pathlib import Path
 
+    port = free_port()
     conf = tmp_path / "kafka.conf"
     conf.write_text(
         f"""[SERVICE]
     Flush        0.2
     Grace        5
     Log_Level    info
+    HTTP_Server  on
+    HTTP_Listen  127.0.0.1
+    HTTP_Port    {port}
 
 [INPUT]
     Name         dummy
@@ -292,8 +295,7 @@ def test_cli_dummy_to_kafka(kafka_broker: KafkaBroker, kafka_topic: str, kafka_c
     rdkafka.linger.ms  5
 """
     )
-    logfwd = str(Path(sys.executable).parent / "logfwd")
-    p = subprocess.run([logfwd, "-c", str(conf)], capture_output=True, timeout=90)
+    p = run_until(["-c", str(conf)], delivered(port, 25), timeout=90)
     assert p.returncode == 0, p.stderr.decode()[-3000:]
     msgs = kafka_consume(kafka_broker.bootstrap, kafka_topic, 25, settle=1.0)
     assert len(msgs) == 25 and {m.key for m in msgs} == {b"e2e"}

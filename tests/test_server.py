@@ -13,8 +13,9 @@ import pytest
 import trio
 from prometheus_client.parser import text_string_to_metric_families
 
+from logfwd.health import HealthPolicy
 from logfwd.metrics import MetricsRegistry
-from logfwd.server import HealthPolicy, serve_http, uptime_text
+from logfwd.server import StaticMonitor, serve_http, uptime_text
 
 
 def with_server(registry: MetricsRegistry, health: HealthPolicy, client_fn: Callable[[str], Any],
@@ -24,8 +25,10 @@ def with_server(registry: MetricsRegistry, health: HealthPolicy, client_fn: Call
 
     async def main() -> None:
         async with trio.open_nursery() as nursery:
+            if health.enabled:
+                nursery.start_soon(health.run)
             port = await nursery.start(lambda task_status: serve_http(
-                registry, health, "127.0.0.1", 0, task_status=task_status, build_info=build_info or {}))
+                StaticMonitor(registry, health), "127.0.0.1", 0, task_status=task_status, build_info=build_info or {}))
             with trio.fail_after(60):
                 result.append(await trio.to_thread.run_sync(client_fn, f"http://127.0.0.1:{port}"))
             nursery.cancel_scope.cancel()
@@ -67,7 +70,7 @@ def test_endpoints() -> None:
     status, ctype, body, _ = out["/"]
     assert status == 200 and ctype == "application/json"
     info = json.loads(body)["logfwd"]
-    assert info["flags"] == ["FLB_HAVE_METRICS"] and info["version"] and info["edition"] == "Community"
+    assert info["flags"] == ["FLB_HAVE_METRICS"] and info["version"] and info["edition"] == "community"
 
     uptime = json.loads(out["/api/v1/uptime"][2])
     assert 93784 <= uptime["uptime_sec"] < 93800

@@ -209,5 +209,11 @@ class OutputBuffer:
             return
         self.metrics.inc("dlq_records", written)
 
+    def describe(self) -> str:
+        """One line of state for the SIGCONT dump."""
+        return (f"{len(self._open)} open chunk(s), {self._unresolved} sealed or retrying, "
+                f"buffered records={self.buffered_records} bytes={self.buffered_bytes}, workers={self.workers}, "
+                f"retries={int(self.metrics.get('retries', 0))}")
+
     def close(self) -> None:
         self._send.close()

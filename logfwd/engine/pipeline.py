@@ -11,12 +11,14 @@ it on the next start: at-least-once is kept even by a shutdown that times out.
 from __future__ import annotations
 
 import logging
+import random
 from dataclasses import dataclass, field
 from typing import Any
 
 import trio
 
-from ..log import plugin_logger
+from ..health import HealthPolicy
+from ..log import parse_level, plugin_logger
 from ..metrics import MetricsRegistry
 from ..plugin import Emitter, Filter, Input, Output, PluginContext
 from .batch import Batch, MemBudget
@@ -30,8 +32,62 @@ __all__ = ["Pipeline", "StartupError"]
 log = logging.getLogger("logfwd.engine")
 
 
+# A restarted input that then runs this long has recovered: its failure count starts again.
+RESTART_RESET = 60.0
+RESTART_BASE = 1.0
+RESTART_CAP = 60.0
+
+
 class StartupError(RuntimeError):
-    """An output could not start (bad credentials, unreachable TLS config...)."""
+    """Plugins that could not start: (the instance's logger, one line), logged as
+    ``[error] [input:syslog:syslog.0] cannot listen on 127.0.0.1:5514/tcp: address already in use``."""
+
+    def __init__(self, failures: list[tuple[logging.Logger, str]]) -> None:
+        super().__init__("\n".join(f"[{lg.name}] {msg}" for lg, msg in failures))
+        self.failures = failures
+
+
+def restart_delay(consecutive: int) -> float:
+    """Seconds before restart number ``consecutive``: doubling from 1 s up to 60 s, with equal jitter."""
+    upper = min(RESTART_CAP, RESTART_BASE * 2 ** (consecutive - 1))
+    return upper / 2 + random.random() * upper / 2
+
+
+def describe_error(e: BaseException) -> str:
+    """One line for a failure: the OS error's words (``address already in use``) rather than a type name,
+    and the leaves of a trio ExceptionGroup rather than "1 sub-exception"."""
+    if isinstance(e, BaseExceptionGroup):
+        return "; ".join(describe_error(x) for x in e.exceptions)
+    if isinstance(e, OSError) and e.strerror:
+        where = f" ({e.filename})" if e.filename else ""
+        return f"{e.strerror[0].lower()}{e.strerror[1:]}{where}"
+    text = str(e).strip().splitlines()[0] if str(e).strip() else ""
+    if getattr(e, "one_line", False) or isinstance(e, (StartupError,)):
+        return text
+    return f"{type(e).__name__}: {text}" if text else type(e).__name__
+
+
+def _component(plugin: Any) -> str:
+    """``input:syslog:syslog.0``: how Fluent Bit names an instance in its log."""
+    return f"{plugin.kind}:{plugin.name}:{plugin.ctx.instance}"
+
+
+class _Ready:
+    """A task status that remembers whether the input reported ready, and reports at most once."""
+
+    def __init__(self, inner: Any, on_ready: Any = None) -> None:
+        self.inner = inner
+        self.on_ready = on_ready
+        self.reported = False
+
+    def started(self, value: Any = None) -> None:
+        if self.reported:
+            return
+        self.reported = True
+        if self.inner is not None:
+            self.inner.started()
+        if self.on_ready is not None:
+            self.on_ready()
 
 
 @dataclass
@@ -68,6 +124,12 @@ class Pipeline:
         self._inputs_cancel = trio.CancelScope()
         self.started = trio.Event()
         self.stopped_cleanly = False
+        self._scope: trio.CancelScope | None = None
+        self.fatal: str | None = None  # why the daemon stops by itself with an error
+        self.failing: dict[str, str] = {}  # instance -> why, while it is being restarted
+        self.health = HealthPolicy.from_service(self.registry, self.service)
+        self.restart_limit = int(self.service.get("restart_limit") if self.service.get("restart_limit")
+                                 is not None else 10)
 
         for sec in config.outputs:
             plugin = self._instantiate(sec)
@@ -109,8 +171,6 @@ class Pipeline:
         )
         level = sec.options.get("log_level")
         if level:
-            from ..log import parse_level
-
             ctx.log.setLevel(parse_level(level))
         plugin = sec.cls(dict(sec.options), ctx)
         plugin.setup()
@@ -181,65 +241,150 @@ class Pipeline:
 
     # ------------------------------------------------------------ lifecycle
 
-    def shutdown(self) -> None:
-        """Begin a graceful stop (first SIGTERM/SIGINT)."""
+    def shutdown(self, fatal: str | None = None) -> None:
+        """Begin a graceful stop (first SIGTERM/SIGINT, or a fatal runtime failure)."""
+        if fatal and self.fatal is None:
+            self.fatal = fatal
         self._shutdown.set()
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Run until every input has finished by itself or ``shutdown()`` is called."""
-        for _, buf in self._outputs:
-            try:
-                await buf.output.start()
-            except Exception as e:
-                raise StartupError(f"output {buf.instance} could not start: {e}") from e
+        """Start everything, report ready, run until ``shutdown()``, then drain and stop.
+
+        Start-up is all or nothing: every output's ``start`` and every input's local start
+        (``task_status.started()`` inside its ``run``: port bound, DB and journal opened)
+        must succeed before ``task_status.started()`` here; if any fails, what started is
+        stopped and ``StartupError`` lists every failure, one line each.
+        """
+        failures = await self._start_outputs()
         async with trio.open_nursery() as nursery:
+            self._scope = nursery.cancel_scope
             for _, buf in self._outputs:
                 await nursery.start(buf.run)
             nursery.start_soon(self._ticker)
-            if self.service.get("http_server"):
-                await nursery.start(self._serve_http)
-            nursery.start_soon(self._run_inputs)
+            if self.health.enabled:
+                nursery.start_soon(self.health.run)
+            if not failures:
+                failures = await nursery.start(self._host_inputs)
+            if failures:
+                self._inputs_cancel.cancel()
+                await self._stop_plugins()
+                nursery.cancel_scope.cancel()
+                raise StartupError(failures)
             task_status.started()
             self.started.set()
             await self._shutdown.wait()
             self._inputs_cancel.cancel()
             await self._drain()
-            for slot in self._inputs:
-                try:
-                    await slot.plugin.close()
-                except Exception as e:
-                    slot.plugin.log.error("close failed: %s", e)
-            for _, buf in self._outputs:
-                buf.close()
-                try:
-                    await buf.output.stop()
-                except Exception as e:
-                    buf.output.log.error("stop failed: %s", e)
-            for slot in self._filters:
-                try:
-                    await slot.plugin.close()
-                except Exception as e:
-                    slot.plugin.log.error("close failed: %s", e)
+            await self._stop_plugins()
             nursery.cancel_scope.cancel()
 
-    async def _run_inputs(self) -> None:
+    def abort(self) -> None:
+        """Stop at once without draining (``hot_reload.timeout``): nothing undelivered was acknowledged."""
+        if self._scope is not None:
+            self._scope.cancel()
+
+    async def _start_outputs(self) -> list[tuple[logging.Logger, str]]:
+        failures = []
+        for _, buf in self._outputs:
+            try:
+                await buf.output.start()
+            except Exception as e:
+                failures.append((buf.output.log, f"cannot start: {describe_error(e)}"))
+        return failures
+
+    async def _stop_plugins(self) -> None:
+        """Inputs commit their checkpoints, outputs disconnect, filters release resources."""
+        for slot in self._inputs:
+            try:
+                await slot.plugin.close()
+            except Exception as e:
+                slot.plugin.log.error("close failed: %s", describe_error(e))
+        for _, buf in self._outputs:
+            buf.close()
+            try:
+                await buf.output.stop()
+            except Exception as e:
+                buf.output.log.error("stop failed: %s", describe_error(e))
+        for f in self._filters:
+            try:
+                await f.plugin.close()
+            except Exception as e:
+                f.plugin.log.error("close failed: %s", describe_error(e))
+
+    async def _host_inputs(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        """Start every input in turn (each reports when it is ready), then keep them running."""
+        failures: list[tuple[logging.Logger, str]] = []
         with self._inputs_cancel:
             async with trio.open_nursery() as nursery:
                 for slot in self._inputs:
-                    nursery.start_soon(self._run_input, slot)
-        # Every input returned by itself (stdin at EOF, dummy Samples, tail Exit_On_Eof).
-        self._shutdown.set()
+                    try:
+                        await nursery.start(self._supervise_input, slot)
+                    except Exception as e:
+                        failures.append((slot.plugin.log, describe_error(e)))
+                task_status.started(failures)
 
-    async def _run_input(self, slot: _InputSlot) -> None:
-        try:
-            await slot.plugin.run(slot.emitter)
-        except trio.Cancelled:
-            raise
-        except Exception as e:
-            slot.plugin.metrics.inc("errors")
-            slot.plugin.log.error("input stopped: %s: %s", type(e).__name__, e)
-        finally:
+    async def _supervise_input(self, slot: _InputSlot, *, task_status: trio.TaskStatus[None]) -> None:
+        """Run an input; restart it with backoff when it fails after it started.
+
+        A failure before it reported ready propagates (a start-up failure). Later ones are
+        counted (``restarts``), logged, and shown by the health endpoint until the input is
+        ready again; its checkpoint is whatever was acknowledged, so a restart replays and
+        never skips. ``restart_limit`` failures in a row stop the daemon with an error.
+        """
+        gate = _Ready(task_status)
+        consecutive = 0
+        while True:
+            began = trio.current_time()
+            try:
+                await slot.plugin.run(slot.emitter, task_status=gate)
+            except trio.Cancelled:
+                raise
+            except Exception as e:
+                if not gate.reported:
+                    raise
+                consecutive = 0 if trio.current_time() - began >= RESTART_RESET else consecutive
+                consecutive += 1
+                if not await self._restart_wait(slot, e, consecutive):
+                    return
+                gate = _Ready(None, on_ready=lambda s=slot: self._recovered(s))
+                continue
+            gate.started()
             slot.done.set()
+            if slot.plugin.exit_when_done():
+                slot.plugin.log.info("input finished: stopping (as Fluent Bit does for this input)")
+                self.shutdown()
+            else:
+                slot.plugin.log.info("input finished; the daemon keeps running until it is stopped")
+            return
+
+    async def _restart_wait(self, slot: _InputSlot, error: Exception, consecutive: int) -> bool:
+        """Record a runtime failure and wait before the restart; False when the daemon must stop instead."""
+        why = describe_error(error)
+        slot.plugin.metrics.inc("errors")
+        slot.plugin.metrics.inc("restarts")
+        self.failing[slot.plugin.ctx.instance] = why
+        limit = self.restart_limit
+        if limit and consecutive > limit:
+            msg = f"[{_component(slot.plugin)}] failed {consecutive} times in a row, giving up: {why}"
+            slot.plugin.log.error("failed %d times in a row, stopping the daemon: %s", consecutive, why)
+            self.shutdown(fatal=msg)
+            return False
+        delay = restart_delay(consecutive)
+        slot.plugin.log.error("input failed (restart %d in %.1fs): %s", consecutive, delay, why)
+        await trio.sleep(delay)
+        return True
+
+    def _recovered(self, slot: _InputSlot) -> None:
+        if self.failing.pop(slot.plugin.ctx.instance, None) is not None:
+            slot.plugin.log.info("input running again")
+
+    def save_checkpoints(self) -> None:
+        """Write every input's acknowledged checkpoint now (a second signal exits without draining)."""
+        for slot in self._inputs:
+            try:
+                slot.plugin.save_checkpoint()
+            except Exception as e:
+                slot.plugin.log.error("cannot save checkpoint: %s", describe_error(e))
 
     async def _drain(self) -> None:
         """Flush held and buffered records, waiting at most ``grace`` seconds."""
@@ -254,19 +399,20 @@ class Pipeline:
         else:
             self.stopped_cleanly = True
 
-    async def _serve_http(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        from .. import __version__
-        from ..server import HealthPolicy, serve_http
-
-        health = HealthPolicy.from_service(self.registry, self.service)
-        await serve_http(
-            self.registry,
-            health,
-            str(self.service.get("http_listen") or "0.0.0.0"),
-            int(self.service["http_port"]) if self.service.get("http_port") is not None else 2020,
-            task_status=task_status,
-            build_info={"version": __version__, "edition": "community"},
-        )
+    def dump(self) -> str:
+        """The internal state as text, for SIGCONT (Fluent Bit prints the same kind of dump)."""
+        lines = ["===== logfwd internal state ====="]
+        for slot in self._inputs:
+            b = slot.emitter.budget
+            state = "finished" if slot.done.is_set() else "paused" if b.paused else "running"
+            if slot.plugin.ctx.instance in self.failing:
+                state = f"failing ({self.failing[slot.plugin.ctx.instance]})"
+            m = slot.plugin.metrics
+            lines.append(f"[input] {slot.plugin.ctx.instance}: {state}; records={int(m.get('records', 0))} "
+                         f"mem_buf_limit={b.limit} unacknowledged_bytes={b.used} pauses={b.pauses}")
+        for _, buf in self._outputs:
+            lines.append(f"[output] {buf.instance}: " + buf.describe())
+        return "\n".join(lines)
 
     # ------------------------------------------------------------ introspection
 

@@ -130,9 +130,13 @@ class StdinInput(Input):
         if records:
             await emitter.emit(records, times, nbytes=nbytes)
 
+    def exit_when_done(self) -> bool:
+        return True  # Fluent Bit exits at the end of standard input
+
     # ------------------------------------------------------------ reading
 
-    async def run(self, emitter: Emitter) -> None:
+    async def run(self, emitter: Emitter, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        task_status.started()  # standard input is already open
         fd = os.dup(self.fd)
         read_size = max(self.buffer_size, _READ_MIN)
         try:

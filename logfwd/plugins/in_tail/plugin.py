@@ -320,11 +320,15 @@ class TailInput(Input):
 
     # ------------------------------------------------------------------ run
 
-    async def run(self, emitter: Emitter) -> None:
+    def exit_when_done(self) -> bool:
+        return self._exit_on_eof
+
+    async def run(self, emitter: Emitter, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         self._init_runtime(emitter)
         try:
             async with trio.open_nursery() as nursery:
                 await self._scan(startup=True)
+                task_status.started()  # the DB is open and the files present at start are known
                 nursery.start_soon(self._scanner)
                 nursery.start_soon(self._poller)
                 nursery.start_soon(self._db_flusher)
