@@ -48,9 +48,12 @@ SERVICE_OPTIONS: tuple[Option, ...] = (
     Option("storage.keep.rejected", "bool", "off", "keep chunks that cannot be delivered (dead letters)"),
     Option("storage.rejected.path", "str", "rejected", "subdirectory of storage.path for rejected chunks"),
     Option("storage.trim_files", "bool", "off", "trim chunk files after flushing"),
+    Option("restart_limit", "int", "10",
+           "an input that fails this many times in a row (restarted with backoff) stops the daemon with "
+           "status 1, so that its supervisor restarts it cleanly; 0: never", minimum=0),
     Option("scheduler.base", "int", "5", "base seconds of the retry backoff", minimum=1),
     Option("scheduler.cap", "int", "2000", "maximum seconds between retries", minimum=1),
-    Option("hot_reload", "bool", "off", "reload the configuration on SIGHUP"),
+    Option("hot_reload", "bool", "off", "reload the configuration on SIGHUP and POST /api/v2/reload"),
     Option("hot_reload.ensure_thread_safety", "bool", "on", "Fluent Bit's reload lock between threads",
            unsupported="one event loop runs the pipeline; a reload needs no lock between threads"),
     Option("hot_reload.timeout", "int", "0", "seconds a reload may take before it is abandoned (0: no limit)",

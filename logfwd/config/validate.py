@@ -368,6 +368,9 @@ def build_config(
             merged.entries.append(e)
     svc = convert_entries(merged, SERVICE_OPTIONS, merged.label(), issues, warnings=warnings)
     service = svc.values
+    if not service.get("storage.path") and env.get("STATE_DIRECTORY"):
+        # Under systemd's StateDirectory= (conf/logfwd.service) the state directory is the default storage.
+        service["storage.path"] = env["STATE_DIRECTORY"].split(":")[0]
     for key, (level, msg) in UNSUPPORTED_SERVICE_KEYS.items():
         for occ in svc.where.get(key, []):
             if level == "error":
