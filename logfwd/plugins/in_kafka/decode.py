@@ -21,6 +21,7 @@ Kafka timestamp, the time of reading.
 from __future__ import annotations
 
 import calendar
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -86,7 +87,10 @@ def parse_time(v: Any) -> int | None:
     if isinstance(v, int):
         return v * _NS
     if isinstance(v, float):
-        return round(v * _NS)
+        if v != v or v in (float("inf"), float("-inf")):
+            return None
+        whole = math.floor(v)  # v - whole is exact, so the fraction keeps every bit the double has
+        return whole * _NS + round((v - whole) * _NS)
     if not isinstance(v, str):
         return None
     if len(v) >= 20 and v[-1] == "Z" and v[10] == "T":
