@@ -24,7 +24,7 @@ from logfwd.plugin import ConfigValueError
 from logfwd.plugins.in_kafka import PLUGIN as KafkaInput
 from logfwd.plugins.in_kafka.decode import DecodeSettings, decode_messages, parse_time
 
-from .backends._proc import wait_for
+from .backends._proc import free_port, wait_for
 from .backends.kafka import KafkaBroker
 from .pluginkit import PluginConfigError, make_plugin
 
@@ -226,10 +226,8 @@ def test_commits_what_was_delivered(kafka_broker: KafkaBroker, kafka_topic: str,
     assert sum(tp.offset for tp in committed if tp.offset >= 0) == 500
 
 
-def test_broker_down_at_start_is_no_error(tmp_path: Path, kafka_broker_factory: Any) -> None:
+def test_broker_down_at_start_is_no_error(tmp_path: Path) -> None:
     """No broker yet: logfwd starts and waits; once the broker is up, records flow."""
-    from .backends._proc import free_port
-
     port = free_port()
     conf = tmp_path / "c.conf"
     conf.write_text(f"""[INPUT]
