@@ -313,8 +313,11 @@ class KafkaInput(Input):
         _from_thread(self._lost, [(p.topic, p.partition) for p in partitions])
 
     def _on_commit_result(self, err: KafkaError | None, partitions: list[TopicPartition]) -> None:
-        if err is not None and err.code() != KafkaError._NO_OFFSET:
-            self.log.warning("commit failed: %s (later commits carry the offsets again)", err.str())
+        # An asynchronous commit refused during a rebalance (ILLEGAL_GENERATION) must be sent
+        # again: when no record follows on that partition, nothing else would carry its offset.
+        failed = [tp for tp in partitions if tp.error is not None] if err is None else list(partitions)
+        if failed and (err is None or err.code() != KafkaError._NO_OFFSET):
+            _from_thread(self._commit_failed, failed, KafkaException(err or failed[0].error))
 
     def _on_error(self, err: KafkaError) -> None:
         # Global client errors (all brokers down, auth): librdkafka keeps retrying by itself.
