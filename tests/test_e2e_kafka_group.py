@@ -31,7 +31,7 @@ from pathlib import Path
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from .backends._proc import wait_for
+from .backends._proc import free_port, wait_for
 from .backends.kafka import KafkaBroker
 from .test_e2e_outputs import Logfwd, logfwds  # noqa: F401 - fixture
 
@@ -182,3 +182,42 @@ def test_three_aggregators_kill_and_join_lose_nothing(kafka_broker: KafkaBroker,
     committed = _committed(bootstrap, group, topic)
     assert committed == {p: o + 1 for p, o in last.items()}
     assert committed == feeder.ends
+
+
+def test_backend_down_pauses_and_commits_nothing(kafka_broker: KafkaBroker, kafka_topic: str, tmp_path: Path,
+                                                 logfwds: list[Logfwd]) -> None:  # noqa: F811
+    """A dead backend: the input stops at Mem_Buf_Limit (partitions paused) and commits no offset."""
+    bootstrap, group = kafka_broker.bootstrap, "down-" + kafka_topic[-6:]
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    for f in admin.create_topics([NewTopic(kafka_topic, PARTITIONS, 1)]).values():
+        f.result(20)
+    p = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20})
+    for i in range(20000):
+        p.produce(kafka_topic, json.dumps({"n": i, "pad": "x" * 200}).encode())
+    assert p.flush(30) == 0
+    agg = Logfwd(tmp_path, f"""[INPUT]
+    Name            kafka
+    Brokers         {bootstrap}
+    Topics          {kafka_topic}
+    Group_Id        {group}
+    Format          json
+    Envelope        off
+    Poll_Ms         50
+    Buffer_Max_Size 32K
+    Mem_Buf_Limit   256K
+    rdkafka.session.timeout.ms 6000
+
+[OUTPUT]
+    Name        es
+    Match       *
+    Host        127.0.0.1
+    Port        {free_port()}
+    Retry_Limit no_limits
+""")
+    logfwds.append(agg.start())
+    agg.wait_counter("input", "kafka.0", "pauses", 1, timeout=60)
+    time.sleep(2)  # it stays paused: no more records are read while nothing is delivered
+    read = agg.counter("input", "kafka.0", "records")
+    assert 0 < read < 5000, read  # 20,000 waiting: it did not read on
+    assert agg.counter("input", "kafka.0", "records") == read
+    assert all(o == 0 for o in _committed(bootstrap, group, kafka_topic).values())

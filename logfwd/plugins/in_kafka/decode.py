@@ -81,7 +81,16 @@ def parse_time(v: Any) -> int | None:
 
     Anything else with a timezone that ``datetime.fromisoformat`` reads is accepted too;
     ``None`` when the value is not a time (the caller falls back to the Kafka timestamp).
+    The ``...Z`` form is the common case (one per record) and is parsed first, cheaply.
     """
+    if type(v) is str:
+        if len(v) >= 20 and v[-1] == "Z" and v[10] == "T":
+            base = v[:19]
+            sec = _iso_cache.get(base)
+            frac = v[20:-1] if v[19] == "." else ""
+            if sec is not None and frac.isdigit():
+                return sec * _NS + int(frac) * _SCALE[len(frac)] if len(frac) <= 9 else None
+        return _parse_time_slow(v)
     if isinstance(v, bool):
         return None
     if isinstance(v, int):
@@ -91,15 +100,20 @@ def parse_time(v: Any) -> int | None:
             return None
         whole = math.floor(v)  # v - whole is exact, so the fraction keeps every bit the double has
         return whole * _NS + round((v - whole) * _NS)
-    if not isinstance(v, str):
-        return None
+    return None
+
+
+_SCALE = [10 ** (9 - n) for n in range(10)]
+
+
+def _parse_time_slow(v: str) -> int | None:
     if len(v) >= 20 and v[-1] == "Z" and v[10] == "T":
         try:
             sec = _iso_seconds(v[:19])
             frac = v[20:-1] if v[19] == "." else ""
-            if frac and not frac.isdigit():
+            if frac and (not frac.isdigit() or len(frac) > 9):
                 return None
-            return sec * _NS + int((frac + "000000000")[:9])
+            return sec * _NS + (int(frac) * _SCALE[len(frac)] if frac else 0)
         except ValueError:
             return None
     try:

@@ -143,15 +143,20 @@ class KafkaInput(Input):
         timeout = s.poll_timeout_ms / 1000.0
         idle = s.poll_ms / 1000.0
         budget = emitter.budget
+        last_cost = 0  # what the previous cycle cost against the budget: the next one will be alike
         while True:
-            if budget.limit and budget.used >= budget.limit:
+            # Pause *before* emit would block: a blocked emit stops polling, and librdkafka would
+            # keep prefetching (and the group would drop us after max.poll.interval.ms).
+            if budget.limit and budget.used > 0 and budget.used + last_cost > budget.limit:
                 self._pause(consumer)
                 msgs = await trio.to_thread.run_sync(consumer.consume, _PER_CALL, _PAUSE_POLL)
             else:
                 self._resume(consumer)
                 msgs = await trio.to_thread.run_sync(self._poll_cycle, consumer, timeout)
             if msgs:
+                used = budget.used
                 await self._emit(emitter, msgs)
+                last_cost = max(budget.used - used, last_cost // 2)
             elif not self._paused:
                 await trio.sleep(idle)
 
