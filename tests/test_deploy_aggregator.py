@@ -1,0 +1,46 @@
+"""The two-tier layout's shipped files load: the configs with ``logfwd --dry-run``, the manifests as YAML."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+LOGFWD = str(Path(sys.executable).parent / "logfwd")
+ENV = {"KAFKA_BROKERS": "kafka-0:9092,kafka-1:9092", "KAFKA_TOPICS": "logs", "KAFKA_TOPIC": "logs",
+       "KAFKA_GROUP": "logfwd-aggregators", "ES_HOST": "elasticsearch", "ES_PORT": "9200"}
+
+
+@pytest.mark.parametrize("name", ["aggregator.yaml", "kubernetes-kafka.yaml"])
+def test_config_loads(name: str) -> None:
+    r = subprocess.run([LOGFWD, "--dry-run", "-c", str(ROOT / "conf" / name)], env={**os.environ, **ENV},
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_config_without_its_environment_is_refused() -> None:
+    env = {k: v for k, v in os.environ.items() if k not in ENV}
+    r = subprocess.run([LOGFWD, "--dry-run", "-c", str(ROOT / "conf" / "aggregator.yaml")], env=env,
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode != 0
+
+
+def test_deployment_manifest() -> None:
+    docs = {d["kind"]: d for d in yaml.safe_load_all((ROOT / "deploy" / "aggregator.yaml").read_text())}
+    assert {"ConfigMap", "Deployment", "PodDisruptionBudget"} <= set(docs)
+    # The ConfigMap carries the shipped config unchanged, so the two cannot drift apart.
+    assert docs["ConfigMap"]["data"]["aggregator.yaml"] == (ROOT / "conf" / "aggregator.yaml").read_text()
+    spec = docs["Deployment"]["spec"]
+    assert spec["replicas"] >= 2
+    pod = spec["template"]["spec"]
+    c = pod["containers"][0]
+    assert c["readinessProbe"]["httpGet"]["path"] == c["livenessProbe"]["httpGet"]["path"] == "/api/v1/health"
+    assert {e["name"] for e in c["env"]} >= {"KAFKA_BROKERS", "KAFKA_TOPICS", "KAFKA_GROUP", "ES_HOST", "ES_PORT"}
+    assert pod["terminationGracePeriodSeconds"] > 20  # longer than the config's grace
+    selector = docs["PodDisruptionBudget"]["spec"]["selector"]["matchLabels"]
+    assert selector == spec["selector"]["matchLabels"] == spec["template"]["metadata"]["labels"]
