@@ -101,7 +101,7 @@ def test_missing_plugin_library_is_a_config_error(tmp_path: Path) -> None:
 
 
 def test_out_of_range_values_are_refused_by_dry_run() -> None:
-    p = run(["--dry-run", "-i", "syslog", "-p", "port=70000", "-o", "null", "-m", "*"])
+    p = run(["--dry-run", "-i", "syslog", "-p", "mode=tcp", "-p", "port=70000", "-o", "null", "-m", "*"])
     assert p.returncode == 1 and "at most 65535" in p.stderr, p.stderr
     p = run(["--dry-run", "-P", "99999", "-i", "dummy", "-o", "null", "-m", "*"])
     assert p.returncode == 1 and "at most 65535" in p.stderr, p.stderr
@@ -251,6 +251,7 @@ def test_notify_socket_receives_ready_watchdog_reloading_stopping(tmp_path: Path
         proc = subprocess.Popen([LOGFWD, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                 env=env)
         got: list[str] = []
+        stopped = False
 
         def until(word: str) -> None:
             while True:
@@ -267,9 +268,10 @@ def test_notify_socket_receives_ready_watchdog_reloading_stopping(tmp_path: Path
             until("RELOADING=1")
             until("READY=1")
             proc.send_signal(signal.SIGTERM)
+            stopped = True
             until("STOPPING=1")
         finally:
-            if proc.poll() is None:
+            if proc.poll() is None and not stopped:
                 proc.send_signal(signal.SIGTERM)
             _, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err.decode()

@@ -120,7 +120,7 @@ class KafkaInput(Input):
 
     # ------------------------------------------------------------ run
 
-    async def run(self, emitter: Emitter) -> None:
+    async def run(self, emitter: Emitter, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         try:
             consumer = Consumer(self.consumer_conf())
         except (KafkaException, TypeError, ValueError) as e:
@@ -133,6 +133,7 @@ class KafkaInput(Input):
                            on_lost=self._cb_lost)
         self.log.info("consuming %s as group %s from %s", ",".join(self.topics), self.settings.group_id,
                       ",".join(self.brokers) or "(rdkafka.*)")
+        task_status.started()  # subscribed; the brokers need not be up
         async with trio.open_nursery() as nursery:
             if not self.auto_commit:
                 nursery.start_soon(self._commit_loop)

@@ -62,7 +62,7 @@ class SyslogInput(Input):
         Option("Mode", "str", "unix_udp", "transport: udp, tcp, unix_udp or unix_tcp",
                choices=("udp", "tcp", "unix_udp", "unix_tcp")),
         Option("Listen", "str", "0.0.0.0", "address to bind in tcp/udp mode"),
-        Option("Port", "int", "5140", "port to listen on in tcp/udp mode", minimum=0),
+        Option("Port", "int", "5140", "port to listen on in tcp/udp mode", minimum=0, maximum=65535),
         Option("Path", "str", None, "Unix socket file in unix_tcp/unix_udp mode (a stale file is removed)"),
         Option("Unix_Perm", "str", "0644", "permissions of the Unix socket file (octal)"),
         Option("Parser", "str", None,

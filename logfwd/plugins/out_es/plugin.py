@@ -195,7 +195,7 @@ class EsOutput(Output):
     description = "Send records to Elasticsearch (or OpenSearch) with the _bulk API"
     options = (
         Option("Host", "str", "127.0.0.1", "Elasticsearch host name or IP address"),
-        Option("Port", "int", "9200", "Elasticsearch TCP port", minimum=1),
+        Option("Port", "int", "9200", "Elasticsearch TCP port", minimum=1, maximum=65535),
         Option("Path", "str", "", "path prefix when Elasticsearch sits behind a reverse proxy on a sub-path"),
         Option("Index", "str", "fluent-bit", "index name (strftime patterns expand with the record time, UTC)"),
         Option("Type", "str", "_doc", "mapping type; ignored with Suppress_Type_Name"),

@@ -60,7 +60,7 @@ class InfluxDBOutput(Output):
     description = "InfluxDB time series database (line protocol, API v1 or v2)"
     options = (
         Option("Host", "str", "127.0.0.1", "InfluxDB host name or IP address"),
-        Option("Port", "int", "8086", "InfluxDB HTTP port", minimum=1),
+        Option("Port", "int", "8086", "InfluxDB HTTP port", minimum=1, maximum=65535),
         Option("Database", "str", "fluentbit", "database (API v1); ignored when Bucket is set"),
         Option("Bucket", "str", None, "bucket (API v2); setting it selects the v2 API"),
         Option("Org", "str", "fluent", "organization of the bucket (API v2)"),
