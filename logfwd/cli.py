@@ -149,7 +149,9 @@ def _list_plugins() -> str:
     return "\n".join(out)
 
 
-def _help_plugin(spec: str) -> str:
+def help_plugin(spec: str) -> str:
+    """Every option of the plugin(s) named ``spec`` (``name`` or ``kind:name``): type, help, default, and
+    whether the engine handles it for every plugin of that kind (``[common]``) or it has no effect."""
     kind_hint, _, name = spec.rpartition(":")
     kinds = [kind_hint] if kind_hint in KINDS else list(KINDS)
     found = []
@@ -218,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
         print(_list_plugins())
         return 0
     if args.help_plugin:
-        print(_help_plugin(args.help_plugin))
+        print(help_plugin(args.help_plugin))
         return 0
     try:
         cfg, reload = _loader(args, plugins)
