@@ -144,22 +144,23 @@ class KafkaInput(Input):
         timeout = s.poll_timeout_ms / 1000.0
         idle = s.poll_ms / 1000.0
         budget = emitter.budget
-        last_cost = 0  # what the previous cycle cost against the budget: the next one will be alike
         while True:
-            # Pause *before* emit would block: a blocked emit stops polling, and librdkafka would
-            # keep prefetching (and the group would drop us after max.poll.interval.ms).
-            if budget.limit and budget.used > 0 and budget.used + last_cost > budget.limit:
-                self._pause(consumer)
-                msgs = await trio.to_thread.run_sync(consumer.consume, _PER_CALL, _PAUSE_POLL)
-            else:
-                self._resume(consumer)
-                msgs = await trio.to_thread.run_sync(self._poll_cycle, consumer, timeout)
-            if msgs:
-                used = budget.used
-                await self._emit(emitter, msgs)
-                last_cost = max(budget.used - used, last_cost // 2)
-            elif not self._paused:
+            self._resume(consumer)
+            msgs = await trio.to_thread.run_sync(self._poll_cycle, consumer, timeout)
+            if not msgs:
                 await trio.sleep(idle)
+                continue
+            # Never block in emit: a blocked emit stops polling, librdkafka keeps prefetching and
+            # the group drops us after max.poll.interval.ms. While what we hold would not fit in
+            # Mem_Buf_Limit, pause the partitions and keep polling (which returns nothing for them).
+            need = _cost_estimate(msgs)
+            while budget.limit and budget.used > 0 and budget.used + need > budget.limit:
+                self._pause(consumer)
+                more = await trio.to_thread.run_sync(consumer.consume, _PER_CALL, _PAUSE_POLL)
+                if more:  # partitions assigned since the pause are not paused yet
+                    msgs.extend(more)
+                    need = _cost_estimate(msgs)
+            await self._emit(emitter, msgs)
 
     def _poll_cycle(self, consumer: Consumer, timeout: float) -> list[Any]:
         """Up to ``Buffer_Max_Size`` payload bytes of messages (worker thread)."""
@@ -359,3 +360,13 @@ def _from_thread(fn: Callable[..., Any], *args: Any) -> Any:
 
 def _fmt(tps: list[TP]) -> str:
     return ", ".join(f"{t}[{p}]" for t, p in sorted(tps)) or "nothing"
+
+
+def _cost_estimate(msgs: list[Any]) -> int:
+    """An upper bound of what ``msgs`` will cost against Mem_Buf_Limit once decoded (see ``memory_cost``):
+    their payload bytes twice over (text plus parsed values) and a dict with several fields each."""
+    size = 0
+    for m in msgs:
+        v = m.value()
+        size += len(v) if v is not None else 0
+    return 2 * size + 700 * len(msgs)
