@@ -38,14 +38,16 @@ import zoneinfo
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
+from re import _constants as _sre_constants  # type: ignore[attr-defined]
+from re import _parser as _sre_parse  # type: ignore[attr-defined]
 from typing import Any
 
 import orjson
 
 from . import _fastparse as fp
-from .options import Option, OptionError
-from .plugin import ConfigValueError
-from .regex import compile_onigmo
+from .multiline import MultilineParser, builtin_multiline
+from .options import ConfigValueError, Option, OptionError, parse_bool
+from .regex import compile_onigmo, split_flags
 
 __all__ = [
     "PARSER_OPTIONS",
@@ -109,25 +111,11 @@ NATIVE_REGEXES: dict[str, str] = {
 _CONTEXT_SENSITIVE = re.compile(r"\(\?<?[=!]|\\[AZzG]")
 
 
-def _split_ruby(pattern: str) -> tuple[str, int]:
-    """``/expr/flags`` (Ruby literal, accepted by Fluent Bit) → (expr, re flags)."""
-    p = pattern.strip()
-    m = re.fullmatch(r"/(.*)/([imx]*)", p, re.S)
-    if not m:
-        return p, 0
-    flags = 0
-    for c in m.group(2):
-        flags |= {"i": re.I, "m": re.S, "x": re.X}[c]
-    return m.group(1), flags
-
-
 def _anchored(pattern: re.Pattern[str]) -> bool:
     """True for ``^…$`` at top level (no top-level alternation): one match is one whole line."""
+    c = _sre_constants
     try:
-        from re import _constants as c
-        from re import _parser as sre_parse
-
-        data = sre_parse.parse(pattern.pattern, pattern.flags).data
+        data = _sre_parse.parse(pattern.pattern, pattern.flags).data
         return bool(data) and data[0] == (c.AT, c.AT_BEGINNING) and data[-1] == (c.AT, c.AT_END)
     except Exception:  # a private module changed: just take the general scan
         return False
@@ -266,7 +254,7 @@ class Parser:
         if fmt == "regex":
             if not regex:
                 raise ConfigValueError("regex", "Format regex needs a Regex")
-            expr, flags = _split_ruby(str(regex))
+            expr, flags = split_flags(str(regex).strip())
             try:
                 self._regex = compile_onigmo(expr, re.M | flags)
             except re.error as e:
@@ -431,8 +419,6 @@ def _bool(v: Any, default: bool) -> bool:
         return default
     if isinstance(v, bool):
         return v
-    from .options import parse_bool
-
     try:
         return parse_bool(v)
     except OptionError:
@@ -480,8 +466,8 @@ class ParserRegistry:
 
     def __init__(self) -> None:
         self._parsers: dict[str, Parser] = {}
-        self._multiline: dict[str, Any] = {}
-        self._builtin_ml: dict[str, Any] | None = None
+        self._multiline: dict[str, MultilineParser] = {}
+        self._builtin_ml: dict[str, MultilineParser] | None = None
 
     def add_parser(self, options: dict[str, Any]) -> None:
         """Add (or replace, as a later file does in Fluent Bit) a parser; ConfigValueError if invalid."""
@@ -489,8 +475,6 @@ class ParserRegistry:
         self._parsers[p.name] = p
 
     def add_multiline(self, options: dict[str, Any]) -> None:
-        from .multiline import MultilineParser  # written by the multiline work; imported on use
-
         ml = MultilineParser.from_config(options, self)
         self._multiline[ml.name] = ml
 
@@ -500,14 +484,12 @@ class ParserRegistry:
     def names(self) -> list[str]:
         return sorted(self._parsers)
 
-    def _builtins(self) -> dict[str, Any]:
+    def _builtins(self) -> dict[str, MultilineParser]:
         if self._builtin_ml is None:
-            from .multiline import builtin_multiline
-
             self._builtin_ml = builtin_multiline()
         return self._builtin_ml
 
-    def multiline(self, name: str) -> Any:
+    def multiline(self, name: str) -> MultilineParser:
         if name in self._multiline:
             return self._multiline[name]
         return self._builtins()[name]

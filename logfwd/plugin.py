@@ -16,6 +16,7 @@ import importlib
 import logging
 import pkgutil
 import re
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
@@ -23,9 +24,10 @@ from typing import Any, ClassVar
 
 import orjson
 
-from .engine.batch import AckHandle, AckTracker, Batch, Chunk, MemBudget, Result
+from . import plugins as builtin_plugins  # the package only: its __init__ imports no plugin
+from .batch import AckHandle, AckTracker, Batch, Chunk, MemBudget, Result
 from .metrics import Counters
-from .options import Option, make_settings
+from .options import ConfigValueError, Option, closest, make_settings
 
 __all__ = [
     "Plugin",
@@ -58,18 +60,6 @@ ALIASES: dict[str, dict[str, str]] = {
     "filter": {"k8s": "kubernetes"},
     "output": {"elasticsearch": "es", "influx": "influxdb"},
 }
-
-
-class ConfigValueError(Exception):
-    """A plugin rejects a configured value in ``setup()``.
-
-    The config layer turns it into an error naming file, line, section and key.
-    """
-
-    def __init__(self, key: str, message: str) -> None:
-        super().__init__(message)
-        self.key = key
-        self.message = message
 
 
 class PluginNotFound(LookupError):
@@ -165,8 +155,6 @@ class Emitter:
                 handle.done()
             return
         if times is None:
-            import time
-
             now = time.time_ns()
             times = [now] * len(records)
         if nbytes <= 0:
@@ -339,11 +327,9 @@ def _entry_point_plugins() -> dict[tuple[str, str], Any]:
 
 
 def _builtin_names(kind: str) -> list[str]:
-    from . import plugins
-
     prefix = _PREFIX[kind]
     return sorted(
-        m.name[len(prefix) :] for m in pkgutil.iter_modules(plugins.__path__) if m.name.startswith(prefix)
+        m.name[len(prefix) :] for m in pkgutil.iter_modules(builtin_plugins.__path__) if m.name.startswith(prefix)
     )
 
 
@@ -359,8 +345,6 @@ _NAME_RE = re.compile(r"^[a-z0-9_]+$")
 
 def find_plugin(kind: str, name: str) -> type[Plugin]:
     """The plugin class for a config's ``Name``; raises PluginNotFound with a suggestion."""
-    from .options import closest
-
     key = name.strip().lower()
     key = ALIASES.get(kind, {}).get(key, key)
     if _NAME_RE.match(key) and key in _builtin_names(kind):

@@ -17,9 +17,9 @@ from typing import Any
 
 import trio
 
+from logfwd.batch import Batch, Chunk, MemBudget, Result
 from logfwd.config.model import ConfigIssue, RawEntry, RawSection
 from logfwd.config.validate import convert_entries
-from logfwd.engine.batch import Batch, Chunk, MemBudget, Result
 from logfwd.metrics import FILTER_COUNTERS, INPUT_COUNTERS, OUTPUT_COUNTERS, Counters
 from logfwd.options import OptionError
 from logfwd.plugin import Emitter, Output, Plugin, PluginContext, all_options

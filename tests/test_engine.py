@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import trio
 
-from logfwd.engine.batch import AckTracker, Chunk, Result
+from logfwd.batch import AckTracker, Chunk, Result
 from logfwd.engine.pipeline import Pipeline
 from logfwd.engine.retry import RetryPolicy, parse_retry_limit
 from logfwd.engine.router import TagMatcher

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from logfwd.engine.batch import Batch
+from logfwd.batch import Batch
 from logfwd.plugin import ConfigValueError, Plugin, find_plugin
 
 from .pluginkit import make_plugin

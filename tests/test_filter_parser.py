@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from logfwd.engine.batch import Batch
+from logfwd.batch import Batch
 from logfwd.parsers import ParserRegistry, load_parsers_file
 from logfwd.plugin import ConfigValueError, Plugin, find_plugin
 

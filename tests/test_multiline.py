@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from logfwd.engine.batch import AckHandle, Batch
+from logfwd.batch import AckHandle, Batch
 from logfwd.multiline import MultilineParser, builtin_multiline, group, rfc3339_ns
 from logfwd.plugin import ConfigValueError
 from tests.test_filter_grep import make

@@ -19,10 +19,12 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from ..metrics import Counters
+from ..multiline import MULTILINE_OPTIONS
 from ..options import Option, OptionError, closest
+from ..parsers import PARSER_OPTIONS
 from ..plugin import ConfigValueError, PluginContext, PluginNotFound, all_options, find_plugin
-from .model import Config, ConfigIssue, Document, PluginSection, RawEntry, RawSection
-from .reader import ReadContext, read_any
+from .model import Config, ConfigError, ConfigIssue, Document, PluginSection, RawEntry, RawSection
+from .reader import new_context, read_any
 from .service import SERVICE_OPTIONS, UNSUPPORTED_SERVICE_KEYS
 from .variables import interpolate
 
@@ -194,9 +196,6 @@ def _resolve_parsers_file(name: str, main_dir: str | None) -> str | None:
 def register_parsers(sections: list[RawSection], registry: Any, issues: list[ConfigIssue]) -> None:
     """Check [PARSER]/[MULTILINE_PARSER] sections and add them: all parsers first (multiline parsers
     refer to them by name), then multiline parsers."""
-    from ..multiline import MULTILINE_OPTIONS
-    from ..parsers import PARSER_OPTIONS
-
     for kind, opts, add in (
         ("parser", PARSER_OPTIONS, registry.add_parser),
         ("multiline_parser", MULTILINE_OPTIONS, registry.add_multiline),
@@ -349,8 +348,6 @@ def build_config(
     extra_parsers_files: Sequence[str] = (),
 ) -> Config:
     """Validate ``doc`` and return a Config, or raise ConfigError with every issue found."""
-    from .model import ConfigError
-
     issues = doc.issues
     warnings = doc.warnings
     _interpolate_doc(doc, env)
@@ -374,7 +371,7 @@ def build_config(
 
     # ---- parsers: files named in the service section and on the command line, then the config's own
     pdoc = Document(variables=doc.variables)
-    pctx = ReadContext(env=env, main_dir=main_dir or os.curdir, allowed=PARSER_KINDS)
+    pctx = new_context(env, main_dir or os.curdir, PARSER_KINDS)
     wanted = list(svc.where.get("parsers_file", []))
     wanted += [Occ(None, None, p, "parsers_file") for p in extra_parsers_files]
     for occ in wanted:
