@@ -14,6 +14,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from .backends._proc import free_port, wait_for
 
@@ -119,7 +120,6 @@ def test_prometheus_counts_match_delivered(tmp_path: Path) -> None:
         proc.stdin.flush()
         out = tmp_path / "out.txt"
         wait_for(lambda: out.exists() and len(out.read_text().splitlines()) == 1234, 30, "records in the file")
-        from prometheus_client.parser import text_string_to_metric_families
 
         def prom() -> dict[str, float]:
             _, body = http_get(port, "/api/v1/metrics/prometheus")

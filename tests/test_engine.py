@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import random
+import re
 from pathlib import Path
 from typing import Any
 
@@ -144,8 +146,6 @@ def run(cfg: Any, timeout: float = 20) -> Pipeline:
 
 
 def test_tag_matcher() -> None:
-    import re
-
     assert TagMatcher("kube.*", None)("kube.var.log.x")
     assert not TagMatcher("kube.*", None)("kub.x")
     assert TagMatcher("*", None)("anything")
@@ -157,8 +157,6 @@ def test_tag_matcher() -> None:
 
 def test_routing_and_filters(tmp_path: Path) -> None:
     ListInput.batches = [("a.x", [{"n": 1}]), ("b.y", [{"n": 2}]), ("c", [{"n": 3}])]
-    import re
-
     cfg = config(
         section(ListInput),
         section(AddField, match="a.*"),
@@ -266,8 +264,6 @@ def test_partial_refusal_and_item_retry(tmp_path: Path) -> None:
 
 
 def test_retry_backoff_full_jitter() -> None:
-    import random
-
     pol = RetryPolicy(limit=None, base=1, cap=30)
     rng = random.Random(1)
     delays = [pol.delay(a, rng) for a in range(1, 12) for _ in range(50)]

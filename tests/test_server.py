@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import socket
 import time
@@ -153,8 +154,6 @@ def test_many_concurrent_clients() -> None:
     reg = sample_registry()
 
     def client(base: str) -> list[int]:
-        import concurrent.futures
-
         def one(i: int) -> int:
             with httpx.Client(base_url=base) as c:
                 return sum(c.get("/api/v1/metrics/prometheus").status_code == 200 for _ in range(5))
