@@ -11,12 +11,14 @@ from typing import Any
 import pytest
 import trio
 
+import logfwd.plugin as plugin_mod
 from logfwd.batch import AckTracker, Chunk, Result
+from logfwd.config import load_config
 from logfwd.engine.pipeline import Pipeline
 from logfwd.engine.retry import RetryPolicy, parse_retry_limit
 from logfwd.engine.router import TagMatcher
 from logfwd.options import Option
-from logfwd.plugin import Emitter, Filter, Input, Output
+from logfwd.plugin import Emitter, Filter, Input, Output, find_plugin
 
 from .enginekit import config, section
 
@@ -345,3 +347,39 @@ def test_grace_timeout_leaves_unacked(tmp_path: Path) -> None:
     assert not p.stopped_cleanly
     assert ListInput.commits == []  # nothing acknowledged: a restart reads it again
     assert not (tmp_path / "dead-letter" / "down.jsonl").exists()
+
+
+class CountingSetup(Output):
+    """Counts ``setup`` calls per class; the instance the config layer validated is the one that runs."""
+
+    name = "countsetup"
+    options = ()
+    setups = 0
+
+    def setup(self) -> None:
+        type(self).setups += 1
+        self.metrics.inc("flushes", 0)
+        OUTPUTS[self.ctx.instance] = self
+
+    async def flush(self, chunk: Chunk) -> Result:
+        return Result.ok()
+
+
+def test_setup_runs_once_and_the_validated_instance_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(plugin_mod, "_entry_point_cache", {("output", "countsetup"): CountingSetup})
+    CountingSetup.setups = 0
+    path = tmp_path / "a.conf"
+    path.write_text("[INPUT]\n    Name dummy\n    Samples 3\n[OUTPUT]\n    Name countsetup\n    Match *\n")
+    cfg = load_config(path, env={})
+    validated = cfg.outputs[0].plugin
+    assert CountingSetup.setups == 1 and OUTPUTS["countsetup.0"] is validated
+    p = run(cfg)
+    assert CountingSetup.setups == 1
+    assert p.registry.get("output", "countsetup.0") is validated.metrics
+    assert validated.metrics["proc_records"] == 3
+
+
+def test_only_filters_that_hold_records_are_asked_for_them() -> None:
+    """The contract: ``flush_pending`` is a base-class method, ``holds_records`` says who overrides it."""
+    assert not AddField.holds_records and AddField.flush_pending(AddField.__new__(AddField), True) == []
+    assert find_plugin("filter", "multiline").holds_records

@@ -12,17 +12,15 @@ starts.
 
 from __future__ import annotations
 
-import logging
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from ..metrics import Counters
 from ..multiline import MULTILINE_OPTIONS
 from ..options import Option, OptionError, closest
 from ..parsers import PARSER_OPTIONS
-from ..plugin import ConfigValueError, PluginContext, PluginNotFound, all_options, find_plugin
+from ..plugin import ConfigValueError, PluginNotFound, all_options, create_plugin, find_plugin
 from .model import Config, ConfigError, ConfigIssue, Document, PluginSection, RawEntry, RawSection
 from .reader import new_context, read_any
 from .service import SERVICE_OPTIONS, UNSUPPORTED_SERVICE_KEYS
@@ -313,18 +311,8 @@ def _plugin_sections(
 
         if len(issues) > n_before:
             continue
-        ctx = PluginContext(
-            instance=instance,
-            metrics=Counters(),
-            log=logging.getLogger(f"logfwd.{kind}.{instance}"),
-            service=service,
-            parsers=registry,
-            storage_path=service.get("storage.path"),
-            raw=list(conv.raw),
-        )
         try:
-            plugin = cls(dict(opts), ctx)
-            plugin.setup()
+            plugin = create_plugin(cls, opts, instance=instance, service=service, parsers=registry, raw=conv.raw)
         except ConfigValueError as e:
             issues.append(ConfigIssue(sect.file, _line_of(conv, e.key, sect.line), label, e.key, e.message))
             continue
@@ -333,7 +321,7 @@ def _plugin_sections(
                                       f"plugin setup failed: {type(e).__name__}: {e}"))
             continue
         result[kind].append(
-            PluginSection(kind, canonical, cls, opts, list(conv.raw), instance, sect.file, sect.line)
+            PluginSection(kind, canonical, cls, opts, list(conv.raw), instance, sect.file, sect.line, plugin)
         )
     return result
 

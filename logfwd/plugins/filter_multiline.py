@@ -125,6 +125,7 @@ class _TagState:
 class MultilineFilter(Filter):
     name = "multiline"
     description = "concatenate multiline messages (stack traces) and split Docker messages"
+    holds_records = True  # a record is complete only when a later line (or flush_ms) says so
     options = (
         Option("multiline.parser", "csv", None, "multiline parsers to apply, comma separated (go, java, ...)",
                multi=True),
