@@ -258,10 +258,6 @@ class Result:
     def retry_everything(cls, reason: str) -> Result:
         return cls(retry_all=True, reason=reason)
 
-    @classmethod
-    def refuse_everything(cls, n: int, reason: str) -> Result:
-        return cls(refused=[(i, reason) for i in range(n)], reason=reason)
-
     @property
     def delivered_all(self) -> bool:
         return not self.retry_all and not self.retry and not self.refused

@@ -37,7 +37,6 @@ import time
 import zoneinfo
 from collections.abc import Callable
 from datetime import datetime, timedelta
-from pathlib import Path
 from re import _constants as _sre_constants  # type: ignore[attr-defined]
 from re import _parser as _sre_parse  # type: ignore[attr-defined]
 from typing import Any
@@ -54,12 +53,8 @@ __all__ = [
     "FORMATS",
     "Parser",
     "ParserRegistry",
-    "load_parsers_file",
-    "read_parsers_file",
-    "SHIPPED_PARSERS_FILE",
 ]
 
-SHIPPED_PARSERS_FILE = Path(__file__).resolve().parent / "parsers.conf"
 
 FORMATS = ("json", "regex", "logfmt", "ltsv", "tskv", "syslog-rfc3164", "syslog-rfc3164-local",
            "syslog-rfc5424", "cri", "docker")
@@ -496,53 +491,3 @@ class ParserRegistry:
 
     def multiline_names(self) -> list[str]:
         return sorted(set(self._multiline) | set(self._builtins()))
-
-
-# ---------------------------------------------------------------------- a minimal parsers-file reader
-
-def read_parsers_file(path: str | Path) -> list[dict[str, Any]]:
-    """The [PARSER] sections of a Fluent Bit classic parsers file, converted per PARSER_OPTIONS.
-
-    A small reader for tools and tests (bench/kernels.py); the daemon's config
-    layer (logfwd.config) is the full one, with line numbers and every check.
-    """
-    sections: list[list[tuple[str, str]]] = []
-    cur: list[tuple[str, str]] | None = None
-    for raw in Path(path).read_text(encoding="utf-8").splitlines():
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        if line.startswith("[") and line.endswith("]"):
-            cur = [] if line[1:-1].strip().upper() == "PARSER" else None
-            if cur is not None:
-                sections.append(cur)
-            continue
-        if cur is None:
-            continue
-        key, _, value = line.partition(" ")
-        cur.append((key.strip().lower(), value.strip()))
-    byname = {o.key: o for o in PARSER_OPTIONS}
-    out = []
-    for entries in sections:
-        conv: dict[str, Any] = {o.key: o.default_value() for o in PARSER_OPTIONS}
-        for key, value in entries:
-            opt = byname.get(key)
-            if opt is None:
-                raise ConfigValueError(key, f"unknown [PARSER] key {key!r}")
-            try:
-                v = opt.convert(value)
-            except OptionError as e:
-                raise ConfigValueError(key, str(e)) from None
-            if opt.multi:
-                conv[key].append(v)
-            else:
-                conv[key] = v
-        out.append(conv)
-    return out
-
-
-def load_parsers_file(registry: ParserRegistry, path: str | Path = SHIPPED_PARSERS_FILE) -> ParserRegistry:
-    """Add every [PARSER] of a classic parsers file (the shipped one by default) to ``registry``."""
-    for options in read_parsers_file(path):
-        registry.add_parser(options)
-    return registry

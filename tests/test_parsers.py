@@ -15,7 +15,7 @@ import pytest
 
 from logfwd import _fastparse as fp
 from logfwd.config import default_parsers, load_config
-from logfwd.parsers import NATIVE_REGEXES, PARSER_OPTIONS, Parser, ParserRegistry, load_parsers_file
+from logfwd.parsers import NATIVE_REGEXES, PARSER_OPTIONS, Parser, ParserRegistry
 from logfwd.plugin import ConfigValueError
 from logfwd.plugins.out_es.bulk import BulkSettings, build_bulk
 from logfwd.regex import compile_onigmo
@@ -36,7 +36,7 @@ def lines(name: str) -> list[bytes]:
 
 @pytest.fixture(scope="module")
 def reg() -> ParserRegistry:
-    return load_parsers_file(ParserRegistry())
+    return default_parsers()
 
 
 def make(**opts: Any) -> Parser:

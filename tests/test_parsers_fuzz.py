@@ -10,11 +10,12 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from logfwd import _fastparse as fp
-from logfwd.parsers import NATIVE_REGEXES, PARSER_OPTIONS, Parser, ParserRegistry, _anchored, load_parsers_file
+from logfwd.config import default_parsers
+from logfwd.parsers import NATIVE_REGEXES, PARSER_OPTIONS, Parser, _anchored
 from logfwd.plugins.out_influxdb import lineproto
 from logfwd.regex import compile_onigmo
 
-REG = load_parsers_file(ParserRegistry())
+REG = default_parsers()
 NOW = 1_800_000_000 * 10**9
 FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

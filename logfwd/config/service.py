@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from ..options import Option
 
-__all__ = ["SERVICE_OPTIONS", "IGNORED_SERVICE_KEYS", "UNSUPPORTED_SERVICE_KEYS"]
+__all__ = ["SERVICE_OPTIONS", "UNSUPPORTED_SERVICE_KEYS"]
 
 _LEVELS = ("off", "error", "warn", "warning", "info", "debug", "trace")
 
@@ -65,22 +65,6 @@ SERVICE_OPTIONS: tuple[Option, ...] = (
     Option("sp.convert_from_str_to_num", "bool", "on", "accepted for Fluent Bit compatibility; no effect"),
     Option("enable_chunk_trace", "bool", "off", "accepted for Fluent Bit compatibility; no effect"),
     Option("windows.maxstdio", "int", "512", "accepted for Fluent Bit compatibility; no effect"),
-)
-
-# Keys that load but do nothing: the loader does not warn about them.
-IGNORED_SERVICE_KEYS = frozenset(
-    {
-        "coro_stack_size",
-        "dns.mode",
-        "dns.resolver",
-        "dns.prefer_ipv4",
-        "dns.prefer_ipv6",
-        "sp.convert_from_str_to_num",
-        "enable_chunk_trace",
-        "windows.maxstdio",
-        "hot_reload.ensure_thread_safety",
-        "json.escape_unicode",
-    }
 )
 
 # Keys that would change behaviour in Fluent Bit but that logfwd cannot honour:
