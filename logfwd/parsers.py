@@ -247,20 +247,31 @@ class Parser:
             fmt = "regex"
         self.format = fmt
         if fmt == "regex":
-            if not regex:
-                raise ConfigValueError("regex", "Format regex needs a Regex")
-            expr, flags = split_flags(str(regex).strip())
-            try:
-                self._regex = compile_onigmo(expr, re.M | flags)
-            except re.error as e:
-                raise ConfigValueError("regex", f"invalid regular expression: {e}") from None
-            if not self._regex.groupindex:
-                raise ConfigValueError("regex", "the regular expression has no named group (?<name>...)")
-            if flags & re.S or _CONTEXT_SENSITIVE.search(expr):
-                self._whole_buffer = False
-            self._anchored = _anchored(self._regex)
-            self._kernel = self._native_kernel(expr.strip(), flags)
-        # time
+            self._compile_regex(regex)
+        self._setup_time(opts)
+        # Types: Fluent Bit applies them to regex, logfmt and ltsv records, not json.
+        self._types: dict[str, str] = _types(opts.get("types")) if fmt != "json" else {}
+        # Decoders: field -> [(decoder, action, in_place)].
+        self._decoders = _decoders(opts, fmt)
+
+    def _compile_regex(self, regex: Any) -> None:
+        """The ``Regex`` (``/expr/flags`` accepted), how batches are scanned, and a native kernel if one fits."""
+        if not regex:
+            raise ConfigValueError("regex", "Format regex needs a Regex")
+        expr, flags = split_flags(str(regex).strip())
+        try:
+            self._regex = compile_onigmo(expr, re.M | flags)
+        except re.error as e:
+            raise ConfigValueError("regex", f"invalid regular expression: {e}") from None
+        if not self._regex.groupindex:
+            raise ConfigValueError("regex", "the regular expression has no named group (?<name>...)")
+        if flags & re.S or _CONTEXT_SENSITIVE.search(expr):
+            self._whole_buffer = False
+        self._anchored = _anchored(self._regex)
+        self._kernel = self._native_kernel(expr.strip(), flags)
+
+    def _setup_time(self, opts: dict[str, Any]) -> None:
+        """``Time_Key``, ``Time_Keep``, ``Time_Format`` (with offset, system zone, strictness), ``Time_Zone``."""
         self.time_key: str = str(opts.get("time_key") or "time")
         self.time_keep: bool = _bool(opts.get("time_keep"), False)
         self._time: fp.TimeParser | None = None
@@ -273,32 +284,6 @@ class Parser:
             offset = _parse_offset(str(opts["time_offset"])) if opts.get("time_offset") else 0
             self._time = fp.TimeParser(str(tfmt), offset, _bool(opts.get("time_system_timezone"), False),
                                        _bool(opts.get("time_strict"), True))
-        # types (Fluent Bit applies them to regex, logfmt and ltsv records)
-        self._types: dict[str, str] = {}
-        if opts.get("types") and fmt != "json":
-            for item in str(opts["types"]).split():
-                key, sep, kind = item.rpartition(":")
-                if not sep or not key or kind.lower() not in _TYPES:
-                    raise ConfigValueError("types", f"expected key:type with type one of {', '.join(_TYPES)}, "
-                                                    f"got {item!r}")
-                self._types[key] = kind.lower()
-        # decoders: field -> [(decoder, action, in_place)]
-        self._decoders: dict[str, list[tuple[str, str | None, bool]]] = {}
-        for opt, in_place in (("decode_field", False), ("decode_field_as", True)):
-            vals = opts.get(opt) or []
-            if isinstance(vals, str):
-                vals = [vals]
-            for v in vals:
-                parts = str(v).split()
-                if len(parts) not in (2, 3) or parts[0].lower() not in _DECODERS or (
-                        len(parts) == 3 and parts[2].lower() not in _ACTIONS):
-                    raise ConfigValueError(opt, f"expected '<{'|'.join(_DECODERS)}> <field> "
-                                                f"[{'|'.join(_ACTIONS)}]', got {v!r}")
-                dec = parts[0].lower()
-                if fmt == "json" and dec in ("escaped", "escaped_utf8"):
-                    continue  # the JSON decoder already decoded the escapes
-                self._decoders.setdefault(parts[1], []).append(
-                    (dec, parts[2].lower() if len(parts) == 3 else None, in_place))
 
     def __repr__(self) -> str:
         return f"<Parser {self.name} format={self.format}{' native' if self._kernel else ''}>"
@@ -407,6 +392,37 @@ class Parser:
         if r is None:
             return None
         return times[0], r
+
+
+def _types(value: Any) -> dict[str, str]:
+    """``Types key:type ...`` → {key: type}."""
+    out: dict[str, str] = {}
+    for item in str(value or "").split():
+        key, sep, kind = item.rpartition(":")
+        if not sep or not key or kind.lower() not in _TYPES:
+            raise ConfigValueError("types", f"expected key:type with type one of {', '.join(_TYPES)}, got {item!r}")
+        out[key] = kind.lower()
+    return out
+
+
+def _decoders(opts: dict[str, Any], fmt: str) -> dict[str, list[tuple[str, str | None, bool]]]:
+    """``Decode_Field`` / ``Decode_Field_As`` lines → field: [(decoder, action, in place)], in order."""
+    out: dict[str, list[tuple[str, str | None, bool]]] = {}
+    for opt, in_place in (("decode_field", False), ("decode_field_as", True)):
+        vals = opts.get(opt) or []
+        if isinstance(vals, str):
+            vals = [vals]
+        for v in vals:
+            parts = str(v).split()
+            if len(parts) not in (2, 3) or parts[0].lower() not in _DECODERS or (
+                    len(parts) == 3 and parts[2].lower() not in _ACTIONS):
+                raise ConfigValueError(opt, f"expected '<{'|'.join(_DECODERS)}> <field> "
+                                            f"[{'|'.join(_ACTIONS)}]', got {v!r}")
+            dec = parts[0].lower()
+            if fmt == "json" and dec in ("escaped", "escaped_utf8"):
+                continue  # the JSON decoder already decoded the escapes
+            out.setdefault(parts[1], []).append((dec, parts[2].lower() if len(parts) == 3 else None, in_place))
+    return out
 
 
 def _bool(v: Any, default: bool) -> bool:
