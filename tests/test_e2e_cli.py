@@ -136,7 +136,7 @@ def test_prometheus_counts_match_delivered(tmp_path: Path) -> None:
         assert status == 200 and json.loads(body)["output"]["file.0"]["proc_records"] == 1234
         assert http_get(port, "/api/v1/health")[0] == 200
         assert json.loads(http_get(port, "/api/v1/uptime")[1])["uptime_sec"] >= 0
-        assert "logfwd" in json.loads(http_get(port, "/")[1])
+        assert json.loads(http_get(port, "/")[1])["logfwd"]["edition"] == "Community"  # Fluent Bit's spelling
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.communicate(timeout=20)

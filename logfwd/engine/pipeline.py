@@ -248,7 +248,7 @@ class Pipeline:
             str(self.service.get("http_listen") or "0.0.0.0"),
             int(self.service["http_port"]) if self.service.get("http_port") is not None else 2020,
             task_status=task_status,
-            build_info={"version": __version__, "edition": "community"},
+            build_info={"version": __version__},
         )
 
     # ------------------------------------------------------------ introspection
