@@ -330,7 +330,8 @@ COMMON_OPTIONS: dict[str, tuple[Option, ...]] = {
         Option("storage.pause_on_chunks_overlimit", "bool", "off", "pause instead of spilling at the limit"),
         Option("Log_Level", "str", None, "log level of this instance",
                choices=("off", "error", "warn", "warning", "info", "debug", "trace")),
-        Option("Threaded", "bool", "off", "accepted for Fluent Bit compatibility; inputs share the event loop"),
+        Option("Threaded", "bool", "off", "run the input in its own thread",
+               unsupported="inputs share one event loop"),
     ),
     "filter": (
         Option("Match", "str", None, "tag pattern with '*' wildcards"),

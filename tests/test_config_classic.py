@@ -353,3 +353,29 @@ def test_output_without_match_is_accepted_with_a_warning(tmp_path: Path) -> None
     assert len(cfg.outputs) == 2 and cfg.outputs[0].options["match"] is None
     assert cfg.outputs[1].options["match_regex"].pattern == r"^dummy\.", "Match_Regex alone is a match"
     assert cfg.warnings == [f"{p}:3: [OUTPUT] null.0: no Match or Match_Regex: this output receives no records"]
+
+
+def test_fluent_bit_keys_without_effect_load_with_a_warning(tmp_path: Path) -> None:
+    """Never silently ignored: each says it has no effect here, and why."""
+    p = write(tmp_path, "main.conf", """
+        [SERVICE]
+            dns.mode        TCP
+            json.escape_unicode on
+        [INPUT]
+            Name      dummy
+            Threaded  on
+        [FILTER]
+            Name      multiline
+            Match     *
+            multiline.parser go
+            emitter_name  ml_emitter
+        [OUTPUT]
+            Name  null
+            Match *
+    """)
+    cfg = load_config(p, env={})
+    noted = [w for w in cfg.warnings if "has no effect in logfwd" in w]
+    assert [w.split("key ")[1].split(" ")[0] for w in noted] == [
+        "'dns.mode'", "'json.escape_unicode'", "'Threaded'", "'emitter_name'"
+    ]
+    assert "inputs share one event loop" in noted[2] and "main.conf:6:" in noted[2]
