@@ -13,20 +13,22 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
-from tests.backends._proc import wait_for
+from tests.backends._proc import free_port, wait_for
 
 LOGFWD = str(Path(sys.executable).parent / "logfwd")
 
 
-def _conf(out: Path, tag: str, hot_reload: str = "on", flush: str = "0.2") -> str:
+def _conf(out: Path, tag: str, hot_reload: str = "on", flush: str = "0.2", port: int | None = None) -> str:
+    http = f"    HTTP_Server On\n    HTTP_Port   {port}\n" if port else ""
     return f"""
 [SERVICE]
     Flush       {flush}
     Grace       5
     Hot_Reload  {hot_reload}
-
+{http}
 [INPUT]
     Name   dummy
     Tag    {tag}
@@ -46,6 +48,12 @@ def _lines(path: Path) -> list[dict[str, str]]:
     return [json.loads(x) for x in path.read_text().splitlines()] if path.exists() else []
 
 
+def _emitted(port: int) -> int:
+    """Records the running pipeline's input has emitted so far (its metrics)."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v1/metrics", timeout=5) as r:
+        return int(json.loads(r.read())["input"]["dummy.0"]["records"])
+
+
 def _start(conf: Path) -> subprocess.Popen[bytes]:
     return subprocess.Popen([LOGFWD, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
@@ -53,11 +61,12 @@ def _start(conf: Path) -> subprocess.Popen[bytes]:
 def test_sighup_reloads_a_valid_config_and_refuses_an_invalid_one(tmp_path: Path) -> None:
     out_a, out_b = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
     conf = tmp_path / "logfwd.conf"
-    conf.write_text(_conf(out_a, "first", flush="30"))
+    port = free_port()
+    conf.write_text(_conf(out_a, "first", flush="30", port=port))
     proc = _start(conf)
     try:
         # Flush 30 keeps records buffered: the reload must flush them, not drop them.
-        time.sleep(1.5)
+        wait_for(lambda: _emitted(port) >= 20, 20, "records buffered by the first pipeline")
         assert not out_a.exists()
         conf.write_text(_conf(out_b, "second"))
         proc.send_signal(signal.SIGHUP)
