@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 scripts/install.sh --test
-.venv/bin/ruff check logfwd tests bench
+.venv/bin/ruff check logfwd tests bench examples
 set +e
 .venv/bin/python -m pytest -q -p no:cacheprovider "$@"
 rc=$?

@@ -17,7 +17,7 @@ import sys
 import time
 
 from logfwd._fastparse import LineFramer
-from logfwd.parsers import ParserRegistry, load_parsers_file
+from logfwd.config import default_parsers
 
 GEN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "gen.py")
 CHUNK = 256 * 1024
@@ -52,8 +52,7 @@ def main() -> None:
     ap.add_argument("--dir", default="/tmp/logfwd-bench")
     a = ap.parse_args()
     os.makedirs(a.dir, exist_ok=True)
-    reg = ParserRegistry()
-    load_parsers_file(reg)
+    reg = default_parsers()
     scale = 1_000_000 / a.lines
     for kind, parser in (("docker", "docker"), ("apache", "apache"), ("syslog", "syslog-rfc3164"),
                          ("rfc5424", "syslog-rfc5424")):

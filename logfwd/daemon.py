@@ -199,7 +199,7 @@ class Daemon:
             async with trio.open_nursery() as nursery:
                 await nursery.start(lambda task_status: serve_http(
                     self, host, port, task_status=task_status,
-                    build_info={"version": __version__, "edition": "community"}))
+                    build_info={"version": __version__}))
                 task_status.started(scope)
 
     # ------------------------------------------------------------ signals and reloads

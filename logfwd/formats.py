@@ -20,6 +20,7 @@ failing the chunk: a record that cannot be printed must not block the others.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -71,8 +72,6 @@ def json_dumps(value: Any) -> bytes:
         return orjson.dumps(value, default=_default, option=_OPTS)
     except TypeError:
         # Integers beyond 64 bits, or nesting deeper than orjson allows.
-        import json
-
         return json.dumps(value, default=_default, ensure_ascii=False, separators=(",", ":")).encode()
 
 

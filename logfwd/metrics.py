@@ -15,7 +15,7 @@ from collections import defaultdict
 from collections.abc import Iterator
 from typing import Any
 
-__all__ = ["Counters", "MetricsRegistry", "INPUT_COUNTERS", "FILTER_COUNTERS", "OUTPUT_COUNTERS"]
+__all__ = ["Counters", "MetricsRegistry", "INPUT_COUNTERS", "FILTER_COUNTERS", "OUTPUT_COUNTERS", "new_counters"]
 
 # Counter names per section. The first names match Fluent Bit's JSON metrics so
 # that dashboards keep working; the rest are ours (dead-letter, buffer bytes).
@@ -51,6 +51,12 @@ class Counters(dict[str, float]):
         self[name] = value
 
 
+def new_counters(section: str) -> Counters:
+    """A plugin instance's counters, every name of its section at zero (so a scrape shows them all)."""
+    names = {"input": INPUT_COUNTERS, "filter": FILTER_COUNTERS, "output": OUTPUT_COUNTERS}.get(section, ())
+    return Counters(names)
+
+
 class MetricsRegistry:
     """All plugin counters of a running daemon, keyed by section and instance name."""
 
@@ -59,12 +65,23 @@ class MetricsRegistry:
         self.sections: dict[str, dict[str, Counters]] = defaultdict(dict)
 
     def register(self, section: str, instance: str) -> Counters:
-        names = {"input": INPUT_COUNTERS, "filter": FILTER_COUNTERS, "output": OUTPUT_COUNTERS}.get(section, ())
         c = self.sections[section].get(instance)
         if c is None:
-            c = Counters(names)
+            c = new_counters(section)
             self.sections[section][instance] = c
         return c
+
+    def adopt(self, section: str, instance: str, counters: Counters) -> Counters:
+        """Report a plugin instance's own counters (built with it by the config layer) under its name.
+
+        Counts already registered under that name carry over into ``counters``.
+        """
+        old = self.sections[section].get(instance)
+        if old is not None and old is not counters:
+            for name, value in old.items():
+                counters[name] = counters.get(name, 0) + value
+        self.sections[section][instance] = counters
+        return counters
 
     def get(self, section: str, instance: str) -> Counters:
         return self.sections[section][instance]
@@ -86,8 +103,9 @@ class PrometheusCollector:
         self.registry = registry
 
     def collect(self) -> Iterator[Any]:
-        import psutil
-        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+        # Only a daemon serving /api/v1/metrics/prometheus needs these (~110 ms of imports).
+        import psutil  # noqa: PLC0415 - heavy, needed only with HTTP_Server on
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily  # noqa: PLC0415 - same
 
         families: dict[str, Any] = {}
         for section, insts in self.registry.sections.items():

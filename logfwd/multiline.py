@@ -53,16 +53,13 @@ import copy
 import re
 import time
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import orjson
 
 from ._fastparse import docker_ml_batch as _docker_ml_batch
-from .options import Option
-from .regex import compile_onigmo
-
-if TYPE_CHECKING:  # parsers.py imports this module; avoid the cycle at runtime
-    from .parsers import ParserRegistry
+from .options import ConfigValueError, Option
+from .regex import compile_fluent_regex
 
 __all__ = [
     "MULTILINE_OPTIONS",
@@ -72,7 +69,6 @@ __all__ = [
     "group",
     "DEFAULT_FLUSH_TIMEOUT_MS",
     "DEFAULT_BUFFER_LIMIT",
-    "compile_fluent_regex",
     "rfc3339_ns",
 ]
 
@@ -133,32 +129,18 @@ _BUILTIN_RULES: dict[str, list[tuple[str, str, str]]] = {
 }
 
 
-def _config_error(key: str, message: str) -> Exception:
-    from .plugin import ConfigValueError
+class ParserLookup(Protocol):
+    """The parsers a multiline parser's ``parser`` option may name (``logfwd.parsers.ParserRegistry``).
 
-    return ConfigValueError(key, message)
+    A protocol, not an import: the registry holds multiline parsers, so it sits above this module.
+    """
+
+    def get(self, name: str) -> Any: ...
+
+    def names(self) -> list[str]: ...
 
 
 # ------------------------------------------------------------------ rules
-
-_RULE_FLAGS = {"i": re.IGNORECASE, "m": re.DOTALL, "x": re.VERBOSE}
-
-
-def compile_fluent_regex(text: str) -> re.Pattern[str]:
-    """``/pattern/opts`` (Fluent Bit's form; opts i, m = dot matches newline, x) or a bare pattern.
-
-    Anchors are Ruby's: ``^``/``$`` match at line boundaries, hence ``re.M``.
-    """
-    pattern = text
-    flags = re.MULTILINE
-    if len(text) >= 2 and text[0] == "/":
-        end = text.rfind("/")
-        opts = text[end + 1 :]
-        if end > 0 and all(c in _RULE_FLAGS for c in opts):
-            pattern = text[1:end]
-            for c in opts:
-                flags |= _RULE_FLAGS[c]
-    return compile_onigmo(pattern, flags)
 
 
 class _Rule:
@@ -183,16 +165,16 @@ def _parse_rule(value: Any) -> tuple[str, str, str]:
         try:
             return str(lower["state"]), str(lower["regex"]), str(lower["next_state"])
         except KeyError as e:
-            raise _config_error("rule", f"rule map needs state, regex and next_state (missing {e})") from None
+            raise ConfigValueError("rule", f"rule map needs state, regex and next_state (missing {e})") from None
     if isinstance(value, (list, tuple)):
         if len(value) != 3:
-            raise _config_error("rule", f"a rule has 3 parts (state, regex, next state), got {len(value)}")
+            raise ConfigValueError("rule", f"a rule has 3 parts (state, regex, next state), got {len(value)}")
         return str(value[0]), str(value[1]), str(value[2])
     tokens = []
     for m in _TOKEN.finditer(str(value)):
         tokens.append(m.group(1).replace('\\"', '"') if m.group(1) is not None else m.group(2))
     if len(tokens) != 3:
-        raise _config_error(
+        raise ConfigValueError(
             "rule", f'expected: rule "state_name" "/regex/" "next_state", got {len(tokens)} part(s) in {value!r}'
         )
     return tokens[0], tokens[1], tokens[2]
@@ -424,45 +406,45 @@ class MultilineParser:
             self.cont.append([x for x in reach if not x.start])
             self.next_is_start.append(any(x.start for x in reach))
         if self.type == "regex" and self.rules and not self.starts:
-            raise _config_error("rule", f"multiline parser {name!r}: no rule starts from 'start_state'")
+            raise ConfigValueError("rule", f"multiline parser {name!r}: no rule starts from 'start_state'")
 
     def __repr__(self) -> str:
         return f"MultilineParser({self.name!r}, type={self.type!r})"
 
     @classmethod
-    def from_config(cls, options: dict[str, Any], parsers: ParserRegistry | None = None) -> MultilineParser:
+    def from_config(cls, options: dict[str, Any], parsers: ParserLookup | None = None) -> MultilineParser:
         """A ``[MULTILINE_PARSER]`` section, converted per ``MULTILINE_OPTIONS``."""
         name = options.get("name")
         if not name:
-            raise _config_error("name", "a multiline parser needs a Name")
+            raise ConfigValueError("name", "a multiline parser needs a Name")
         mtype = str(options.get("type") or "regex").lower()
         if mtype not in ("regex", "endswith", "equal", "eq"):
-            raise _config_error("type", f"type must be regex, endswith or equal, got {mtype!r}")
+            raise ConfigValueError("type", f"type must be regex, endswith or equal, got {mtype!r}")
         raw_rules = options.get("rule") or []
         if isinstance(raw_rules, (str, dict)):
             raw_rules = [raw_rules]
         rules = [_parse_rule(r) for r in raw_rules]
         if mtype == "regex" and not rules:
-            raise _config_error("rule", f"multiline parser {name!r} of type regex needs at least one rule")
+            raise ConfigValueError("rule", f"multiline parser {name!r} of type regex needs at least one rule")
         if mtype in ("endswith", "equal", "eq") and not options.get("match_string"):
-            raise _config_error("match_string", f"type {mtype} needs match_string")
+            raise ConfigValueError("match_string", f"type {mtype} needs match_string")
         fmt: _Format | None = None
         pname = options.get("parser")
         if pname:
             if parsers is None:
-                raise _config_error("parser", f"parser {pname!r} is unknown (no parsers loaded)")
+                raise ConfigValueError("parser", f"parser {pname!r} is unknown (no parsers loaded)")
             try:
                 fmt = _ParserFormat(parsers.get(pname))
             except KeyError:
-                known = ", ".join(sorted(parsers.names())) if hasattr(parsers, "names") else ""
-                raise _config_error("parser", f"parser {pname!r} is not defined; known: {known}") from None
+                known = ", ".join(sorted(parsers.names()))
+                raise ConfigValueError("parser", f"parser {pname!r} is not defined; known: {known}") from None
         timeout = options.get("flush_timeout")
         timeout_ms = DEFAULT_FLUSH_TIMEOUT_MS if timeout in (None, "") else int(timeout)
         for i, (_s, rx, _n) in enumerate(rules):
             try:
                 compile_fluent_regex(rx)
             except re.error as e:
-                raise _config_error("rule", f"rule {i + 1} of {name!r}: invalid regular expression {rx!r}: {e}") from None
+                raise ConfigValueError("rule", f"rule {i + 1} of {name!r}: invalid regular expression {rx!r}: {e}") from None
         negate = options.get("negate")
         return cls(
             name=str(name),
@@ -523,7 +505,7 @@ def group(parsers: list[MultilineParser]) -> MultilineParser:
     return g
 
 
-def builtin_multiline(parsers: ParserRegistry | None = None) -> dict[str, MultilineParser]:
+def builtin_multiline(parsers: ParserLookup | None = None) -> dict[str, MultilineParser]:
     """Fresh instances of the built-ins: docker, cri, go, python, java, ruby.
 
     With a registry that defines a ``docker`` parser, docker lines are decoded by it

@@ -16,9 +16,12 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from .regex import compile_fluent_regex
+
 __all__ = [
     "Option",
     "OptionError",
+    "ConfigValueError",
     "parse_bool",
     "parse_size",
     "parse_duration",
@@ -34,6 +37,21 @@ __all__ = [
 
 class OptionError(ValueError):
     """A value that does not fit its option's type; the message says what would."""
+
+
+class ConfigValueError(Exception):
+    """A plugin (or a parser definition) rejects a configured value in ``setup()``.
+
+    The config layer turns it into an error naming file, line, section and key.
+    It lives here, beside the option types, because everything that reads options
+    raises it (plugins, parsers, multiline parsers) and none of them may depend on
+    the others for it.
+    """
+
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(message)
+        self.key = key
+        self.message = message
 
 
 _TRUE = {"on", "true", "yes", "1"}
@@ -112,8 +130,9 @@ def _parse_csv(value: str | list[str]) -> list[str]:
 
 
 def _parse_regex(value: str) -> re.Pattern[str]:
+    """Fluent Bit's regex (Onigmo syntax, ``/pattern/flags`` accepted), as every config regex is."""
     try:
-        return re.compile(str(value))
+        return compile_fluent_regex(str(value))
     except re.error as e:
         raise OptionError(f"invalid regular expression {value!r}: {e}") from None
 

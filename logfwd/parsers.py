@@ -37,27 +37,24 @@ import time
 import zoneinfo
 from collections.abc import Callable
 from datetime import datetime, timedelta
-from pathlib import Path
+from re import _constants as _sre_constants  # type: ignore[attr-defined]
+from re import _parser as _sre_parse  # type: ignore[attr-defined]
 from typing import Any
 
 import orjson
 
 from . import _fastparse as fp
-from .options import Option, OptionError
-from .plugin import ConfigValueError
-from .regex import compile_onigmo
+from .multiline import MultilineParser, builtin_multiline
+from .options import ConfigValueError, Option, OptionError, parse_bool
+from .regex import compile_onigmo, split_flags
 
 __all__ = [
     "PARSER_OPTIONS",
     "FORMATS",
     "Parser",
     "ParserRegistry",
-    "load_parsers_file",
-    "read_parsers_file",
-    "SHIPPED_PARSERS_FILE",
 ]
 
-SHIPPED_PARSERS_FILE = Path(__file__).resolve().parent / "parsers.conf"
 
 FORMATS = ("json", "regex", "logfmt", "ltsv", "tskv", "syslog-rfc3164", "syslog-rfc3164-local",
            "syslog-rfc5424", "cri", "docker")
@@ -109,25 +106,11 @@ NATIVE_REGEXES: dict[str, str] = {
 _CONTEXT_SENSITIVE = re.compile(r"\(\?<?[=!]|\\[AZzG]")
 
 
-def _split_ruby(pattern: str) -> tuple[str, int]:
-    """``/expr/flags`` (Ruby literal, accepted by Fluent Bit) → (expr, re flags)."""
-    p = pattern.strip()
-    m = re.fullmatch(r"/(.*)/([imx]*)", p, re.S)
-    if not m:
-        return p, 0
-    flags = 0
-    for c in m.group(2):
-        flags |= {"i": re.I, "m": re.S, "x": re.X}[c]
-    return m.group(1), flags
-
-
 def _anchored(pattern: re.Pattern[str]) -> bool:
     """True for ``^…$`` at top level (no top-level alternation): one match is one whole line."""
+    c = _sre_constants
     try:
-        from re import _constants as c
-        from re import _parser as sre_parse
-
-        data = sre_parse.parse(pattern.pattern, pattern.flags).data
+        data = _sre_parse.parse(pattern.pattern, pattern.flags).data
         return bool(data) and data[0] == (c.AT, c.AT_BEGINNING) and data[-1] == (c.AT, c.AT_END)
     except Exception:  # a private module changed: just take the general scan
         return False
@@ -264,20 +247,31 @@ class Parser:
             fmt = "regex"
         self.format = fmt
         if fmt == "regex":
-            if not regex:
-                raise ConfigValueError("regex", "Format regex needs a Regex")
-            expr, flags = _split_ruby(str(regex))
-            try:
-                self._regex = compile_onigmo(expr, re.M | flags)
-            except re.error as e:
-                raise ConfigValueError("regex", f"invalid regular expression: {e}") from None
-            if not self._regex.groupindex:
-                raise ConfigValueError("regex", "the regular expression has no named group (?<name>...)")
-            if flags & re.S or _CONTEXT_SENSITIVE.search(expr):
-                self._whole_buffer = False
-            self._anchored = _anchored(self._regex)
-            self._kernel = self._native_kernel(expr.strip(), flags)
-        # time
+            self._compile_regex(regex)
+        self._setup_time(opts)
+        # Types: Fluent Bit applies them to regex, logfmt and ltsv records, not json.
+        self._types: dict[str, str] = _types(opts.get("types")) if fmt != "json" else {}
+        # Decoders: field -> [(decoder, action, in_place)].
+        self._decoders = _decoders(opts, fmt)
+
+    def _compile_regex(self, regex: Any) -> None:
+        """The ``Regex`` (``/expr/flags`` accepted), how batches are scanned, and a native kernel if one fits."""
+        if not regex:
+            raise ConfigValueError("regex", "Format regex needs a Regex")
+        expr, flags = split_flags(str(regex).strip())
+        try:
+            self._regex = compile_onigmo(expr, re.M | flags)
+        except re.error as e:
+            raise ConfigValueError("regex", f"invalid regular expression: {e}") from None
+        if not self._regex.groupindex:
+            raise ConfigValueError("regex", "the regular expression has no named group (?<name>...)")
+        if flags & re.S or _CONTEXT_SENSITIVE.search(expr):
+            self._whole_buffer = False
+        self._anchored = _anchored(self._regex)
+        self._kernel = self._native_kernel(expr.strip(), flags)
+
+    def _setup_time(self, opts: dict[str, Any]) -> None:
+        """``Time_Key``, ``Time_Keep``, ``Time_Format`` (with offset, system zone, strictness), ``Time_Zone``."""
         self.time_key: str = str(opts.get("time_key") or "time")
         self.time_keep: bool = _bool(opts.get("time_keep"), False)
         self._time: fp.TimeParser | None = None
@@ -290,32 +284,6 @@ class Parser:
             offset = _parse_offset(str(opts["time_offset"])) if opts.get("time_offset") else 0
             self._time = fp.TimeParser(str(tfmt), offset, _bool(opts.get("time_system_timezone"), False),
                                        _bool(opts.get("time_strict"), True))
-        # types (Fluent Bit applies them to regex, logfmt and ltsv records)
-        self._types: dict[str, str] = {}
-        if opts.get("types") and fmt != "json":
-            for item in str(opts["types"]).split():
-                key, sep, kind = item.rpartition(":")
-                if not sep or not key or kind.lower() not in _TYPES:
-                    raise ConfigValueError("types", f"expected key:type with type one of {', '.join(_TYPES)}, "
-                                                    f"got {item!r}")
-                self._types[key] = kind.lower()
-        # decoders: field -> [(decoder, action, in_place)]
-        self._decoders: dict[str, list[tuple[str, str | None, bool]]] = {}
-        for opt, in_place in (("decode_field", False), ("decode_field_as", True)):
-            vals = opts.get(opt) or []
-            if isinstance(vals, str):
-                vals = [vals]
-            for v in vals:
-                parts = str(v).split()
-                if len(parts) not in (2, 3) or parts[0].lower() not in _DECODERS or (
-                        len(parts) == 3 and parts[2].lower() not in _ACTIONS):
-                    raise ConfigValueError(opt, f"expected '<{'|'.join(_DECODERS)}> <field> "
-                                                f"[{'|'.join(_ACTIONS)}]', got {v!r}")
-                dec = parts[0].lower()
-                if fmt == "json" and dec in ("escaped", "escaped_utf8"):
-                    continue  # the JSON decoder already decoded the escapes
-                self._decoders.setdefault(parts[1], []).append(
-                    (dec, parts[2].lower() if len(parts) == 3 else None, in_place))
 
     def __repr__(self) -> str:
         return f"<Parser {self.name} format={self.format}{' native' if self._kernel else ''}>"
@@ -426,13 +394,42 @@ class Parser:
         return times[0], r
 
 
+def _types(value: Any) -> dict[str, str]:
+    """``Types key:type ...`` → {key: type}."""
+    out: dict[str, str] = {}
+    for item in str(value or "").split():
+        key, sep, kind = item.rpartition(":")
+        if not sep or not key or kind.lower() not in _TYPES:
+            raise ConfigValueError("types", f"expected key:type with type one of {', '.join(_TYPES)}, got {item!r}")
+        out[key] = kind.lower()
+    return out
+
+
+def _decoders(opts: dict[str, Any], fmt: str) -> dict[str, list[tuple[str, str | None, bool]]]:
+    """``Decode_Field`` / ``Decode_Field_As`` lines → field: [(decoder, action, in place)], in order."""
+    out: dict[str, list[tuple[str, str | None, bool]]] = {}
+    for opt, in_place in (("decode_field", False), ("decode_field_as", True)):
+        vals = opts.get(opt) or []
+        if isinstance(vals, str):
+            vals = [vals]
+        for v in vals:
+            parts = str(v).split()
+            if len(parts) not in (2, 3) or parts[0].lower() not in _DECODERS or (
+                    len(parts) == 3 and parts[2].lower() not in _ACTIONS):
+                raise ConfigValueError(opt, f"expected '<{'|'.join(_DECODERS)}> <field> "
+                                            f"[{'|'.join(_ACTIONS)}]', got {v!r}")
+            dec = parts[0].lower()
+            if fmt == "json" and dec in ("escaped", "escaped_utf8"):
+                continue  # the JSON decoder already decoded the escapes
+            out.setdefault(parts[1], []).append((dec, parts[2].lower() if len(parts) == 3 else None, in_place))
+    return out
+
+
 def _bool(v: Any, default: bool) -> bool:
     if v is None:
         return default
     if isinstance(v, bool):
         return v
-    from .options import parse_bool
-
     try:
         return parse_bool(v)
     except OptionError:
@@ -480,8 +477,8 @@ class ParserRegistry:
 
     def __init__(self) -> None:
         self._parsers: dict[str, Parser] = {}
-        self._multiline: dict[str, Any] = {}
-        self._builtin_ml: dict[str, Any] | None = None
+        self._multiline: dict[str, MultilineParser] = {}
+        self._builtin_ml: dict[str, MultilineParser] | None = None
 
     def add_parser(self, options: dict[str, Any]) -> None:
         """Add (or replace, as a later file does in Fluent Bit) a parser; ConfigValueError if invalid."""
@@ -489,8 +486,6 @@ class ParserRegistry:
         self._parsers[p.name] = p
 
     def add_multiline(self, options: dict[str, Any]) -> None:
-        from .multiline import MultilineParser  # written by the multiline work; imported on use
-
         ml = MultilineParser.from_config(options, self)
         self._multiline[ml.name] = ml
 
@@ -500,67 +495,15 @@ class ParserRegistry:
     def names(self) -> list[str]:
         return sorted(self._parsers)
 
-    def _builtins(self) -> dict[str, Any]:
+    def _builtins(self) -> dict[str, MultilineParser]:
         if self._builtin_ml is None:
-            from .multiline import builtin_multiline
-
             self._builtin_ml = builtin_multiline()
         return self._builtin_ml
 
-    def multiline(self, name: str) -> Any:
+    def multiline(self, name: str) -> MultilineParser:
         if name in self._multiline:
             return self._multiline[name]
         return self._builtins()[name]
 
     def multiline_names(self) -> list[str]:
         return sorted(set(self._multiline) | set(self._builtins()))
-
-
-# ---------------------------------------------------------------------- a minimal parsers-file reader
-
-def read_parsers_file(path: str | Path) -> list[dict[str, Any]]:
-    """The [PARSER] sections of a Fluent Bit classic parsers file, converted per PARSER_OPTIONS.
-
-    A small reader for tools and tests (bench/kernels.py); the daemon's config
-    layer (logfwd.config) is the full one, with line numbers and every check.
-    """
-    sections: list[list[tuple[str, str]]] = []
-    cur: list[tuple[str, str]] | None = None
-    for raw in Path(path).read_text(encoding="utf-8").splitlines():
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        if line.startswith("[") and line.endswith("]"):
-            cur = [] if line[1:-1].strip().upper() == "PARSER" else None
-            if cur is not None:
-                sections.append(cur)
-            continue
-        if cur is None:
-            continue
-        key, _, value = line.partition(" ")
-        cur.append((key.strip().lower(), value.strip()))
-    byname = {o.key: o for o in PARSER_OPTIONS}
-    out = []
-    for entries in sections:
-        conv: dict[str, Any] = {o.key: o.default_value() for o in PARSER_OPTIONS}
-        for key, value in entries:
-            opt = byname.get(key)
-            if opt is None:
-                raise ConfigValueError(key, f"unknown [PARSER] key {key!r}")
-            try:
-                v = opt.convert(value)
-            except OptionError as e:
-                raise ConfigValueError(key, str(e)) from None
-            if opt.multi:
-                conv[key].append(v)
-            else:
-                conv[key] = v
-        out.append(conv)
-    return out
-
-
-def load_parsers_file(registry: ParserRegistry, path: str | Path = SHIPPED_PARSERS_FILE) -> ParserRegistry:
-    """Add every [PARSER] of a classic parsers file (the shipped one by default) to ``registry``."""
-    for options in read_parsers_file(path):
-        registry.add_parser(options)
-    return registry

@@ -16,6 +16,7 @@ import importlib
 import logging
 import pkgutil
 import re
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
@@ -24,9 +25,11 @@ from typing import Any, ClassVar
 import orjson
 import trio
 
-from .engine.batch import AckHandle, AckTracker, Batch, Chunk, MemBudget, Result
-from .metrics import Counters
-from .options import Option, make_settings
+from . import plugins as builtin_plugins  # the package only: its __init__ imports no plugin
+from .batch import AckHandle, AckTracker, Batch, Chunk, MemBudget, Result
+from .log import parse_level, plugin_logger
+from .metrics import Counters, new_counters
+from .options import ConfigValueError, Option, closest, make_settings
 
 __all__ = [
     "Plugin",
@@ -34,6 +37,7 @@ __all__ = [
     "Filter",
     "Output",
     "PluginContext",
+    "create_plugin",
     "Emitter",
     "ConfigValueError",
     "PluginNotFound",
@@ -60,18 +64,6 @@ ALIASES: dict[str, dict[str, str]] = {
     "filter": {"k8s": "kubernetes"},
     "output": {"elasticsearch": "es", "influx": "influxdb"},
 }
-
-
-class ConfigValueError(Exception):
-    """A plugin rejects a configured value in ``setup()``.
-
-    The config layer turns it into an error naming file, line, section and key.
-    """
-
-    def __init__(self, key: str, message: str) -> None:
-        super().__init__(message)
-        self.key = key
-        self.message = message
 
 
 class PluginUnavailable(LookupError):
@@ -132,6 +124,40 @@ class Plugin:
         """Validate and prepare (compile regexes, resolve parsers). No I/O here."""
 
 
+def create_plugin(
+    cls: type[Plugin],
+    options: dict[str, Any],
+    *,
+    instance: str,
+    service: dict[str, Any] | None = None,
+    parsers: Any = None,
+    raw: list[tuple[str, str]] | None = None,
+) -> Plugin:
+    """An instance of ``cls`` with its own counters and logger, set up; the one that will run.
+
+    The config layer calls this to validate a section (``setup`` raises
+    ``ConfigValueError``) and hands the instance to the engine in the
+    ``PluginSection``: ``setup`` runs once per instance, and the counters and
+    logger a plugin saw in ``setup`` are the ones it runs with.
+    """
+    service = service or {}
+    ctx = PluginContext(
+        instance=instance,
+        metrics=new_counters(cls.kind),
+        log=plugin_logger(cls.kind, cls.name, instance),
+        service=service,
+        parsers=parsers,
+        storage_path=service.get("storage.path"),
+        raw=list(raw or ()),
+    )
+    level = options.get("log_level")
+    if level:
+        ctx.log.setLevel(parse_level(level))
+    plugin = cls(dict(options), ctx)
+    plugin.setup()
+    return plugin
+
+
 class Emitter:
     """How an input hands records to the pipeline.
 
@@ -179,8 +205,6 @@ class Emitter:
                 handle.done()
             return
         if times is None:
-            import time
-
             now = time.time_ns()
             times = [now] * len(records)
         if nbytes <= 0:
@@ -269,17 +293,34 @@ class Filter(Plugin):
     """A function from batch to batch; ``None`` drops the whole batch.
 
     Synchronous by default. A filter that must do I/O (Kubernetes metadata)
-    sets ``is_async = True`` and implements ``filter_async``.
+    sets ``is_async = True`` and implements ``filter_async``; the engine awaits
+    it in the input's task, so a slow lookup applies backpressure to that input.
+
+    A filter that keeps records across batches (multiline: a record is complete
+    only when a later line arrives) sets ``holds_records = True`` and implements
+    ``flush_pending``; the engine calls it on every flush tick and, with
+    ``force=True``, at shutdown.
     """
 
     kind = "filter"
     is_async: ClassVar[bool] = False
+    holds_records: ClassVar[bool] = False
 
     def filter(self, batch: Batch) -> Batch | None:
         raise NotImplementedError
 
     async def filter_async(self, batch: Batch) -> Batch | None:
         return self.filter(batch)
+
+    def flush_pending(self, force: bool = False) -> list[Batch]:
+        """Held records that are due (timed out; all of them with ``force``), as batches.
+
+        Each returned batch owns a fresh ``AckHandle`` whose initial reference the
+        engine releases after routing it through the filters after this one. While
+        it holds lines, the filter keeps an extra reference on the handles of the
+        batches they came from, so no input checkpoints past a held line.
+        """
+        return []
 
     async def close(self) -> None:
         """Release resources at shutdown."""
@@ -367,11 +408,9 @@ def _entry_point_plugins() -> dict[tuple[str, str], Any]:
 
 
 def _builtin_names(kind: str) -> list[str]:
-    from . import plugins
-
     prefix = _PREFIX[kind]
     return sorted(
-        m.name[len(prefix) :] for m in pkgutil.iter_modules(plugins.__path__) if m.name.startswith(prefix)
+        m.name[len(prefix) :] for m in pkgutil.iter_modules(builtin_plugins.__path__) if m.name.startswith(prefix)
     )
 
 
@@ -387,8 +426,6 @@ _NAME_RE = re.compile(r"^[a-z0-9_]+$")
 
 def find_plugin(kind: str, name: str) -> type[Plugin]:
     """The plugin class for a config's ``Name``; raises PluginNotFound with a suggestion."""
-    from .options import closest
-
     key = name.strip().lower()
     key = ALIASES.get(kind, {}).get(key, key)
     if _NAME_RE.match(key) and key in _builtin_names(kind):

@@ -101,7 +101,7 @@ class _App:
 
     def __init__(self, monitor: Monitor, build_info: dict[str, Any]) -> None:
         self.monitor = monitor
-        info = {"version": __version__, "edition": "community", "flags": []}
+        info = {"version": __version__, "edition": "Community", "flags": []}  # Fluent Bit's word
         info.update(build_info or {})
         self.build_info = orjson.dumps({"logfwd": info})
         self._prom: tuple[MetricsRegistry, CollectorRegistry] | None = None

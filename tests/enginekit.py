@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from logfwd.plugin import Plugin, all_options
+from logfwd.plugin import Plugin, all_options, create_plugin
 
 
 @dataclass
@@ -23,6 +23,7 @@ class Section:
     instance: str
     file: str = "<test>"
     line: int = 0
+    plugin: Any = None  # set up by ``config()``, as the config layer does
 
 
 @dataclass
@@ -44,10 +45,12 @@ def section(cls: type[Plugin], instance: str | None = None, **options: Any) -> S
 
 
 def config(*sections: Section, **service: Any) -> EngineConfig:
+    """An engine config of ``sections`` whose plugins are built and set up, as ``load_config`` leaves them."""
     svc = {"flush": 0.05, "grace": 5.0, "scheduler.base": 0.01, "scheduler.cap": 0.05}
     dotted = {"storage_path": "storage.path", "scheduler_base": "scheduler.base", "scheduler_cap": "scheduler.cap"}
     svc.update({dotted.get(k, k): v for k, v in service.items()})
     cfg = EngineConfig(service=svc)
     for s in sections:
+        s.plugin = create_plugin(s.cls, s.options, instance=s.instance, service=svc, raw=s.raw)
         getattr(cfg, s.kind + "s").append(s)
     return cfg

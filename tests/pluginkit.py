@@ -17,12 +17,13 @@ from typing import Any
 
 import trio
 
+from logfwd.batch import Batch, Chunk, MemBudget, Result
+from logfwd.config import default_parsers
 from logfwd.config.model import ConfigIssue, RawEntry, RawSection
 from logfwd.config.validate import convert_entries
-from logfwd.engine.batch import Batch, Chunk, MemBudget, Result
 from logfwd.metrics import FILTER_COUNTERS, INPUT_COUNTERS, OUTPUT_COUNTERS, Counters
 from logfwd.options import OptionError
-from logfwd.plugin import Emitter, Output, Plugin, PluginContext, all_options
+from logfwd.plugin import Emitter, Output, Plugin, PluginContext, all_options, find_plugin
 
 __all__ = [
     "DEFAULT",
@@ -34,6 +35,8 @@ __all__ = [
     "flush_all",
     "Collector",
     "make_emitter",
+    "make_filter",
+    "make_batch",
 ]
 
 _COUNTERS = {"input": INPUT_COUNTERS, "filter": FILTER_COUNTERS, "output": OUTPUT_COUNTERS}
@@ -69,8 +72,6 @@ def default_registry() -> Any:
 
     Shared between tests: add parsers to a registry of your own, never to this one.
     """
-    from logfwd.config import default_parsers
-
     return default_parsers()
 
 
@@ -256,3 +257,13 @@ def make_emitter(
     """A real Emitter for ``plugin``: its Tag (or ``tag``), a MemBudget (a limit in bytes, 0 = none)."""
     mem = budget if isinstance(budget, MemBudget) else MemBudget(budget)
     return Emitter(tag or plugin.config.get("tag") or plugin.ctx.instance, mem, dispatch, plugin.metrics)
+
+
+def make_filter(name: str, entries: list[tuple[str, str]], parsers: Any = None) -> Plugin:
+    """A built-in filter built the way the config layer does: declared options converted, raw kept in order."""
+    return make_plugin(find_plugin("filter", name), options=entries, parsers=parsers)
+
+
+def make_batch(records: list[dict[str, Any]], keys: bool = False, tag: str = "app") -> Batch:
+    """A batch with times 0, 1, 2... and, with ``keys``, origin keys ``k0``, ``k1``..."""
+    return Batch(tag, list(range(len(records))), records, keys=[f"k{i}" for i in range(len(records))] if keys else None)

@@ -1,98 +1,21 @@
 """Fluent Bit classic-format configs: sections, indentation, comments, includes, @SET and ${ENV}.
 
-The small ``cfgtest`` plugins below exist to exercise option kinds no single
-built-in plugin has all of (prefix, repeatable, aliases, required, parser
-references); they are registered the way third-party plugins are, through the
-registry's entry-point table. Built-in plugins (dummy, stdout, ...) are used
+The small ``cfgtest`` plugins (``tests/configkit.py``) exercise option kinds no
+single built-in plugin has all of; built-in plugins (dummy, stdout, ...) are used
 where they fit.
 """
 
 from __future__ import annotations
 
-import textwrap
+import re
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-import logfwd.plugin as plugin_mod
-from logfwd.config import Config, ConfigError, load_config
+from logfwd.config import SHIPPED_PARSERS, Config, default_parsers, load_config
 from logfwd.config.classic import parse_rule
-from logfwd.options import Option
-from logfwd.plugin import ConfigValueError, Filter, Input, Output
-
-# ------------------------------------------------------------------ shared helpers (imported by the other
-# test_config_* files; only non-test names here)
-
-
-class CfgIn(Input):
-    name = "cfgtest"
-    description = "config test input"
-    options = (
-        Option("Path", "str", None, "a path"),
-        Option("Buffer_Size", "size", "32k", "bytes", aliases=("Buf_Size",)),
-        Option("Parser", "str", None, "parser name"),
-        Option("multiline.parser", "csv", None, "multiline parser names"),
-        Option("Refresh_Interval", "time", "60", "seconds"),
-        Option("Skip_Long_Lines", "bool", "off", "skip"),
-        Option("Exclude_Path", "csv", None, "globs"),
-    )
-
-    def setup(self) -> None:
-        if self.config["path"] == "/forbidden":
-            raise ConfigValueError("path", "this path is forbidden")
-
-    async def run(self, emitter: Any) -> None:  # pragma: no cover - never run by config tests
-        return None
-
-
-class CfgFilter(Filter):
-    name = "cfgtest"
-    description = "config test filter"
-    options = (
-        Option("Regex", "str", None, "KEY REGEX", multi=True),
-        Option("Exclude", "str", None, "KEY REGEX", multi=True),
-        Option("Add", "str", None, "KEY VALUE", multi=True),
-        Option("Parser", "str", None, "parser names", multi=True),
-    )
-
-    def filter(self, batch: Any) -> Any:  # pragma: no cover
-        return batch
-
-
-class CfgOut(Output):
-    name = "cfgtest"
-    description = "config test output"
-    options = (
-        Option("Host", "str", "127.0.0.1", "server"),
-        Option("Port", "int", "9200", "port", minimum=1),
-        Option("Index", "str", None, "index", required=True),
-        Option("rdkafka.", "str", None, "librdkafka properties", prefix=True),
-        Option("Brokers", "csv", None, "brokers"),
-    )
-
-
-@pytest.fixture
-def cfg_plugins(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Register the cfgtest plugins as third-party plugins would be."""
-    monkeypatch.setattr(
-        plugin_mod,
-        "_entry_point_cache",
-        {("input", "cfgtest"): CfgIn, ("filter", "cfgtest"): CfgFilter, ("output", "cfgtest"): CfgOut},
-    )
-
-
-def write(base: Path, name: str, text: str) -> Path:
-    p = base / name
-    p.parent.mkdir(parents=True, exist_ok=True)
-    p.write_text(textwrap.dedent(text).lstrip("\n"))
-    return p
-
-
-def errors_of(path: Path | str, env: dict[str, str] | None = None) -> ConfigError:
-    with pytest.raises(ConfigError) as ei:
-        load_config(path, env=env or {})
-    return ei.value
+from tests.configkit import CfgFilter, CfgIn, CfgOut, cfg_plugins, errors_of, write  # noqa: F401 (fixture)
 
 
 def section(cfg: Config, instance: str) -> Any:
@@ -105,7 +28,7 @@ def section(cfg: Config, instance: str) -> Any:
 # ------------------------------------------------------------------ tests
 
 
-def test_sections_values_instances_and_raw_order(tmp_path: Path, cfg_plugins: None) -> None:
+def test_sections_values_instances_and_raw_order(tmp_path: Path, cfg_plugins: None) -> None:  # noqa: F811
     p = write(tmp_path, "main.conf", """
         # a comment at column 0
         [SERVICE]
@@ -188,7 +111,7 @@ def test_service_defaults_follow_fluent_bit(tmp_path: Path) -> None:
     assert svc["hot_reload"] is False and svc["parsers_file"] == []
 
 
-def test_repeated_key_last_wins_multi_accumulates_prefix_collects(tmp_path: Path, cfg_plugins: None) -> None:
+def test_repeated_key_last_wins_multi_accumulates_prefix_collects(tmp_path: Path, cfg_plugins: None) -> None:  # noqa: F811
     p = write(tmp_path, "m.conf", """
         [OUTPUT]
             Name  cfgtest
@@ -342,7 +265,7 @@ def test_set_after_use_still_applies(tmp_path: Path) -> None:
 
 
 def test_parsers_file_relative_to_config_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                             cfg_plugins: None) -> None:
+                                             cfg_plugins: None) -> None:  # noqa: F811
     conf = tmp_path / "conf"
     write(conf, "my_parsers.conf", """
         [PARSER]
@@ -406,12 +329,9 @@ def test_content_decides_format_when_extension_does_not(tmp_path: Path) -> None:
 
 
 def test_shipped_parsers_are_loaded() -> None:
-    from logfwd.config import SHIPPED_PARSERS, default_parsers
-
     reg = default_parsers()
     assert SHIPPED_PARSERS.exists()
     text = SHIPPED_PARSERS.read_text()
-    import re
 
     names = re.findall(r"(?im)^\s+name\s+(\S+)", text.split("[MULTILINE_PARSER]")[0])
     assert names, "the shipped parsers file defines parsers"
@@ -433,3 +353,29 @@ def test_output_without_match_is_accepted_with_a_warning(tmp_path: Path) -> None
     assert len(cfg.outputs) == 2 and cfg.outputs[0].options["match"] is None
     assert cfg.outputs[1].options["match_regex"].pattern == r"^dummy\.", "Match_Regex alone is a match"
     assert cfg.warnings == [f"{p}:3: [OUTPUT] null.0: no Match or Match_Regex: this output receives no records"]
+
+
+def test_fluent_bit_keys_without_effect_load_with_a_warning(tmp_path: Path) -> None:
+    """Never silently ignored: each says it has no effect here, and why."""
+    p = write(tmp_path, "main.conf", """
+        [SERVICE]
+            dns.mode        TCP
+            json.escape_unicode on
+        [INPUT]
+            Name      dummy
+            Threaded  on
+        [FILTER]
+            Name      multiline
+            Match     *
+            multiline.parser go
+            emitter_name  ml_emitter
+        [OUTPUT]
+            Name  null
+            Match *
+    """)
+    cfg = load_config(p, env={})
+    noted = [w for w in cfg.warnings if "has no effect in logfwd" in w]
+    assert [w.split("key ")[1].split(" ")[0] for w in noted] == [
+        "'dns.mode'", "'json.escape_unicode'", "'Threaded'", "'emitter_name'"
+    ]
+    assert "inputs share one event loop" in noted[2] and "main.conf:6:" in noted[2]

@@ -10,7 +10,7 @@ import pytest
 
 from logfwd.config import CLI_FILE, ConfigError, config_from_cli, load_config
 from logfwd.config.loader import apply_service_overrides
-from tests.test_config_classic import cfg_plugins, write  # noqa: F401  (fixtures)
+from tests.configkit import cfg_plugins, write  # noqa: F401  (fixtures)
 
 
 def test_one_liner_pipeline() -> None:

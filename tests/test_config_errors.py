@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from logfwd.config import ConfigError, ConfigIssue
-from tests.test_config_classic import cfg_plugins, errors_of, write  # noqa: F401  (fixtures)
+from tests.configkit import cfg_plugins, errors_of, write  # noqa: F401  (fixtures)
 
 
 def find(err: ConfigError, file: Path | str, line: int | None, key: str | None = None) -> ConfigIssue:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import pytest
 
 from logfwd.config import load_config
-from tests.test_config_classic import cfg_plugins, write  # noqa: F401  (fixtures)
+from tests.configkit import cfg_plugins, write  # noqa: F401  (fixtures)
 
 DATA = Path(__file__).parent / "data" / "config"
 
@@ -33,7 +34,6 @@ def test_same_pipeline_in_classic_and_yaml_gives_equal_sections(cfg_plugins: Non
     assert modify.raw == [("name", "modify"), ("match", "app.*"), ("add", "env prod"), ("rename", "msg message"),
                           ("add", "team core")]
     assert modify.options["add"] == ["env prod", "team core"]
-    import socket
 
     assert recmod.options["record"] == [f"hostname {socket.gethostname()}", "pipeline classic-or-yaml"]
     es, out = classic.outputs
@@ -86,7 +86,6 @@ def test_yaml_env_overrides_process_environment_and_hostname(tmp_path: Path) -> 
             - name: dummy
               tag: ${TAG_PREFIX}.${HOSTNAME}.${FROM_ENV}
     """)
-    import socket
 
     cfg = load_config(p, env={"TAG_PREFIX": "fromenv", "FROM_ENV": "e"})
     assert cfg.inputs[0].options["tag"] == f"fromfile.{socket.gethostname()}.e"

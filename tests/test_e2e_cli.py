@@ -14,6 +14,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from .backends._proc import free_port, wait_for
 from .clikit import file_lines, json_lines, run_until
@@ -123,7 +124,6 @@ def test_prometheus_counts_match_delivered(tmp_path: Path) -> None:
         proc.stdin.flush()
         out = tmp_path / "out.txt"
         wait_for(lambda: out.exists() and len(out.read_text().splitlines()) == 1234, 30, "records in the file")
-        from prometheus_client.parser import text_string_to_metric_families
 
         def prom() -> dict[str, float]:
             _, body = http_get(port, "/api/v1/metrics/prometheus")
@@ -140,7 +140,7 @@ def test_prometheus_counts_match_delivered(tmp_path: Path) -> None:
         assert status == 200 and json.loads(body)["output"]["file.0"]["proc_records"] == 1234
         assert http_get(port, "/api/v1/health")[0] == 200
         assert json.loads(http_get(port, "/api/v1/uptime")[1])["uptime_sec"] >= 0
-        assert "logfwd" in json.loads(http_get(port, "/")[1])
+        assert json.loads(http_get(port, "/")[1])["logfwd"]["edition"] == "Community"  # Fluent Bit's spelling
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.communicate(timeout=20)

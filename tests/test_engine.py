@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 import json
+import random
+import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 import trio
 
-from logfwd.engine.batch import AckTracker, Chunk, Result
+import logfwd.plugin as plugin_mod
+from logfwd.batch import AckTracker, Chunk, Result
+from logfwd.config import load_config
 from logfwd.engine.pipeline import Pipeline
 from logfwd.engine.retry import RetryPolicy, parse_retry_limit
 from logfwd.engine.router import TagMatcher
 from logfwd.options import Option
-from logfwd.plugin import Emitter, Filter, Input, Output
+from logfwd.plugin import Emitter, Filter, Input, Output, find_plugin
 
 from .enginekit import config, section
 
@@ -137,20 +142,24 @@ def _reset(tmp_path: Path) -> None:
     ListInput.closed_with = []
 
 
-def run(cfg: Any, timeout: float = 20) -> Pipeline:
+def run(cfg: Any, timeout: float = 20, until: Callable[[Pipeline], bool] | None = None) -> Pipeline:
+    """Run a pipeline until its inputs end it (``exit_when_done``), or until ``until(p)`` holds, then stop it."""
     p = Pipeline(cfg)
 
     async def main() -> None:
         with trio.fail_after(timeout):
-            await p.run()
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(p.run)
+                if until is not None:
+                    while not until(p):
+                        await trio.sleep(0.01)
+                    p.shutdown()
 
     trio.run(main)
     return p
 
 
 def test_tag_matcher() -> None:
-    import re
-
     assert TagMatcher("kube.*", None)("kube.var.log.x")
     assert not TagMatcher("kube.*", None)("kub.x")
     assert TagMatcher("*", None)("anything")
@@ -162,8 +171,6 @@ def test_tag_matcher() -> None:
 
 def test_routing_and_filters(tmp_path: Path) -> None:
     ListInput.batches = [("a.x", [{"n": 1}]), ("b.y", [{"n": 2}]), ("c", [{"n": 3}])]
-    import re
-
     cfg = config(
         section(ListInput),
         section(AddField, match="a.*"),
@@ -271,8 +278,6 @@ def test_partial_refusal_and_item_retry(tmp_path: Path) -> None:
 
 
 def test_retry_backoff_full_jitter() -> None:
-    import random
-
     pol = RetryPolicy(limit=None, base=1, cap=30)
     rng = random.Random(1)
     delays = [pol.delay(a, rng) for a in range(1, 12) for _ in range(50)]
@@ -354,3 +359,39 @@ def test_grace_timeout_leaves_unacked(tmp_path: Path) -> None:
     assert not p.stopped_cleanly
     assert ListInput.commits == []  # nothing acknowledged: a restart reads it again
     assert not (tmp_path / "dead-letter" / "down.jsonl").exists()
+
+
+class CountingSetup(Output):
+    """Counts ``setup`` calls per class; the instance the config layer validated is the one that runs."""
+
+    name = "countsetup"
+    options = ()
+    setups = 0
+
+    def setup(self) -> None:
+        type(self).setups += 1
+        self.metrics.inc("flushes", 0)
+        OUTPUTS[self.ctx.instance] = self
+
+    async def flush(self, chunk: Chunk) -> Result:
+        return Result.ok()
+
+
+def test_setup_runs_once_and_the_validated_instance_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(plugin_mod, "_entry_point_cache", {("output", "countsetup"): CountingSetup})
+    CountingSetup.setups = 0
+    path = tmp_path / "a.conf"
+    path.write_text("[INPUT]\n    Name dummy\n    Samples 3\n[OUTPUT]\n    Name countsetup\n    Match *\n")
+    cfg = load_config(path, env={})
+    validated = cfg.outputs[0].plugin
+    assert CountingSetup.setups == 1 and OUTPUTS["countsetup.0"] is validated
+    p = run(cfg, until=lambda p: validated.metrics.get("proc_records", 0) >= 3)
+    assert CountingSetup.setups == 1
+    assert p.registry.get("output", "countsetup.0") is validated.metrics
+    assert validated.metrics["proc_records"] == 3
+
+
+def test_only_filters_that_hold_records_are_asked_for_them() -> None:
+    """The contract: ``flush_pending`` is a base-class method, ``holds_records`` says who overrides it."""
+    assert not AddField.holds_records and AddField.flush_pending(AddField.__new__(AddField), True) == []
+    assert find_plugin("filter", "multiline").holds_records

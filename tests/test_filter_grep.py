@@ -6,19 +6,10 @@ from typing import Any
 
 import pytest
 
-from logfwd.engine.batch import Batch
-from logfwd.plugin import ConfigValueError, Plugin, find_plugin
+from logfwd.plugin import ConfigValueError
 
-from .pluginkit import make_plugin
-
-
-def make(name: str, entries: list[tuple[str, str]], parsers: Any = None) -> Plugin:
-    """Build a filter the way the config layer does: declared options converted, raw kept in order."""
-    return make_plugin(find_plugin("filter", name), options=entries, parsers=parsers)
-
-
-def batch(records: list[dict[str, Any]], keys: bool = False) -> Batch:
-    return Batch("app", list(range(len(records))), records, keys=[f"k{i}" for i in range(len(records))] if keys else None)
+from .pluginkit import make_batch as batch
+from .pluginkit import make_filter as make
 
 
 def logs(*values: str) -> list[dict[str, Any]]:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from logfwd.plugin import ConfigValueError
-from tests.test_filter_grep import batch, make
+from tests.pluginkit import make_batch as batch
+from tests.pluginkit import make_filter as make
 
 MEM = {"Mem.total": 4050908, "Mem.used": 738100, "Mem.free": 3312808, "Swap.total": 1046524,
        "Swap.used": 0, "Swap.free": 1046524}

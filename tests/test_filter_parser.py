@@ -7,13 +7,13 @@ from typing import Any
 
 import pytest
 
-from logfwd.engine.batch import Batch
-from logfwd.parsers import ParserRegistry, load_parsers_file
+from logfwd.batch import Batch
+from logfwd.config import default_parsers
 from logfwd.plugin import ConfigValueError, Plugin, find_plugin
 
 from .pluginkit import make_plugin
 
-REG = load_parsers_file(ParserRegistry())
+REG = default_parsers()
 REG.add_parser({"name": "kv", "format": "logfmt"})
 REG.add_parser({"name": "num", "format": "regex", "regex": r"^(?<n>\d+)$", "types": "n:integer"})
 

@@ -7,7 +7,8 @@ import uuid
 import pytest
 
 from logfwd.plugin import ConfigValueError
-from tests.test_filter_grep import batch, make
+from tests.pluginkit import make_batch as batch
+from tests.pluginkit import make_filter as make
 
 MEM = {"Mem.total": 1016024, "Mem.used": 716672, "Mem.free": 299352, "Swap.total": 2064380, "Swap.used": 32656}
 

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import time as _time
+
 import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from logfwd.engine.batch import AckHandle, Batch
+from logfwd.batch import AckHandle, Batch
 from logfwd.multiline import MultilineParser, builtin_multiline, group, rfc3339_ns
 from logfwd.plugin import ConfigValueError
-from tests.test_filter_grep import make
+from tests.pluginkit import make_filter as make
 
 BUILTIN = builtin_multiline()
 
@@ -433,8 +435,6 @@ def test_filter_streams_are_per_tag() -> None:
 
 
 def test_flush_pending_after_flush_ms_releases_held_input() -> None:
-    import time as _time
-
     f = make("multiline", [("multiline.parser", "java"), ("flush_ms", "20")])
     b = fbatch("app", JAVA)
     h = b.ack

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import trio
 
-from logfwd.engine.batch import Chunk, Result
+from logfwd.batch import Chunk, Result
 from logfwd.options import OptionError
 from logfwd.plugin import ConfigValueError, find_plugin
 
@@ -58,7 +58,7 @@ def test_stdout_json_lines_goes_to_the_real_stdout() -> None:
     """In a child process, so that the bytes are exactly what a pipe reader gets."""
     script = (
         "import trio\n"
-        "from logfwd.engine.batch import Chunk\n"
+        "from logfwd.batch import Chunk\n"
         "from logfwd.plugin import find_plugin\n"
         "from tests.pluginkit import make_plugin\n"
         "p = make_plugin(find_plugin('output', 'stdout'), parsers=None, Format='json_lines')\n"

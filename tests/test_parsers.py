@@ -10,11 +10,14 @@ from datetime import UTC, datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
 from logfwd import _fastparse as fp
-from logfwd.parsers import NATIVE_REGEXES, PARSER_OPTIONS, Parser, ParserRegistry, load_parsers_file
+from logfwd.config import default_parsers, load_config
+from logfwd.parsers import NATIVE_REGEXES, PARSER_OPTIONS, Parser, ParserRegistry
 from logfwd.plugin import ConfigValueError
+from logfwd.plugins.out_es.bulk import BulkSettings, build_bulk
 from logfwd.regex import compile_onigmo
 
 DATA = Path(__file__).parent / "data" / "parsers"
@@ -33,7 +36,7 @@ def lines(name: str) -> list[bytes]:
 
 @pytest.fixture(scope="module")
 def reg() -> ParserRegistry:
-    return load_parsers_file(ParserRegistry())
+    return default_parsers()
 
 
 def make(**opts: Any) -> Parser:
@@ -49,8 +52,6 @@ def make(**opts: Any) -> Parser:
 # ------------------------------------------------------------------ shipped file
 
 def test_shipped_file_loads_through_the_config_layer_and_the_symlink() -> None:
-    from logfwd.config import default_parsers
-
     r = default_parsers()
     for name in ("docker", "cri", "json", "apache", "apache2", "apache_error", "nginx", "syslog-rfc3164",
                  "syslog-rfc3164-local", "syslog-rfc5424", "logfmt", "ltsv", "k8s-nginx-ingress", "mongodb"):
@@ -242,7 +243,6 @@ def test_invalid_definitions_name_the_key() -> None:
 
 def test_fluent_bit_parsers_file_loads_unchanged(tmp_path: Path) -> None:
     """A parsers file as Fluent Bit users have them (decoder lines, /regex/ delimiters, comments)."""
-    from logfwd.config import load_config
 
     (tmp_path / "parsers.conf").write_text((DATA / "fluentbit-parsers.conf").read_text())
     (tmp_path / "fluent-bit.conf").write_text(
@@ -302,9 +302,7 @@ def test_failed_lines_are_counted_and_kept_raw(reg: ParserRegistry) -> None:
 # ------------------------------------------------------------------ serializer kernels (for outputs)
 
 def test_ndjson_bulk_kernel_matches_the_es_bulk_builder(reg: ParserRegistry) -> None:
-    import orjson
 
-    from logfwd.plugins.out_es.bulk import BulkSettings, build_bulk
 
     times, recs, _ = reg.get("docker").parse_lines(lines("docker.log"), NOW)
     recs += [{}, {"@timestamp": "mine", "a": 1}, {"b": b"\xff bytes"}]

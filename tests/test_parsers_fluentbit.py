@@ -30,12 +30,14 @@ and the suite stays green.
 from __future__ import annotations
 
 import calendar
+import json
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from logfwd.config import ConfigError, config_from_cli
+from logfwd.multiline import MultilineParser, group
 from logfwd.parsers import Parser, ParserRegistry
 
 DATA = Path(__file__).parent / "data" / "parsers"
@@ -449,8 +451,6 @@ def test_shipped_definitions_load_through_our_config(shipped: ParserRegistry, na
 # ---------------------------------------------------------------- multiline.c
 
 def _ml_run(reg: ParserRegistry, names: list[str], lines: list[str], key: str = "log") -> list[str]:
-    from logfwd.multiline import group
-
     ml = group([reg.multiline(n) for n in names])
     s = ml.stream()
     t, recs, _ = s.feed_lines([NOW_2017] * len(lines), [x.encode() for x in lines])
@@ -459,8 +459,6 @@ def _ml_run(reg: ParserRegistry, names: list[str], lines: list[str], key: str = 
 
 
 def _docker(log: str, stream: str, time: str) -> str:
-    import json
-
     return json.dumps({"log": log, "stream": stream, "time": time})
 
 
@@ -629,7 +627,6 @@ def test_multiline_go_trace_record(shipped: ParserRegistry) -> None:
 
 def test_multiline_endswith(shipped: ParserRegistry) -> None:
     """multiline.c endswith: type endswith, match_string '\\', negate on (raw text lines)."""
-    from logfwd.multiline import MultilineParser
 
     ml = MultilineParser.from_config({"name": "endswith", "type": "endswith", "match_string": "\\",
                                       "negate": True, "flush_timeout": 1000})

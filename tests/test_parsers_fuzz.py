@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import calendar
+import datetime
 import re
 
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from logfwd import _fastparse as fp
-from logfwd.parsers import NATIVE_REGEXES, PARSER_OPTIONS, Parser, ParserRegistry, _anchored, load_parsers_file
+from logfwd.config import default_parsers
+from logfwd.parsers import NATIVE_REGEXES, PARSER_OPTIONS, Parser, _anchored
+from logfwd.plugins.out_influxdb import lineproto
 from logfwd.regex import compile_onigmo
 
-REG = load_parsers_file(ParserRegistry())
+REG = default_parsers()
 NOW = 1_800_000_000 * 10**9
 FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -122,8 +126,6 @@ def test_whole_buffer_regex_scan_equals_line_by_line(batch: list[bytes]) -> None
 @FAST
 @given(ns=st.integers(min_value=-(10**18), max_value=2**63 - 1))
 def test_iso_time_matches_datetime(ns: int) -> None:
-    import datetime
-
     d = datetime.datetime(1970, 1, 1) + datetime.timedelta(microseconds=ns // 1000)
     assert fp.iso_time(ns) == d.strftime("%Y-%m-%dT%H:%M:%S.") + f"{d.microsecond // 1000:03d}Z"
 
@@ -136,8 +138,6 @@ names = st.text(alphabet=st.sampled_from(list("ab \\,=\n\r\"é") + ["\ud800", "x
 @example(name="a\\")
 @example(name="a\\\\ b\\,c")
 def test_influx_escaping_kernels_match_lineproto(name: str) -> None:
-    from logfwd.plugins.out_influxdb import lineproto
-
     assert fp.influx_escape(name, True) == lineproto.escape_measurement(name)
     assert fp.influx_escape(name) == lineproto.escape_tag_value(name)
     assert fp.influx_string(name) == lineproto.escape_string(name)
@@ -148,8 +148,6 @@ def test_influx_escaping_kernels_match_lineproto(name: str) -> None:
        d=st.integers(min_value=1, max_value=28), s=st.integers(min_value=0, max_value=86399),
        frac=st.integers(min_value=0, max_value=999_999_999))
 def test_rfc3339_times_match_datetime_or_are_refused(y: int, mo: int, d: int, s: int, frac: int) -> None:
-    import calendar
-
     text = f"{y:04d}-{mo:02d}-{d:02d}T{s // 3600:02d}:{s // 60 % 60:02d}:{s % 60:02d}.{frac:09d}Z"
     got = fp.TimeParser("%Y-%m-%dT%H:%M:%S.%L%z").parse(text, NOW)
     want = (calendar.timegm((y, mo, d, 0, 0, 0)) + s) * 10**9 + frac

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import socket
 import time
@@ -70,7 +71,7 @@ def test_endpoints() -> None:
     status, ctype, body, _ = out["/"]
     assert status == 200 and ctype == "application/json"
     info = json.loads(body)["logfwd"]
-    assert info["flags"] == ["FLB_HAVE_METRICS"] and info["version"] and info["edition"] == "community"
+    assert info["flags"] == ["FLB_HAVE_METRICS"] and info["version"] and info["edition"] == "Community"
 
     uptime = json.loads(out["/api/v1/uptime"][2])
     assert 93784 <= uptime["uptime_sec"] < 93800
@@ -156,8 +157,6 @@ def test_many_concurrent_clients() -> None:
     reg = sample_registry()
 
     def client(base: str) -> list[int]:
-        import concurrent.futures
-
         def one(i: int) -> int:
             with httpx.Client(base_url=base) as c:
                 return sum(c.get("/api/v1/metrics/prometheus").status_code == 200 for _ in range(5))

@@ -20,9 +20,9 @@ import os
 import re
 
 from ..options import closest
-from ..regex import compile_onigmo
+from ..regex import compile_fluent_regex
+from .include import ReadContext, resolve_include
 from .model import ConfigIssue, Document, RawEntry, RawSection
-from .reader import ReadContext, read_any, resolve_include
 from .variables import interpolate
 
 __all__ = ["read_classic_text", "parse_rule", "check_rule_regex", "SECTION_KINDS"]
@@ -95,7 +95,6 @@ def _tokens(text: str) -> list[str] | None:
     return out
 
 
-_RULE_FLAGS = {"i": re.IGNORECASE, "m": re.DOTALL, "x": re.VERBOSE}
 
 
 def check_rule_regex(regex: str) -> str | None:
@@ -106,16 +105,8 @@ def check_rule_regex(regex: str) -> str | None:
     multiline parser interprets it, this only checks it early so that the
     error names the rule's own line.
     """
-    pattern, flags = regex, re.MULTILINE
-    if len(regex) >= 2 and regex[0] == "/":
-        end = regex.rfind("/")
-        opts = regex[end + 1 :]
-        if end > 0 and all(c in _RULE_FLAGS for c in opts):
-            pattern = regex[1:end]
-            for c in opts:
-                flags |= _RULE_FLAGS[c]
     try:
-        compile_onigmo(pattern, flags)
+        compile_fluent_regex(regex)
     except Exception as e:  # re.error, or anything odd the translator raises
         return f"invalid regular expression {regex!r} in rule: {e}"
     return None
@@ -268,4 +259,4 @@ def _include(arg: str, path: str, lineno: int, doc: Document, ctx: ReadContext) 
             )
         return
     for hit in hits:
-        read_any(hit, doc, ctx, from_file=path, from_line=lineno)
+        ctx.include(hit, doc, from_file=path, from_line=lineno)

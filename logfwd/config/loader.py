@@ -7,8 +7,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from ..parsers import ParserRegistry
 from .model import CLI_FILE, Config, ConfigError, ConfigIssue, Document, RawEntry, RawSection
-from .reader import ReadContext, read_any
+from .reader import new_context, read_any
 from .validate import PARSER_KINDS, build_config, register_parsers
 
 __all__ = ["load_config", "config_from_cli", "default_parsers", "apply_service_overrides", "SHIPPED_PARSERS"]
@@ -17,18 +18,16 @@ __all__ = ["load_config", "config_from_cli", "default_parsers", "apply_service_o
 SHIPPED_PARSERS = Path(__file__).resolve().parent.parent / "parsers.conf"
 
 
-def default_parsers() -> Any:
+def default_parsers() -> ParserRegistry:
     """A ParserRegistry holding the built-in multiline parsers and the shipped parsers file.
 
     A fresh registry every call: a config adds its own parsers to it, and a
     reload must not see the parsers of the configuration it replaces.
     """
-    from ..parsers import ParserRegistry
-
     registry = ParserRegistry()
     if SHIPPED_PARSERS.exists():
         doc = Document()
-        ctx = ReadContext(env={}, main_dir=str(SHIPPED_PARSERS.parent), allowed=PARSER_KINDS)
+        ctx = new_context({}, str(SHIPPED_PARSERS.parent), PARSER_KINDS)
         read_any(str(SHIPPED_PARSERS), doc, ctx)
         issues = list(doc.issues)
         register_parsers(doc.sections, registry, issues)
@@ -54,7 +53,7 @@ def load_config(
     env = os.environ if env is None else env
     p = str(path)
     doc = Document()
-    ctx = ReadContext(env=env, main_dir=os.path.dirname(p) or os.curdir)
+    ctx = new_context(env, os.path.dirname(p) or os.curdir)
     read_any(p, doc, ctx)
     if doc.issues and not doc.files:  # the main file itself could not be read
         raise ConfigError(doc.issues)

@@ -68,7 +68,12 @@ class ConfigError(Exception):
 
 @dataclass
 class PluginSection:
-    """One validated [INPUT] / [FILTER] / [OUTPUT], ready for the engine to instantiate."""
+    """One validated [INPUT] / [FILTER] / [OUTPUT], with the plugin instance that will run it.
+
+    The instance was built and set up while validating (``plugin.create_plugin``);
+    the engine runs that instance rather than building another, so ``setup`` runs
+    once. A new ``Config`` (a reload) brings new instances.
+    """
 
     kind: str  # "input" | "filter" | "output"
     name: str  # canonical plugin name (aliases resolved)
@@ -78,6 +83,7 @@ class PluginSection:
     instance: str  # "tail.0" or the Alias
     file: str | None
     line: int | None
+    plugin: Any  # the set-up logfwd.plugin.Plugin instance
 
 
 @dataclass

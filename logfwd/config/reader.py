@@ -1,34 +1,27 @@
-"""Reading files into the intermediate ``Document``: format choice, includes, cycles.
+"""Reading files into the intermediate ``Document``: format choice, include cycles, dispatch.
 
-Both formats include other files, and a classic file may include a YAML one
-(and the reverse), so the bookkeeping shared by the two readers lives here:
-where a relative include is looked for, which files are being read (to detect a
-cycle), and which were read already (Fluent Bit refuses to read a file twice).
+``read_any`` picks the format of a file and hands it to ``classic`` or ``yaml_``;
+those read their includes back through ``ReadContext.include`` (see ``include``).
 """
 
 from __future__ import annotations
 
-import glob
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 
+from . import classic, yaml_
+from .include import ReadContext
 from .model import ConfigIssue, Document
 
-__all__ = ["ReadContext", "read_any", "resolve_include", "detect_format"]
+__all__ = ["read_any", "detect_format", "new_context"]
 
-_GLOB_CHARS = re.compile(r"[*?\[]")
 _YAML_FIRST = re.compile(r"^(---|[A-Za-z_][\w.-]*\s*:(\s|$))")
 
 
-@dataclass
-class ReadContext:
-    env: Mapping[str, str]
-    main_dir: str  # directory of the main config (as the user wrote it; may be relative)
-    allowed: frozenset[str] | None = None  # section kinds allowed (parsers files), None = all
-    stack: list[str] = field(default_factory=list)  # real paths being read, outermost first
-    seen: set[str] = field(default_factory=set)  # real paths read so far
+def new_context(env: Mapping[str, str], main_dir: str, allowed: frozenset[str] | None = None) -> ReadContext:
+    """A context for reading a main file and its includes (or a set of parsers files)."""
+    return ReadContext(env=env, main_dir=main_dir, read=read_any, allowed=allowed)
 
 
 def detect_format(path: str, text: str) -> str:
@@ -43,38 +36,6 @@ def detect_format(path: str, text: str) -> str:
     return "classic"
 
 
-def resolve_include(
-    pattern: str, including: str | None, ctx: ReadContext
-) -> tuple[list[str], list[str]]:
-    """Paths an include names, and the directories looked in.
-
-    A relative path is looked for next to the including file first (what
-    people expect, and what Fluent Bit's YAML includes do), then in the main
-    config's directory (where Fluent Bit's classic reader looks), then in the
-    working directory. Globs are sorted so the order is reproducible.
-    """
-    bases: list[str] = []
-    if os.path.isabs(pattern):
-        bases = [""]
-    else:
-        for b in (os.path.dirname(including) if including else None, ctx.main_dir, os.curdir):
-            if b is None:
-                continue
-            norm = os.path.normpath(b) if b else os.curdir
-            if norm not in bases:
-                bases.append(norm)
-    is_glob = bool(_GLOB_CHARS.search(pattern))
-    for base in bases:
-        full = os.path.normpath(os.path.join(base, pattern)) if base else pattern
-        if is_glob:
-            hits = sorted(p for p in glob.glob(full) if os.path.isfile(p))
-            if hits:
-                return hits, bases
-        elif os.path.exists(full):
-            return [full], bases
-    return [], bases
-
-
 def read_any(
     path: str,
     doc: Document,
@@ -85,7 +46,6 @@ def read_any(
     from_key: str = "@INCLUDE",
 ) -> None:
     """Read one file (either format) into ``doc``; problems become issues, never exceptions."""
-    from . import classic, yaml_
 
     def issue(msg: str) -> None:
         if from_file is None:

@@ -12,17 +12,17 @@ starts.
 
 from __future__ import annotations
 
-import logging
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from ..metrics import Counters
+from ..multiline import MULTILINE_OPTIONS
 from ..options import Option, OptionError, closest
-from ..plugin import ConfigValueError, PluginContext, PluginNotFound, PluginUnavailable, all_options, find_plugin
-from .model import Config, ConfigIssue, Document, PluginSection, RawEntry, RawSection
-from .reader import ReadContext, read_any
+from ..parsers import PARSER_OPTIONS
+from ..plugin import ConfigValueError, PluginNotFound, PluginUnavailable, all_options, create_plugin, find_plugin
+from .model import Config, ConfigError, ConfigIssue, Document, PluginSection, RawEntry, RawSection
+from .reader import new_context, read_any
 from .service import SERVICE_OPTIONS, UNSUPPORTED_SERVICE_KEYS
 from .variables import interpolate
 
@@ -194,9 +194,6 @@ def _resolve_parsers_file(name: str, main_dir: str | None) -> str | None:
 def register_parsers(sections: list[RawSection], registry: Any, issues: list[ConfigIssue]) -> None:
     """Check [PARSER]/[MULTILINE_PARSER] sections and add them: all parsers first (multiline parsers
     refer to them by name), then multiline parsers."""
-    from ..multiline import MULTILINE_OPTIONS
-    from ..parsers import PARSER_OPTIONS
-
     for kind, opts, add in (
         ("parser", PARSER_OPTIONS, registry.add_parser),
         ("multiline_parser", MULTILINE_OPTIONS, registry.add_multiline),
@@ -317,18 +314,8 @@ def _plugin_sections(
 
         if len(issues) > n_before:
             continue
-        ctx = PluginContext(
-            instance=instance,
-            metrics=Counters(),
-            log=logging.getLogger(f"logfwd.{kind}.{instance}"),
-            service=service,
-            parsers=registry,
-            storage_path=service.get("storage.path"),
-            raw=list(conv.raw),
-        )
         try:
-            plugin = cls(dict(opts), ctx)
-            plugin.setup()
+            plugin = create_plugin(cls, opts, instance=instance, service=service, parsers=registry, raw=conv.raw)
         except ConfigValueError as e:
             issues.append(ConfigIssue(sect.file, _line_of(conv, e.key, sect.line), label, e.key, e.message))
             continue
@@ -337,7 +324,7 @@ def _plugin_sections(
                                       f"plugin setup failed: {type(e).__name__}: {e}"))
             continue
         result[kind].append(
-            PluginSection(kind, canonical, cls, opts, list(conv.raw), instance, sect.file, sect.line)
+            PluginSection(kind, canonical, cls, opts, list(conv.raw), instance, sect.file, sect.line, plugin)
         )
     return result
 
@@ -352,8 +339,6 @@ def build_config(
     extra_parsers_files: Sequence[str] = (),
 ) -> Config:
     """Validate ``doc`` and return a Config, or raise ConfigError with every issue found."""
-    from .model import ConfigError
-
     issues = doc.issues
     warnings = doc.warnings
     _interpolate_doc(doc, env)
@@ -380,7 +365,7 @@ def build_config(
 
     # ---- parsers: files named in the service section and on the command line, then the config's own
     pdoc = Document(variables=doc.variables)
-    pctx = ReadContext(env=env, main_dir=main_dir or os.curdir, allowed=PARSER_KINDS)
+    pctx = new_context(env, main_dir or os.curdir, PARSER_KINDS)
     wanted = list(svc.where.get("parsers_file", []))
     wanted += [Occ(None, None, p, "parsers_file") for p in extra_parsers_files]
     for occ in wanted:

@@ -15,8 +15,8 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from ..options import closest
 from .classic import check_rule_regex
+from .include import ReadContext, resolve_include
 from .model import ConfigIssue, Document, RawEntry, RawSection
-from .reader import ReadContext, read_any, resolve_include
 
 __all__ = ["read_yaml_text", "TOP_LEVEL_KEYS"]
 
@@ -245,7 +245,7 @@ class _YamlReader:
                     self.issue(item, f"cannot include {pattern!r}: file not found", key="includes")
                 continue
             for hit in hits:
-                read_any(hit, self.doc, self.ctx, from_file=self.path, from_line=_line(item), from_key="includes")
+                self.ctx.include(hit, self.doc, from_file=self.path, from_line=_line(item), from_key="includes")
 
     def pipeline(self, node: Node) -> None:
         if not isinstance(node, MappingNode):

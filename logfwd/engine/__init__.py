@@ -1,1 +1,1 @@
-"""The pipeline engine: batches, routing, buffers, retries, acknowledgements."""
+"""The pipeline engine: routing, output buffers, retries, dead letters (batches are in ``logfwd.batch``)."""

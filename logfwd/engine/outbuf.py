@@ -18,17 +18,14 @@ from __future__ import annotations
 import logging
 import math
 import time
-from typing import TYPE_CHECKING
 
 import trio
 
+from ..batch import Batch, Chunk, Result
 from ..metrics import Counters
-from .batch import Batch, Chunk, Result
+from ..plugin import Output
 from .deadletter import DeadLetter
 from .retry import RetryPolicy
-
-if TYPE_CHECKING:
-    from ..plugin import Output
 
 __all__ = ["OutputBuffer"]
 

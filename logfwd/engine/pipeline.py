@@ -18,9 +18,8 @@ from typing import Any
 import trio
 
 from ..health import HealthPolicy
-from ..log import parse_level, plugin_logger
 from ..metrics import MetricsRegistry
-from ..plugin import Emitter, Filter, Input, Output, PluginContext
+from ..plugin import Emitter, Filter, Input, Output
 from .batch import Batch, MemBudget
 from .deadletter import DeadLetter, default_dead_letter_dir
 from .outbuf import OutputBuffer
@@ -159,22 +158,9 @@ class Pipeline:
             self._inputs.append(_InputSlot(plugin, Emitter(tag, budget, self.dispatch, plugin.metrics)))
 
     def _instantiate(self, sec: Any) -> Any:
-        metrics = self.registry.register(sec.kind, sec.instance)
-        ctx = PluginContext(
-            instance=sec.instance,
-            metrics=metrics,
-            log=plugin_logger(sec.kind, sec.name, sec.instance),
-            service=self.service,
-            parsers=self.config.parsers,
-            storage_path=self.service.get("storage.path"),
-            raw=list(sec.raw),
-        )
-        level = sec.options.get("log_level")
-        if level:
-            ctx.log.setLevel(parse_level(level))
-        plugin = sec.cls(dict(sec.options), ctx)
-        plugin.setup()
-        return plugin
+        """The instance the config layer built and set up; its counters become the daemon's."""
+        self.registry.adopt(sec.kind, sec.instance, sec.plugin.metrics)
+        return sec.plugin
 
     # ------------------------------------------------------------ data path
 
@@ -219,10 +205,9 @@ class Pipeline:
         outputs; its handle's first reference is ours and is released after routing.
         """
         for i, slot in enumerate(self._filters):
-            flush = getattr(slot.plugin, "flush_pending", None)
-            if flush is None:
+            if not slot.plugin.holds_records:
                 continue
-            for batch in flush(force=force):
+            for batch in slot.plugin.flush_pending(force):
                 try:
                     await self._route(batch, i + 1)
                 finally:

@@ -30,10 +30,6 @@ class TagMatcher:
         self._wild = wildcard_to_regex(match) if match else None
         self._cache: dict[str, bool] = {}
 
-    @property
-    def empty(self) -> bool:
-        return self._wild is None and self.match_regex is None
-
     def __call__(self, tag: str) -> bool:
         hit = self._cache.get(tag)
         if hit is None:

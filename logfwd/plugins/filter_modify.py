@@ -20,9 +20,9 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from logfwd.multiline import compile_fluent_regex
 from logfwd.plugin import Batch, ConfigValueError, Filter, Option
 from logfwd.recordpath import MISSING, RecordPathError, compile_path
+from logfwd.regex import compile_fluent_regex
 
 Record = dict[str, Any]
 

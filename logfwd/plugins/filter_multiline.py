@@ -122,9 +122,14 @@ class _TagState:
     held: deque[_Held] = field(default_factory=deque)
 
 
+# Fluent Bit re-emits joined records through an internal input; here they stay in the batch.
+_NO_EMITTER = "joined records continue in the same batch; there is no re-emitting input"
+
+
 class MultilineFilter(Filter):
     name = "multiline"
     description = "concatenate multiline messages (stack traces) and split Docker messages"
+    holds_records = True  # a record is complete only when a later line (or flush_ms) says so
     options = (
         Option("multiline.parser", "csv", None, "multiline parsers to apply, comma separated (go, java, ...)",
                multi=True),
@@ -136,10 +141,12 @@ class MultilineFilter(Filter):
         Option("multiline.max_lines", "int", "0", "emit a record once it has this many lines (0: no limit)",
                minimum=0),
         Option("debug_flush", "bool", "off", "log each emitted record at debug level"),
-        Option("emitter_name", "str", None, "accepted for Fluent Bit compatibility (records are not re-emitted)"),
-        Option("emitter_storage.type", "str", "memory", "accepted for Fluent Bit compatibility",
-               choices=("memory", "filesystem")),
-        Option("emitter_mem_buf_limit", "size", "10M", "accepted for Fluent Bit compatibility"),
+        Option("emitter_name", "str", None, "name of Fluent Bit's re-emitting input",
+               unsupported=_NO_EMITTER),
+        Option("emitter_storage.type", "str", "memory", "buffering of Fluent Bit's re-emitting input",
+               choices=("memory", "filesystem"), unsupported=_NO_EMITTER),
+        Option("emitter_mem_buf_limit", "size", "10M", "memory limit of Fluent Bit's re-emitting input",
+               unsupported=_NO_EMITTER),
     )
 
     def setup(self) -> None:

@@ -1,0 +1,1 @@
+"""Minimal logfwd plugins, one of each kind, to copy from (see docs/DESIGN.md for the contract)."""
