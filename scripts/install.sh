@@ -3,7 +3,7 @@
 #   scripts/install.sh          runtime only
 #   scripts/install.sh --test   plus every output's client, the test tools and the real
 #                               backends the tests start (Kafka broker, InfluxDB, ES stand-in,
-#                               journald tools, rsyslog)
+#                               journald tools, rsyslog) and the jars of the test OpenSearch node
 set -euo pipefail
 cd "$(dirname "$0")/.."
 want_test=0
@@ -42,3 +42,14 @@ fi
 # imported, not the source tree of this checkout.
 venv_py=$PWD/.venv/bin/python
 (cd / && "$venv_py" -c 'import logfwd._fastparse, logfwd.tail.db, logfwd.plugins.in_tail')
+if ((want_test)); then
+  # The real OpenSearch node of tests/backends/opensearch.py is built by Maven from Maven
+  # Central jars. Fetch them now so the first test run builds offline in seconds.
+  # Best-effort: without java/mvn/network those tests skip, they do not fail.
+  if command -v mvn >/dev/null && command -v java >/dev/null; then
+    timeout 600 mvn -q -B -f tests/opensearch/pom.xml compile org.apache.maven.plugins:maven-dependency-plugin:3.8.1:copy-dependencies \
+      >/dev/null 2>&1 || echo "install: could not prefetch the OpenSearch test node's jars (tests needing it will skip)"
+  else
+    echo "install: no java/mvn; the tests that need a real OpenSearch node will skip"
+  fi
+fi

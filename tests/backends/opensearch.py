@@ -24,6 +24,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import os
+import re
 import shutil
 import subprocess
 import time
@@ -49,12 +50,13 @@ START_TIMEOUT = 120.0
 
 HEAP = ["-Xms256m", "-Xmx512m"]
 
-# Words of Maven's log that mean "could not download", as opposed to "the code is broken".
-_NETWORK_SIGNS = (
-    "Could not transfer", "Could not resolve", "UnknownHost", "Unknown host", "Connection refused",
-    "Network is unreachable", "timed out", "Connect timed out", "cannot access central", "Could not find artifact",
-    "is offline", "No route to host", "Temporary failure in name resolution",
-)
+DEPENDENCY_PLUGIN = "org.apache.maven.plugins:maven-dependency-plugin:3.8.1"
+"""Named in full (not the ``dependency:`` prefix): resolving a prefix needs a repository index."""
+
+# Maven's words for "the launcher's Java is wrong". Any other build failure (no network,
+# an incomplete local repository, a full disk) is this machine's, and skips.
+_CODE_ERRORS = ("COMPILATION ERROR", "cannot find symbol", ".java:[")
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 _built: str | None = None  # the classpath, once built in this session
 _unavailable: str | None = None  # the skip reason, once known
@@ -74,15 +76,17 @@ def _classpath() -> str:
     return f"{TARGET / 'classes'}{os.pathsep}{TARGET / 'lib' / '*'}"
 
 
-def _log_tail(n: int = 15) -> str:
+def _log_tail(n: int = 3) -> str:
+    """The first ``n`` error lines of the last Maven run (the reason; the rest is Maven's advice)."""
     if not BUILD_LOG.exists():
         return ""
-    lines = [x for x in BUILD_LOG.read_text(errors="replace").splitlines() if x.strip()]
-    return "\n".join(lines[-n:])
+    last_run = _ANSI.sub("", BUILD_LOG.read_text(errors="replace")).rsplit("\n$ ", 1)[-1]
+    errors = [x for x in last_run.splitlines() if x.startswith("[ERROR]") and x[7:].strip()]
+    return "\n".join(errors[:n] or last_run.splitlines()[-n:])
 
 
 def _run_maven(mvn: str, offline: bool) -> int:
-    argv = [mvn, "-B", "-q", "-f", str(PROJECT / "pom.xml"), "compile", "dependency:copy-dependencies"]
+    argv = [mvn, "-B", "-q", "-f", str(PROJECT / "pom.xml"), "compile", f"{DEPENDENCY_PLUGIN}:copy-dependencies"]
     if offline:
         argv.insert(1, "-o")
     with open(BUILD_LOG, "ab") as fh:
@@ -127,10 +131,12 @@ def build_launcher() -> str:
         # Offline first: after scripts/install.sh --test prefetched the jars this needs no network at all.
         if _run_maven(mvn, offline=True) != 0 and _run_maven(mvn, offline=False) != 0:
             tail = _log_tail()
-            if any(s in tail for s in _NETWORK_SIGNS):
-                _unavailable = f"real OpenSearch node: Maven could not download its jars (see {BUILD_LOG}):\n{tail}"
-                pytest.skip(_unavailable)
-            pytest.fail(f"building tests/opensearch failed (see {BUILD_LOG}):\n{tail}")
+            log = _ANSI.sub("", BUILD_LOG.read_text(errors="replace"))
+            if any(s in log for s in _CODE_ERRORS):
+                pytest.fail(f"tests/opensearch does not compile (see {BUILD_LOG}):\n{tail}")
+            _unavailable = (f"real OpenSearch node: Maven could not build it, no network? {_log_tail(1)} "
+                            f"(log: {BUILD_LOG})")
+            pytest.skip(_unavailable)
         STAMP.write_text(key)
     _built = _classpath()
     return _built
@@ -163,7 +169,7 @@ class OpenSearchNode(EsServer):
         home = self.workdir / "home"
         (home / "tmp").mkdir(parents=True, exist_ok=True)
         return [
-            "java", *HEAP,
+            shutil.which("java") or "java", *HEAP,
             "-XX:+UseSerialGC",  # one node, small heap: the least memory and threads
             "-Xss1m",
             f"-Djava.io.tmpdir={home / 'tmp'}",
