@@ -47,8 +47,11 @@ if ((want_test)); then
   # Central jars. Fetch them now so the first test run builds offline in seconds.
   # Best-effort: without java/mvn/network those tests skip, they do not fail.
   if command -v mvn >/dev/null && command -v java >/dev/null; then
-    timeout 600 mvn -q -B -f tests/opensearch/pom.xml compile org.apache.maven.plugins:maven-dependency-plugin:3.8.1:copy-dependencies \
-      >/dev/null 2>&1 || echo "install: could not prefetch the OpenSearch test node's jars (tests needing it will skip)"
+    dep=org.apache.maven.plugins:maven-dependency-plugin:3.8.1
+    timeout 600 mvn -q -B -f tests/opensearch/pom.xml compile $dep:copy-dependencies >/dev/null 2>&1 \
+      || echo "install: could not prefetch the OpenSearch test node's jars (tests needing it will skip)"
+    timeout 600 mvn -q -B -f tests/opensearch/security/pom.xml compile $dep:copy-dependencies $dep:unpack >/dev/null 2>&1 \
+      || echo "install: could not prefetch the secure OpenSearch test node (tests needing it will skip)"
   else
     echo "install: no java/mvn; the tests that need a real OpenSearch node will skip"
   fi

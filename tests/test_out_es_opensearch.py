@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from .backends._proc import wait_for
-from .backends.opensearch import OpenSearchNode
+from .backends.opensearch import ADMIN, OpenSearchNode
 from .test_e2e_outputs import LOGFWD, LineWriter, Logfwd, es_numbers, logfwds, numbers_exact, tail_input
 
 __all__ = ["logfwds"]  # the fixture, imported to be used here
@@ -253,3 +253,67 @@ def test_node_stops_by_pid_and_starts_again_with_its_data(
     node.start()
     assert node.pid != pid
     wait_for(lambda: node.count("kept") == 1, 30, "the document after a restart")
+
+
+# --------------------------------------------------------------------------- 5. security plugin (TLS, basic auth)
+
+
+def test_tls_and_basic_auth_user_created_while_logfwd_retries(
+        opensearch_secure: OpenSearchNode, tmp_path: Path, logfwds: list[Logfwd]) -> None:
+    """HTTPS verified against the test CA; the user exists only after logfwd was refused (401) a few times.
+
+    The user's role allows bulk writes to one index and nothing else, so ``GET /``
+    (product detection) is refused too (403): the output must still deliver.
+    """
+    node = opensearch_secure
+    index = f"secure-{uuid.uuid4().hex[:6]}"
+    user, password = f"lf-{uuid.uuid4().hex[:6]}", f"Lf-{uuid.uuid4().hex}-9!"
+    n = max(N // 5, 20)
+    data = tmp_path / "app.log"
+    data.touch()
+    out = os_output(node, index, f"""    tls                On
+    tls.verify         On
+    tls.ca_file        {node.ca_file}
+    HTTP_User          {user}
+    HTTP_Passwd        {password}
+""")
+    lf = Logfwd(tmp_path / "lf", tail_input(data, tmp_path / "tail.db") + "\n" + out).start()
+    logfwds.append(lf)
+    writer = LineWriter(data, n)
+    writer.start()
+    lf.wait_counter("output", "es_os", "retries", 2, timeout=60)  # refused: no such user yet
+    assert node.count(index) == 0
+    role = f"writer-{index}"
+    status, body = node.request("PUT", f"/_plugins/_security/api/roles/{role}", {
+        "cluster_permissions": ["indices:data/write/bulk"],
+        "index_permissions": [{"index_patterns": [index], "allowed_actions": ["crud", "create_index"]}],
+    })
+    assert status in (200, 201), body
+    status, body = node.request("PUT", f"/_plugins/_security/api/internalusers/{user}",
+                                {"password": password, "opendistro_security_roles": [role]})
+    assert status in (200, 201), body
+    assert node.request("GET", "/", auth=(user, password))[0] == 403  # the role really is that narrow
+    writer.finish()
+    lf.wait_counter("output", "es_os", "proc_records", n, timeout=300)
+    m = (lf.metrics() or {})["output"]["es_os"]
+    assert m.get("dlq_records", 0) == 0, m
+    _assert_exactly(node, index, n)
+
+
+def test_tls_server_not_trusted_nothing_sent(opensearch_secure: OpenSearchNode, tmp_path: Path) -> None:
+    """Without the test CA the certificate does not verify: no record reaches the server."""
+    node = opensearch_secure
+    index = f"untrusted-{uuid.uuid4().hex[:6]}"
+    conf = _stdin_conf(tmp_path / "u" / "logfwd.conf", node, index, f"""    tls                On
+    tls.verify         On
+    HTTP_User          {ADMIN[0]}
+    HTTP_Passwd        {ADMIN[1]}
+""")
+    conf.write_text(conf.read_text().replace("Retry_Limit        5", "Retry_Limit        1"))
+    p = _run_stdin(conf, [{"n": i} for i in range(10)])
+    assert p.returncode == 0, p.stderr.decode()
+    status, _ = node.request("GET", f"/{index}/_count")
+    assert status == 404
+    dl = _dead_letters(tmp_path / "u", "es_os")
+    assert sorted(d["record"]["n"] for d in dl) == list(range(10))
+    assert all("certificate" in d["reason"].lower() for d in dl), dl[0]["reason"]

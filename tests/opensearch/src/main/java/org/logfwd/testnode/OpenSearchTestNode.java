@@ -34,7 +34,7 @@ import org.opensearch.plugins.Plugin;
  */
 public final class OpenSearchTestNode {
 
-    /** Classpath plugins; the first is needed for HTTP at all, the others are optional. */
+    /** Modules loaded from the classpath when present (a distribution loads them from modules/). */
     private static final String[] PLUGINS = {
         "org.opensearch.transport.Netty4Plugin",
         "org.opensearch.analysis.common.CommonAnalysisPlugin",
@@ -87,7 +87,19 @@ public final class OpenSearchTestNode {
         Files.createDirectories(homePath.resolve("data"));
         Files.createDirectories(homePath.resolve("logs"));
 
-        Settings settings = Settings.builder()
+        // Modules found on the classpath. The security variant (see README.md) leaves Netty and
+        // painless off the classpath: its plugin zip brings its own Netty and HTTP transport.
+        List<Class<? extends Plugin>> plugins = new ArrayList<>();
+        for (String name : PLUGINS) {
+            try {
+                plugins.add(Class.forName(name).asSubclass(Plugin.class));
+            } catch (ClassNotFoundException e) {
+                System.out.println("LOGFWD-OPENSEARCH plugin not on classpath, skipped: " + name);
+            }
+        }
+        boolean netty = plugins.stream().anyMatch(c -> c.getSimpleName().equals("Netty4Plugin"));
+
+        Settings.Builder base = Settings.builder()
             .put("cluster.name", "logfwd-test")
             .put("node.name", "logfwd-test-node")
             .put("path.home", homePath.toString())
@@ -97,24 +109,12 @@ public final class OpenSearchTestNode {
             .put("network.host", "127.0.0.1")
             .put("http.port", httpPort)
             .put("transport.port", transportPort)
-            .put("http.type", "netty4")
-            .put("transport.type", "netty4")
             // A test machine's disk may be fuller than the default watermarks allow.
-            .put("cluster.routing.allocation.disk.threshold_enabled", false)
-            .put(extra.build())
-            .build();
-
-        List<Class<? extends Plugin>> plugins = new ArrayList<>();
-        for (String name : PLUGINS) {
-            try {
-                plugins.add(Class.forName(name).asSubclass(Plugin.class));
-            } catch (ClassNotFoundException e) {
-                if (plugins.isEmpty()) {
-                    throw e;
-                }
-                System.out.println("LOGFWD-OPENSEARCH plugin not on classpath, skipped: " + name);
-            }
+            .put("cluster.routing.allocation.disk.threshold_enabled", false);
+        if (netty) {
+            base.put("http.type", "netty4").put("transport.type", "netty4");
         }
+        Settings settings = base.put(extra.build()).build();
 
         Environment env = InternalSettingsPreparer.prepareEnvironment(
             settings, Collections.emptyMap(), homePath.resolve("config"), () -> "logfwd-test-node");
@@ -134,9 +134,15 @@ public final class OpenSearchTestNode {
         // One node: a replica could never be assigned and every index would stay yellow.
         // The default only applies to new indices when it is in the cluster state, not
         // when it is a node setting, hence a persistent cluster setting once started.
-        node.client().admin().cluster().prepareUpdateSettings()
-            .setPersistentSettings(Settings.builder().put("cluster.default_number_of_replicas", 0))
-            .get();
+        // (With the security plugin the node's own client has no user and may be refused; the
+        // caller then sets it over HTTP as an admin.)
+        try {
+            node.client().admin().cluster().prepareUpdateSettings()
+                .setPersistentSettings(Settings.builder().put("cluster.default_number_of_replicas", 0))
+                .get();
+        } catch (RuntimeException e) {
+            System.out.println("LOGFWD-OPENSEARCH could not set cluster.default_number_of_replicas: " + e);
+        }
         System.out.println("LOGFWD-OPENSEARCH-STARTED http=" + httpPort);
         System.out.flush();
         closed.await();
