@@ -12,7 +12,11 @@ what only the real code does:
 3. a mapping conflict (``long`` field, string values): Lucene's own refusal, only those
    records dead-lettered with the server's reason;
 4. a data stream (``create`` only, ``@timestamp`` required), ``Logstash_Format`` daily
-   indices and an ingest ``Pipeline`` with a painless script.
+   indices and an ingest ``Pipeline`` with a painless script;
+5. with the security plugin: HTTPS verified against the node's CA and basic auth for a
+   user that is created (with a role allowing bulk writes to one index only) while the
+   forwarder is being refused with 401; a certificate the forwarder cannot verify means
+   nothing is sent and the records are dead-lettered with the TLS error.
 
 When no node can be had (no ``java``/``mvn``, Maven Central unreachable) these tests skip.
 ``N`` comes from ``LOGFWD_E2E_N`` like the other end-to-end tests.

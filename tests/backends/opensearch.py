@@ -17,6 +17,11 @@ that fails for any other reason (a compile error in the launcher) fails the test
 ``opensearch`` is one node for the session; ``opensearch_factory`` makes private
 nodes with extra node settings (``{"thread_pool.write.size": "1"}``) that a test may
 start late, stop and start again (same ports, same data directory).
+
+``opensearch_secure`` is a second build (``tests/opensearch/security``): OpenSearch
+2.19.4 with the ``opensearch-security`` plugin zip (the newest version published for
+2.19), HTTPS with certificates from a throwaway CA made by ``openssl``, basic auth
+(``admin``/``admin`` from the plugin's shipped users), roles and users via its REST API.
 """
 
 from __future__ import annotations
