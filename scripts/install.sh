@@ -3,7 +3,7 @@
 #   scripts/install.sh          the daemon (what ./run.sh uses): a regular, non-editable install
 #   scripts/install.sh --test   plus the test tools and the real backends the tests start
 #                               (Kafka broker, InfluxDB, ES stand-in, journald tools, rsyslog),
-#                               as an editable install of this checkout
+#                               and the jars of the test OpenSearch node, as an editable install
 # Quick when nothing changed: the install is redone only when it is missing or when
 # pyproject.toml, setup.py or a Cython source changed since the last one (a stamp in .venv).
 set -euo pipefail
@@ -77,6 +77,20 @@ fi
 # installed package is imported, not the source tree of this checkout.
 venv_py=$PWD/.venv/bin/python
 (cd / && "$venv_py" -c 'import logfwd._fastparse, logfwd.plugins.in_tail.db, confluent_kafka, elasticsearch, systemd.journal, influxdb_client, httpx')
+if ((want_test)); then
+  # The real OpenSearch node of tests/backends/opensearch.py is built by Maven from Maven
+  # Central jars. Fetch them now so the first test run builds offline in seconds.
+  # Best-effort: without java/mvn/network those tests skip, they do not fail.
+  if command -v mvn >/dev/null && command -v java >/dev/null; then
+    dep=org.apache.maven.plugins:maven-dependency-plugin:3.8.1
+    timeout 600 mvn -q -B -f tests/opensearch/pom.xml compile $dep:copy-dependencies >/dev/null 2>&1 \
+      || say "could not prefetch the OpenSearch test node's jars (tests needing it will skip)"
+    timeout 600 mvn -q -B -f tests/opensearch/security/pom.xml compile $dep:copy-dependencies $dep:unpack >/dev/null 2>&1 \
+      || say "could not prefetch the secure OpenSearch test node (tests needing it will skip)"
+  else
+    say "no java/mvn; the tests that need a real OpenSearch node will skip"
+  fi
+fi
 rm -f .venv/.logfwd-install-run .venv/.logfwd-install-test
 printf '%s\n' "$stamp" > ".venv/.logfwd-install-$mode"
 say "done: .venv/bin/logfwd"
