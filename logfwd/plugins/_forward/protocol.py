@@ -195,7 +195,7 @@ class _Stream:
             except msgpack.OutOfData:
                 break
             except (msgpack.FormatError, msgpack.StackError, ValueError, TypeError) as e:
-                raise ProtocolError(f"invalid msgpack: {e}") from None
+                raise ProtocolError(f"invalid msgpack ({_why(e)})") from None
             end = self._u.tell()
             out.append((obj, end - self._start))
             self._start = end
@@ -308,6 +308,10 @@ def decode_message(obj: Any, size: int, max_size: int) -> Entries:
                    signal if isinstance(signal, int) else 0)
 
 
+def _why(e: Exception) -> str:
+    return f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
+
+
 def _describe(obj: Any) -> str:
     return type(obj).__name__ if not isinstance(obj, list) else f"array of {len(obj)}"
 
@@ -347,7 +351,7 @@ def _packed(payload: bytes, max_size: int) -> tuple[list[int], list[dict[str, An
     except msgpack.OutOfData:
         raise ProtocolError("truncated PackedForward entries") from None
     except (msgpack.FormatError, msgpack.StackError, msgpack.BufferFull, ValueError, TypeError) as e:
-        raise ProtocolError(f"invalid msgpack in PackedForward entries: {e}") from None
+        raise ProtocolError(f"invalid msgpack in PackedForward entries ({_why(e)})") from None
     return _entries(items)
 
 

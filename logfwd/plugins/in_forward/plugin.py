@@ -93,13 +93,17 @@ class ForwardInput(Input):
         self.ssl_context: ssl.SSLContext | None = tls_context(self.config, server=True)
         self.chunk_size: int = s.buffer_chunk_size
         self.max_size: int = max(s.buffer_max_size, 1024)
+        # The config layer gives an untagged input its instance name as Tag; only a Tag the
+        # user wrote overrides the tags senders give their records.
+        self.fixed_tag: str | None = s.tag if any(k == "tag" for k, _ in self.ctx.raw) else None
+        self.tag_prefix: str = s.tag_prefix or ""
         self.port: int | None = None
         self.connections = 0
 
     def _tag(self, tag: str) -> str:
-        if self.settings.tag:
-            return str(self.settings.tag)
-        return (self.settings.tag_prefix or "") + tag
+        if self.fixed_tag:
+            return self.fixed_tag
+        return self.tag_prefix + tag
 
     # --------------------------------------------------------------- listen
 

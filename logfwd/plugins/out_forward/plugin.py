@@ -89,12 +89,15 @@ class _Conn:
         sock = getattr(inner, "socket", None)
         if sock is None:
             return True
+        probe = socket.socket(sock.family, sock.type, fileno=sock.fileno())  # a view, detached below
         try:
-            data = sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+            data = probe.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
         except BlockingIOError:
             return True
         except OSError:
             return False
+        finally:
+            probe.detach()
         return bool(data)
 
     async def aclose(self) -> None:
@@ -261,6 +264,9 @@ def _reason(e: BaseException) -> str:
         return "timed out (no connection, handshake or ack in time)"
     if isinstance(e, OSError) and e.strerror:
         return e.strerror
+    causes = getattr(e.__cause__, "exceptions", None)  # trio.open_tcp_stream: one error per address
+    if causes:
+        return "; ".join(c.strerror or str(c) for c in causes)
     return str(e) or type(e).__name__
 
 

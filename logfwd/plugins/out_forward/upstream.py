@@ -45,6 +45,7 @@ def read_upstream(path: str) -> tuple[str, list[Node]]:
 def parse_upstream(text: str, path: str = "<upstream>") -> tuple[str, list[Node]]:
     """The upstream's name and its nodes, in file order."""
     sections: list[tuple[str, int, dict[str, str]]] = []
+    lines: dict[tuple[int, str], int] = {}  # (section index, key) -> line, for messages
     for lineno, raw in enumerate(text.splitlines(), 1):
         line = raw.strip()
         if not line or line.startswith("#"):
@@ -56,13 +57,14 @@ def parse_upstream(text: str, path: str = "<upstream>") -> tuple[str, list[Node]
             raise UpstreamError(f"{path}:{lineno}: an entry before any [UPSTREAM] or [NODE] section")
         key, _, value = line.partition(" ")
         sections[-1][2][key.strip().lower()] = value.strip()
+        lines[(len(sections) - 1, key.strip().lower())] = lineno
     name = ""
     nodes: list[Node] = []
-    for kind, lineno, kv in sections:
+    for i, (kind, lineno, kv) in enumerate(sections):
         if kind == "upstream":
             name = kv.get("name", "")
         elif kind == "node":
-            nodes.append(_node(kv, path, lineno, len(nodes)))
+            nodes.append(_node(kv, path, lines.get((i, "port"), lineno), len(nodes)))
         else:
             raise UpstreamError(f"{path}:{lineno}: unknown section [{kind.upper()}] (expected UPSTREAM or NODE)")
     if not nodes:
