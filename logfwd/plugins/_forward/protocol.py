@@ -100,7 +100,7 @@ def _to_ns(t: Any) -> int:
     raise ProtocolError(f"a time must be a number or EventTime, got {type(t).__name__}")
 
 
-def shared_key_digest(salt: bytes | str, hostname: str, nonce: bytes | str, shared_key: str) -> str:
+def shared_key_digest(salt: bytes | str, hostname: bytes | str, nonce: bytes | str, shared_key: str) -> str:
     return hashlib.sha512(_b(salt) + _b(hostname) + _b(nonce) + _b(shared_key)).hexdigest()
 
 
@@ -110,6 +110,10 @@ def password_digest(auth_salt: bytes | str, username: str, password: str) -> str
 
 def _b(v: bytes | str) -> bytes:
     return v if isinstance(v, bytes) else str(v).encode()
+
+
+def _text(v: Any) -> str:
+    return v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v)
 
 
 # ------------------------------------------------------------------ events
@@ -156,9 +160,9 @@ class Ack:
 Event = Entries | Reply | AuthFailed | Authenticated | Ack
 
 
-def _unpacker(max_size: int) -> msgpack.Unpacker:
+def _unpacker(max_size: int, raw: bool = False) -> msgpack.Unpacker:
     return msgpack.Unpacker(
-        max_buffer_size=max_size, raw=False, strict_map_key=False, ext_hook=_ext_hook,
+        max_buffer_size=max_size, raw=raw, strict_map_key=False, ext_hook=_ext_hook,
         unicode_errors="replace", use_list=True,
     )
 
@@ -170,9 +174,9 @@ class _Stream:
     sizes are measured from where the last whole value ended (``_start``).
     """
 
-    def __init__(self, max_size: int) -> None:
+    def __init__(self, max_size: int, raw: bool = False) -> None:
         self.max_size = max_size
-        self._u = _unpacker(max_size)
+        self._u = _unpacker(max_size, raw)
         self._fed = 0
         self._start = 0
 
@@ -225,6 +229,11 @@ class ServerProtocol:
         auth_salt: bytes | None = None,
     ) -> None:
         self._stream = _Stream(max_size)
+        # The handshake is decoded raw: senders put random bytes (salt, nonce) in msgpack str
+        # values, which UTF-8 decoding would mangle. Bytes fed before the PING is whole are
+        # kept so that whatever follows it is decoded as data.
+        self._hs_stream = _Stream(max_size, raw=True)
+        self._hs_buf = b""
         self.max_size = max_size
         self.shared_key = shared_key
         self.self_hostname = self_hostname
@@ -249,33 +258,42 @@ class ServerProtocol:
         return msgpack.packb({"ack": chunk})
 
     def receive_data(self, data: bytes) -> list[Event]:
+        if not self.authenticated:
+            return self._handshake(data)
         events: list[Event] = []
         for obj, size in self._stream.feed(data):
-            if not self.authenticated:
-                ev = self._ping(obj)
-                events.append(ev)
-                if isinstance(ev, AuthFailed):
-                    return events
-                continue
             if obj is None:
                 continue  # heartbeat
             events.append(decode_message(obj, size, self.max_size))
         return events
 
+    def _handshake(self, data: bytes) -> list[Event]:
+        self._hs_buf += data
+        objs = self._hs_stream.feed(data)
+        if not objs:
+            return []
+        obj, size = objs[0]
+        ev = self._ping(obj)
+        if isinstance(ev, AuthFailed):
+            return [ev]
+        rest, self._hs_buf = self._hs_buf[size:], b""
+        return [ev, *self.receive_data(rest)] if rest else [ev]
+
     def _ping(self, obj: Any) -> AuthFailed | Authenticated:
-        if not (isinstance(obj, list) and len(obj) == 6 and obj[0] == "PING"):
+        if not (isinstance(obj, list) and len(obj) == 6 and obj[0] == b"PING"):
             return self._fail("expected PING (this server requires the shared-key handshake)")
-        _, hostname, salt, digest, username, pw_digest = obj
-        if digest != shared_key_digest(salt, str(hostname), self.nonce, self.shared_key or ""):
+        _, hostname, salt, digest, username, pw_digest = (_b(v) if isinstance(v, (bytes, str)) else b"" for v in obj)
+        if digest.decode("ascii", "replace") != shared_key_digest(salt, hostname, self.nonce, self.shared_key or ""):
             return self._fail("shared key mismatch")
+        user = username.decode("utf-8", "replace")
         if self.users:
-            pw = self.users.get(str(username))
-            if pw is None or pw_digest != password_digest(self.auth_salt, str(username), pw):
+            pw = self.users.get(user)
+            if pw is None or pw_digest.decode("ascii", "replace") != password_digest(self.auth_salt, user, pw):
                 return self._fail("username/password mismatch")
         self.authenticated = True
         pong = ["PONG", True, "", self.self_hostname,
                 shared_key_digest(salt, self.self_hostname, self.nonce, self.shared_key or "")]
-        return Authenticated(str(hostname), msgpack.packb(pong, use_bin_type=True))
+        return Authenticated(hostname.decode("utf-8", "replace"), msgpack.packb(pong, use_bin_type=True))
 
     def _fail(self, reason: str) -> AuthFailed:
         return AuthFailed(reason, msgpack.packb(["PONG", False, reason, "", ""]))
@@ -434,17 +452,17 @@ class ClientProtocol:
     _nonce: bytes = b""
 
     def __post_init__(self) -> None:
-        self._stream = _Stream(self.max_size)
+        self._stream = _Stream(self.max_size, raw=True)  # raw: nonce and salt may be random bytes in str values
         self.ready = self.shared_key is None
 
     def receive_data(self, data: bytes) -> list[Event]:
         events: list[Event] = []
         for obj, _size in self._stream.feed(data):
-            if isinstance(obj, dict) and "ack" in obj:
-                events.append(Ack(str(obj["ack"])))
-            elif isinstance(obj, list) and obj and obj[0] == "HELO":
+            if isinstance(obj, dict) and b"ack" in obj:
+                events.append(Ack(_text(obj[b"ack"])))
+            elif isinstance(obj, list) and obj and obj[0] == b"HELO":
                 events.append(self._helo(obj))
-            elif isinstance(obj, list) and obj and obj[0] == "PONG":
+            elif isinstance(obj, list) and obj and obj[0] == b"PONG":
                 events.append(self._pong(obj))
             else:
                 raise ProtocolError(f"unexpected message from the server: {_describe(obj)}")
@@ -454,8 +472,8 @@ class ClientProtocol:
         opts = obj[1] if len(obj) > 1 and isinstance(obj[1], dict) else {}
         if self.shared_key is None:
             raise ProtocolError("the server requires a shared key (HELO); set Shared_Key")
-        self._nonce = _b(opts.get("nonce", b""))
-        auth = _b(opts.get("auth", b""))
+        self._nonce = _b(opts.get(b"nonce", b""))
+        auth = _b(opts.get(b"auth", b""))
         pw = password_digest(auth, self.username, self.password) if auth else ""
         ping = ["PING", self.self_hostname, self.salt,
                 shared_key_digest(self.salt, self.self_hostname, self._nonce, self.shared_key),
@@ -467,9 +485,9 @@ class ClientProtocol:
             raise ProtocolError("malformed PONG")
         _, ok, reason, hostname, digest = obj
         if not ok:
-            return AuthFailed(f"the server refused the handshake: {reason}")
-        want = shared_key_digest(self.salt, str(hostname), self._nonce, self.shared_key or "")
-        if digest != want:
+            return AuthFailed(f"the server refused the handshake: {_text(reason)}")
+        want = shared_key_digest(self.salt, _b(hostname), self._nonce, self.shared_key or "")
+        if _text(digest) != want:
             return AuthFailed("the server's shared key digest does not match (wrong Shared_Key on one side)")
         self.ready = True
-        return Authenticated(str(hostname))
+        return Authenticated(_text(hostname))
