@@ -478,7 +478,9 @@ class ClientProtocol:
         ping = ["PING", self.self_hostname, self.salt,
                 shared_key_digest(self.salt, self.self_hostname, self._nonce, self.shared_key),
                 self.username if auth else "", pw]
-        return Reply(msgpack.packb(ping, use_bin_type=True))
+        # The salt goes as a msgpack str, not bin: Fluent Bit's server refuses a bin salt
+        # ("Invalid shared_key_salt type"), and Fluentd reads either.
+        return Reply(msgpack.packb(ping, use_bin_type=False))
 
     def _pong(self, obj: list[Any]) -> AuthFailed | Authenticated:
         if len(obj) != 5:
