@@ -42,7 +42,7 @@ function number(tag, ts, record)
   return 1, {sec = 1700000000 + n, nsec = (n * 7919) % 1000000000}, record
 end
 """
-DUMMY = '{"msg":"hello \\u00e9","f":1.5,"b":true,"list":[1,"a"]}'
+DUMMY = '{"msg":"hello \\u00e9","f":1.5,"b":true,"list":["a","b"]}'
 
 
 def fb_time(n: int) -> int:
@@ -50,7 +50,7 @@ def fb_time(n: int) -> int:
 
 
 def fb_record(n: int) -> dict[str, Any]:
-    return {"msg": "hello é", "f": 1.5, "b": True, "list": [1, "a"], "n": n, "nested": {"a": n, "s": f"x{n}"}}
+    return {"msg": "hello é", "f": 1.5, "b": True, "list": ["a", "b"], "n": n, "nested": {"a": n, "s": f"x{n}"}}
 
 
 def start_fluent_bit(tmp: Path, body: str, name: str = "fb") -> ManagedProcess:

@@ -353,3 +353,38 @@ def test_tls_output_to_tls_input(tmp_path: Path) -> None:
 
     r, c = trio.run(main)
     assert r.delivered_all and c.records == records(5)
+
+
+def test_message_mode_records_of_one_read_become_one_batch_with_every_ack() -> None:
+    async def main() -> Collector:
+        c = Collector()
+        async with trio.open_nursery() as n:
+            p = await serve(n, c)
+            s = await connect(p.port)
+            data = b"".join(msgpack.packb(["m", i, {"n": i}, {"chunk": f"c{i}"}]) for i in range(50))
+            await s.send_all(data)
+            with trio.fail_after(5):
+                acks = await read_acks(s, 50)
+            assert sorted(acks) == sorted(f"c{i}" for i in range(50))
+            n.cancel_scope.cancel()
+        return c
+
+    c = trio.run(main)
+    assert [r["n"] for r in c.records] == list(range(50)) and c.times == [i * NS for i in range(50)]
+    assert len(c.batches) < 50
+
+
+def test_good_messages_before_garbage_in_the_same_read_are_kept() -> None:
+    async def main() -> tuple[Collector, Any]:
+        c = Collector()
+        async with trio.open_nursery() as n:
+            p = await serve(n, c)
+            s = await connect(p.port)
+            await s.send_all(encode_message("g", [T0, T0], records(2)) + b"\xc1garbage")
+            with trio.fail_after(5):
+                assert await eof(s)
+            n.cancel_scope.cancel()
+        return c, p
+
+    c, p = trio.run(main)
+    assert c.records == records(2) and p.metrics["protocol_errors"] == 1

@@ -225,3 +225,11 @@ def test_client_reads_acks() -> None:
 
 def test_event_time_encoding() -> None:
     assert encode_event_time(T).data == struct.pack(">II", T // NS, T % NS)
+
+
+def test_good_messages_before_an_error_are_returned_first() -> None:
+    p = server()
+    (e,) = p.receive_data(pack(["t", et(T), {"k": 1}]) + b"\xc1")
+    assert e.records == [{"k": 1}] and p.error is not None
+    with pytest.raises(ProtocolError):
+        p.receive_data(b"")

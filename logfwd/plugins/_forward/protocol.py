@@ -179,6 +179,7 @@ class _Stream:
         self._u = _unpacker(max_size, raw)
         self._fed = 0
         self._start = 0
+        self.error: ProtocolError | None = None
 
     @property
     def pending(self) -> int:
@@ -187,6 +188,8 @@ class _Stream:
 
     def feed(self, data: bytes) -> list[tuple[Any, int]]:
         """Whole values completed by ``data``, each with its encoded size."""
+        if self.error is not None:
+            raise self.error
         try:
             self._u.feed(data)
         except msgpack.BufferFull:
@@ -199,7 +202,10 @@ class _Stream:
             except msgpack.OutOfData:
                 break
             except (msgpack.FormatError, msgpack.StackError, ValueError, TypeError) as e:
-                raise ProtocolError(f"invalid msgpack ({_why(e)})") from None
+                self.error = ProtocolError(f"invalid msgpack ({_why(e)})")
+                if not out:
+                    raise self.error from None
+                break  # the whole values before the bad bytes first; the next feed raises
             end = self._u.tell()
             out.append((obj, end - self._start))
             self._start = end
@@ -215,7 +221,9 @@ class ServerProtocol:
     ``start()`` returns the HELO to send first (empty without a shared key); then every
     ``receive_data`` returns events: ``Entries`` to emit, ``Reply`` bytes to send,
     ``Authenticated``, or ``AuthFailed`` (send its reply, then close). A ``ProtocolError``
-    means close the connection. ``ack(chunk)`` is the reply for a delivered chunk.
+    means close the connection; when bad bytes follow good messages in one read, the good
+    ones are returned first and ``error`` is set (check it after handling them).
+    ``ack(chunk)`` is the reply for a delivered chunk.
     """
 
     def __init__(
@@ -241,6 +249,7 @@ class ServerProtocol:
         self.nonce = nonce if nonce is not None else os.urandom(16)
         self.auth_salt = (auth_salt if auth_salt is not None else os.urandom(16)) if self.users else b""
         self.authenticated = shared_key is None
+        self.error: ProtocolError | None = None
 
     @property
     def pending(self) -> int:
@@ -258,13 +267,21 @@ class ServerProtocol:
         return msgpack.packb({"ack": chunk})
 
     def receive_data(self, data: bytes) -> list[Event]:
+        if self.error is not None:
+            raise self.error
         if not self.authenticated:
             return self._handshake(data)
         events: list[Event] = []
-        for obj, size in self._stream.feed(data):
-            if obj is None:
-                continue  # heartbeat
-            events.append(decode_message(obj, size, self.max_size))
+        try:
+            for obj, size in self._stream.feed(data):
+                if obj is not None:  # nil is a heartbeat
+                    events.append(decode_message(obj, size, self.max_size))
+        except ProtocolError as e:
+            if not events:
+                raise
+            self.error = e  # hand over the good messages first; the next call raises
+        if self.error is None and self._stream.error is not None:
+            self.error = self._stream.error
         return events
 
     def _handshake(self, data: bytes) -> list[Event]:

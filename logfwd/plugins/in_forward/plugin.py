@@ -27,6 +27,7 @@ import os
 import socket
 import ssl
 import stat
+from dataclasses import dataclass, field
 from typing import Any
 
 import trio
@@ -203,8 +204,8 @@ class ForwardInput(Input):
             except ProtocolError as e:
                 self._bad(peer, str(e))
                 return
-            for ev in events:
-                if isinstance(ev, Entries):
+            for ev in _coalesce(events):
+                if isinstance(ev, _Group):
                     await self._emit(ev, emitter, send)
                 elif isinstance(ev, Authenticated):
                     send.send_nowait(ev.reply)
@@ -213,25 +214,28 @@ class ForwardInput(Input):
                     self.log.warning("forward connection %s closed: handshake failed: %s", peer, ev.reason)
                     send.send_nowait(ev.reply)
                     return
+            if proto.error is not None:
+                self._bad(peer, str(proto.error))
+                return
 
     def _bad(self, peer: str, reason: str) -> None:
         self.metrics.inc("protocol_errors")
         self.metrics.inc("errors")
         self.log.warning("forward connection %s closed: %s", peer, reason)
 
-    async def _emit(self, ev: Entries, emitter: Emitter, send: trio.MemorySendChannel[bytes]) -> None:
-        if ev.signal in _SIGNALS:
-            self.metrics.inc("dropped_records")
+    async def _emit(self, g: _Group, emitter: Emitter, send: trio.MemorySendChannel[bytes]) -> None:
+        if g.signal in _SIGNALS:
+            self.metrics.inc("dropped_records", len(g.records))
             self.log.warning("forward: dropped a %s message (tag %s): logfwd carries logs only",
-                             _SIGNALS[ev.signal], ev.tag)
-            if ev.chunk is not None:
-                _send_quiet(send, ServerProtocol.ack(ev.chunk))
+                             _SIGNALS[g.signal], g.tag)
+            for chunk in g.chunks:
+                _send_quiet(send, ServerProtocol.ack(chunk))
             return
-        handle = AckHandle(ev.nbytes)
-        if ev.chunk is not None:
-            reply = ServerProtocol.ack(ev.chunk)
+        handle = AckHandle(g.nbytes)
+        if g.chunks:
+            reply = b"".join(ServerProtocol.ack(c) for c in g.chunks)
             handle.on_complete(lambda _h: _send_quiet(send, reply))
-        await emitter.emit(ev.records, ev.times, tag=self._tag(ev.tag), handle=handle, nbytes=ev.nbytes)
+        await emitter.emit(g.records, g.times, tag=self._tag(g.tag), handle=handle, nbytes=g.nbytes)
 
     async def _writer(self, stream: Any, recv: trio.MemoryReceiveChannel[bytes], peer: str) -> None:
         async with recv:
@@ -241,6 +245,37 @@ class ForwardInput(Input):
                 except (trio.BrokenResourceError, trio.ClosedResourceError, ssl.SSLError, OSError) as e:
                     self.log.debug("forward connection %s: cannot reply: %s", peer, e)
                     return
+
+
+@dataclass(slots=True)
+class _Group:
+    """Consecutive messages of one tag from one read, emitted as one batch (Message mode sends
+    one record per message; a batch per record would cost more than the record)."""
+
+    tag: str
+    signal: int
+    times: list[int] = field(default_factory=list)
+    records: list[dict[str, Any]] = field(default_factory=list)
+    chunks: list[str] = field(default_factory=list)
+    nbytes: int = 0
+
+
+def _coalesce(events: list[Any]) -> list[Any]:
+    out: list[Any] = []
+    for ev in events:
+        if not isinstance(ev, Entries):
+            out.append(ev)
+            continue
+        last = out[-1] if out else None
+        if not (isinstance(last, _Group) and last.tag == ev.tag and last.signal == ev.signal):
+            last = _Group(ev.tag, ev.signal)
+            out.append(last)
+        last.times += ev.times
+        last.records += ev.records
+        last.nbytes += ev.nbytes
+        if ev.chunk is not None:
+            last.chunks.append(ev.chunk)
+    return out
 
 
 def _send_quiet(send: trio.MemorySendChannel[bytes], data: bytes) -> None:
