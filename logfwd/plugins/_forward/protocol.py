@@ -70,9 +70,12 @@ class EventTime(int):
     __slots__ = ()
 
 
+_unpack_event_time = struct.Struct(">II").unpack
+
+
 def _ext_hook(code: int, data: bytes) -> Any:
     if code == _EVENT_TIME and len(data) == 8:
-        s, ns = struct.unpack(">II", data)
+        s, ns = _unpack_event_time(data)
         return EventTime(s * _NS + ns)
     return msgpack.ExtType(code, data)
 
@@ -368,25 +371,30 @@ def _record(r: Any) -> dict[str, Any]:
 def _entries(items: list[Any]) -> tuple[list[int], list[dict[str, Any]]]:
     times: list[int] = []
     records: list[dict[str, Any]] = []
+    add_time, add_record = times.append, records.append
     for e in items:
-        if not isinstance(e, list) or len(e) != 2:
+        if type(e) is not list or len(e) != 2:
             raise ProtocolError(f"an entry must be [time, record], got {_describe(e)}")
-        times.append(_to_ns(e[0]))
-        records.append(_record(e[1]))
+        t, r = e
+        add_time(t if type(t) is EventTime else _to_ns(t))  # EventTime: already nanoseconds
+        if type(r) is not dict:
+            raise ProtocolError(f"a record must be a map, got {_describe(r)}")
+        add_record(r)
     return times, records
 
 
 def _packed(payload: bytes, max_size: int) -> tuple[list[int], list[dict[str, Any]]]:
     u = _unpacker(max(max_size, len(payload)))
-    items = []
     try:
         u.feed(payload)
-        while u.tell() < len(payload):
-            items.append(u.unpack())
-    except msgpack.OutOfData:
-        raise ProtocolError("truncated PackedForward entries") from None
+        items = list(u)
     except (msgpack.FormatError, msgpack.StackError, msgpack.BufferFull, ValueError, TypeError) as e:
         raise ProtocolError(f"invalid msgpack in PackedForward entries ({_why(e)})") from None
+    try:
+        # msgpack refuses to switch to raw reads while a value is incomplete: a cut-off entry.
+        u.read_bytes(1)
+    except ValueError:
+        raise ProtocolError("truncated PackedForward entries") from None
     return _entries(items)
 
 
