@@ -388,3 +388,21 @@ def test_good_messages_before_garbage_in_the_same_read_are_kept() -> None:
 
     c, p = trio.run(main)
     assert c.records == records(2) and p.metrics["protocol_errors"] == 1
+
+
+def test_output_over_a_unix_socket(tmp_path: Path) -> None:
+    path = str(tmp_path / "fwd.sock")
+
+    async def main() -> tuple[Any, Collector]:
+        c = Collector()
+        p = make_plugin(ForwardInput, unix_path=path)
+        async with trio.open_nursery() as n:
+            await n.start(lambda task_status: p.run(c.emitter(p), task_status=task_status))
+            out = make_plugin(ForwardOutput, unix_path=path, require_ack_response="on")
+            r = await out.flush(make_chunk(records(3)))
+            await out.stop()
+            n.cancel_scope.cancel()
+        return r, c
+
+    r, c = trio.run(main)
+    assert r.delivered_all and c.records == records(3)
