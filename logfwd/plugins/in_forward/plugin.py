@@ -175,8 +175,10 @@ class ForwardInput(Input):
                 if hello:
                     send.send_nowait(hello)
                 await self._read_loop(stream, proto, send, emitter, peer)
-                # Acks still owed are sent if the peer keeps the connection open.
+                # Replies already queued (a refusing PONG, acks) still go out, but a peer that
+                # does not read them cannot hold the connection open for long.
                 send.close()
+                nursery.cancel_scope.deadline = trio.current_time() + 10
         except (trio.BrokenResourceError, trio.ClosedResourceError, ssl.SSLError, OSError) as e:
             self.log.debug("forward connection %s broke: %s", peer, e)
         except Exception as e:  # one connection's failure must not stop the listener
