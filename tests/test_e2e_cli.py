@@ -207,15 +207,21 @@ def test_second_signal_exits_at_once(tmp_path: Path) -> None:
     Mkdir off
     Retry_Limit no_limits
 """)
-    proc = subprocess.Popen([LOGFWD, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    time.sleep(1.5)
-    proc.send_signal(signal.SIGTERM)
-    time.sleep(0.5)
-    assert proc.poll() is None  # still draining
-    t0 = time.monotonic()
-    proc.send_signal(signal.SIGTERM)
-    proc.wait(timeout=5)
-    assert time.monotonic() - t0 < 3 and proc.returncode != 0
+    log = tmp_path / "daemon.log"
+    with open(log, "wb") as err:
+        proc = subprocess.Popen([LOGFWD, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=err)
+        try:
+            wait_for(lambda: "will be retried" in log.read_text(), 30, "a failed flush")
+            proc.send_signal(signal.SIGTERM)
+            wait_for(lambda: "flushing within 60.0s" in log.read_text(), 30, "the drain")
+            assert proc.poll() is None  # still draining: the grace period is a minute
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=20)  # long before the grace period would end
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    assert proc.returncode == 1
+    assert "second SIGTERM: writing checkpoints and exiting now" in log.read_text()
 
 
 @pytest.mark.slow

@@ -5,7 +5,6 @@ from __future__ import annotations
 import concurrent.futures
 import json
 import socket
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -177,12 +176,15 @@ def test_many_concurrent_clients() -> None:
 
 
 def test_health_flips_on_errors_and_recovers() -> None:
+    """Through the HTTP endpoint, with the policy's clock moved by hand (no waiting on wall time)."""
     reg = sample_registry()
     es = reg.get("output", "es.0")
     kafka = reg.register("output", "kafka.0")
-    health = HealthPolicy.from_service(reg, {"health_check": "on", "hc_errors_count": "3",
-                                             "hc_retry_failure_count": "2", "hc_period": "1"})
-    assert health.enabled and health.period == 1.0
+    now = [1000.0]
+    health = HealthPolicy(reg, enabled=True, errors_count=3, retry_failure_count=2, period=1,
+                          clock=lambda: now[0])
+    assert HealthPolicy.from_service(reg, {"health_check": "on", "hc_errors_count": "3",
+                                           "hc_retry_failure_count": "2", "hc_period": "1"}).period == 1.0
 
     def client(base: str) -> list[tuple[str, int]]:
         seen = []
@@ -198,11 +200,11 @@ def test_health_flips_on_errors_and_recovers() -> None:
             seen.append(("4 errors", status()))
             body = c.get("/api/v1/health").text
             seen.append((body, 0))
-            time.sleep(1.4)  # the errors age out of the 1 s window
+            now[0] += 1.4  # the errors age out of the 1 s window
             seen.append(("after the period", status()))
             es.inc("retries_failed", 3)  # 3 > 2
             seen.append(("retries failed", status()))
-            time.sleep(1.4)
+            now[0] += 1.4
             seen.append(("recovered", status()))
         return seen
 
