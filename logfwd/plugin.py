@@ -22,6 +22,7 @@ from importlib.metadata import entry_points
 from typing import Any, ClassVar
 
 import orjson
+import trio
 
 from .engine.batch import AckHandle, AckTracker, Batch, Chunk, MemBudget, Result
 from .metrics import Counters
@@ -35,6 +36,7 @@ __all__ = [
     "PluginContext",
     "Emitter",
     "ConfigValueError",
+    "StartError",
     "PluginNotFound",
     "find_plugin",
     "all_options",
@@ -70,6 +72,15 @@ class ConfigValueError(Exception):
         super().__init__(message)
         self.key = key
         self.message = message
+
+
+class StartError(Exception):
+    """An input could not open its local resources (bind a port, open its DB or journal).
+
+    Raised by ``Input.run`` before ``task_status.started()``; its message is one line
+    the daemon prints as it stops, e.g. ``cannot listen on 127.0.0.1:5514/tcp: address
+    already in use`` (no traceback, no exception group).
+    """
 
 
 class PluginNotFound(LookupError):
@@ -231,7 +242,15 @@ class Input(Plugin):
 
     kind = "input"
 
-    async def run(self, emitter: Emitter) -> None:
+    async def run(self, emitter: Emitter, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Read the source until it is exhausted or the task is cancelled.
+
+        Readiness: call ``task_status.started()`` once the input's local resources are
+        open (port bound, journal opened, offsets DB opened); an input with nothing to
+        open calls it at once. The pipeline starts each input with ``nursery.start``, so
+        "started" means "listening", and a failure before ``started()`` stops the daemon:
+        raise ``StartError`` with a one-line message then (not an exception group).
+        """
         raise NotImplementedError
 
     async def close(self) -> None:

@@ -10,8 +10,10 @@ it on the next start: at-least-once is kept even by a shutdown that times out.
 
 from __future__ import annotations
 
+import inspect
 import logging
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import Any
 
 import trio
@@ -198,7 +200,7 @@ class Pipeline:
             nursery.start_soon(self._ticker)
             if self.service.get("http_server"):
                 await nursery.start(self._serve_http)
-            nursery.start_soon(self._run_inputs)
+            await nursery.start(self._run_inputs)
             task_status.started()
             self.started.set()
             await self._shutdown.wait()
@@ -222,20 +224,37 @@ class Pipeline:
                     slot.plugin.log.error("close failed: %s", e)
             nursery.cancel_scope.cancel()
 
-    async def _run_inputs(self) -> None:
+    async def _run_inputs(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         with self._inputs_cancel:
             async with trio.open_nursery() as nursery:
                 for slot in self._inputs:
-                    nursery.start_soon(self._run_input, slot)
+                    await nursery.start(self._run_input, slot)  # "started" = listening (Input.run contract)
+                task_status.started()
         # Every input returned by itself (stdin at EOF, dummy Samples, tail Exit_On_Eof).
         self._shutdown.set()
 
-    async def _run_input(self, slot: _InputSlot) -> None:
+    async def _run_input(self, slot: _InputSlot, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        started = False
+
+        def ready(value: None = None) -> None:
+            nonlocal started
+            started = True
+            task_status.started()
+
+        status = SimpleNamespace(started=ready)
         try:
-            await slot.plugin.run(slot.emitter)
+            if "task_status" in inspect.signature(slot.plugin.run).parameters:
+                await slot.plugin.run(slot.emitter, task_status=status)
+            else:  # a third-party input written before the readiness contract
+                ready()
+                await slot.plugin.run(slot.emitter)
+            if not started:
+                ready()
         except trio.Cancelled:
             raise
         except Exception as e:
+            if not started:  # it could not open its port, DB or journal: the daemon cannot run as configured
+                raise StartupError(f"input {slot.plugin.ctx.instance}: {e}") from None
             slot.plugin.metrics.inc("errors")
             slot.plugin.log.error("input stopped: %s: %s", type(e).__name__, e)
         finally:
