@@ -10,8 +10,10 @@ it on the next start: at-least-once is kept even by a shutdown that times out.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import logging
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any
@@ -30,6 +32,20 @@ from .router import TagMatcher
 __all__ = ["Pipeline", "StartupError"]
 
 log = logging.getLogger("logfwd.engine")
+
+
+@contextlib.asynccontextmanager
+async def _startup_errors() -> AsyncIterator[None]:
+    """An input that cannot start fails inside nurseries: surface its one-line StartupError, not a group."""
+    try:
+        yield
+    except BaseExceptionGroup as eg:
+        match, _ = eg.split(StartupError)
+        while isinstance(match, BaseExceptionGroup):
+            match = match.exceptions[0]
+        if match is None:
+            raise
+        raise match from None
 
 
 class StartupError(RuntimeError):
@@ -194,7 +210,7 @@ class Pipeline:
                 await buf.output.start()
             except Exception as e:
                 raise StartupError(f"output {buf.instance} could not start: {e}") from e
-        async with trio.open_nursery() as nursery:
+        async with _startup_errors(), trio.open_nursery() as nursery:
             for _, buf in self._outputs:
                 await nursery.start(buf.run)
             nursery.start_soon(self._ticker)
@@ -226,7 +242,7 @@ class Pipeline:
 
     async def _run_inputs(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         with self._inputs_cancel:
-            async with trio.open_nursery() as nursery:
+            async with _startup_errors(), trio.open_nursery() as nursery:
                 for slot in self._inputs:
                     await nursery.start(self._run_input, slot)  # "started" = listening (Input.run contract)
                 task_status.started()
