@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import resource
 import socket
+import subprocess
 import sys
 import urllib.request
 from collections.abc import Awaitable, Callable
@@ -239,3 +240,16 @@ def test_daemon_out_of_descriptors_logs_counts_and_serves_a_good_sender(tmp_path
             s.close()
         d.stop()
     assert d.proc is not None and d.proc.returncode == 0, log.read_text()[-3000:]
+
+
+def test_daemon_with_port_in_use_exits_with_one_line() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        p = subprocess.run([LOGFWD, "-i", "syslog", "-p", "mode=tcp", "-p", "listen=127.0.0.1", "-p", f"port={port}",
+                            "-o", "null", "-m", "*"], capture_output=True, timeout=60)
+    err = p.stderr.decode()
+    assert p.returncode == 1, err
+    assert f"input syslog.0: cannot listen on 127.0.0.1:{port}/tcp: address already in use" in err
+    assert "Traceback" not in err and "ExceptionGroup" not in err
