@@ -9,7 +9,8 @@ contained:
   are waiting for the pipeline). Refusing the newcomer instead would let a
   thousand idle sockets lock every good sender out; closing the idlest keeps
   whoever is talking served. Counted in ``connections_evicted``, logged at most
-  once a minute.
+  once a minute. Only when every connection is busy handing messages to a
+  blocked pipeline is the newcomer refused (``connections_refused``).
 - **Descriptor limit.** ``accept`` failing with EMFILE/ENFILE (the process's
   ``RLIMIT_NOFILE``) is counted in ``accept_errors``, logged at most once a
   minute, and closes the idlest connection so the pending one can be accepted;
@@ -71,7 +72,7 @@ class StreamServer:
         self._warned: dict[str, float] = {}
         metrics.set("connections", 0)
         metrics.set("partial_bytes", 0)
-        for name in ("connections_evicted", "accept_errors", "idle_closed"):
+        for name in ("connections_evicted", "connections_refused", "accept_errors", "idle_closed"):
             metrics.setdefault(name, 0)
 
     @property
@@ -122,15 +123,23 @@ class StreamServer:
             except OSError as e:
                 await self._accept_failed(e)
                 continue
-            if len(self.conns) >= self.cfg.max_connections:
-                self.metrics.inc("connections_evicted")
-                self._warn("cap", "syslog %s: Max_Connections (%d) reached; closing the longest idle connection",
-                           self.cfg.mode, self.cfg.max_connections)
-                self._evict()
+            if len(self.conns) >= self.cfg.max_connections and not self._make_room():
+                await trio.aclose_forcefully(stream)
+                continue
             conn = _Conn()
             self.conns[conn] = None
             self.metrics.set("connections", len(self.conns))
             nursery.start_soon(self._handle, conn, stream, send.clone())
+
+    def _make_room(self) -> bool:
+        """At Max_Connections: close the idlest connection; False (refuse the newcomer) if every one is busy."""
+        self._warn("cap", "syslog %s: Max_Connections (%d) reached; closing the longest idle connection",
+                   self.cfg.mode, self.cfg.max_connections)
+        if self._evict() is not None:
+            self.metrics.inc("connections_evicted")
+            return True
+        self.metrics.inc("connections_refused")
+        return False
 
     async def _accept_failed(self, e: OSError) -> None:
         self.metrics.inc("accept_errors")
