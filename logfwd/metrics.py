@@ -35,7 +35,8 @@ OUTPUT_COUNTERS = (
     "flush_seconds",
 )
 # Gauges are reported as-is (not "_total") in Prometheus.
-GAUGES = ("buffer_bytes", "buffer_records", "paused", "files_watched", "files_open", "connections", "udp_kernel_drops")
+GAUGES = ("buffer_bytes", "buffer_records", "paused", "files_watched", "files_open", "connections", "udp_kernel_drops",
+          "partial_bytes")
 
 
 class Counters(dict[str, float]):

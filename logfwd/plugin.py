@@ -40,6 +40,7 @@ __all__ = [
     "create_plugin",
     "Emitter",
     "ConfigValueError",
+    "StartError",
     "PluginNotFound",
     "PluginUnavailable",
     "find_plugin",
@@ -76,6 +77,15 @@ class PluginUnavailable(LookupError):
             f"{kind} plugin {name!r} cannot load: Python module {missing!r} is missing ({error}); "
             "reinstall logfwd with its dependencies (./run.sh, or pip install logfwd)"
         )
+
+
+class StartError(Exception):
+    """An input could not open its local resources (bind a port, open its DB or journal).
+
+    Raised by ``Input.run`` before ``task_status.started()``; its message is one line
+    the daemon prints as it stops, e.g. ``cannot listen on 127.0.0.1:5514/tcp: address
+    already in use`` (no traceback, no exception group).
+    """
 
 
 class PluginNotFound(LookupError):
@@ -274,7 +284,15 @@ class Input(Plugin):
 
     kind = "input"
 
-    async def run(self, emitter: Emitter, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+    async def run(self, emitter: Emitter, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Read the source until it is exhausted or the task is cancelled.
+
+        Readiness: call ``task_status.started()`` once the input's local resources are
+        open (port bound, journal opened, offsets DB opened); an input with nothing to
+        open calls it at once. The pipeline starts each input with ``nursery.start``, so
+        "started" means "listening", and a failure before ``started()`` stops the daemon:
+        raise ``StartError`` with a one-line message then (not an exception group).
+        """
         raise NotImplementedError
 
     def exit_when_done(self) -> bool:

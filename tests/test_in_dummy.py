@@ -170,3 +170,17 @@ def test_rate_zero_means_one_and_negative_is_refused() -> None:
     assert make(Rate="0").interval_ns == NS
     with pytest.raises(OptionError):
         make(Rate="-5")
+
+
+def test_reports_started_at_once() -> None:
+    """Nothing to open: ``nursery.start`` returns before the first record is due."""
+    p = make(Samples="1", Rate="1")
+    col = Collector()
+
+    async def main() -> None:
+        async with trio.open_nursery() as n:
+            await n.start(p.run, col.emitter(p))
+            assert col.count() == 0  # started, and the one sample is a second away
+            n.cancel_scope.cancel()
+
+    trio.run(main)

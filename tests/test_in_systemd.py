@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import trio
 
-from logfwd.plugin import ConfigValueError, find_plugin
+from logfwd.plugin import ConfigValueError, StartError, find_plugin
 from logfwd.plugins.in_systemd.plugin import SystemdInput
 from tests.pluginkit import Collector, make_plugin
 
@@ -200,3 +200,10 @@ def test_live_journald_tail_logger_native_systemd_cat(journald: Any) -> None:
     for line in journald.journalctl("-o", "json", "SYSLOG_IDENTIFIER=lg", "SYSLOG_IDENTIFIER=nat").splitlines():
         e = json.loads(line)
         assert by_id[e["SYSLOG_IDENTIFIER"]][1] == int(e["__REALTIME_TIMESTAMP"]) * 1000
+
+
+def test_db_in_missing_directory_is_a_start_error(tmp_path: Path) -> None:
+    p = make_input(Path=tmp_path, DB=tmp_path / "no" / "cursor.db")
+    with pytest.raises(StartError) as e:
+        trio.run(p.run, Collector().emitter(p, tag="journal"))
+    assert str(e.value) == f"cannot open DB {tmp_path}/no/cursor.db: directory {tmp_path}/no does not exist"

@@ -6,8 +6,10 @@ import os
 import sqlite3
 from pathlib import Path
 
+import pytest
 import trio
 
+from logfwd.plugin import StartError
 from tests.test_tail_support import Collector, Harness, NumberedWriter, assert_exactly, run_tail
 
 
@@ -157,3 +159,26 @@ def test_fluent_bit_db_is_used(tmp_path: Path) -> None:
 
     h = run_tail({"Path": str(log), "DB": str(db)}, scenario)
     assert [int(r["log"][2:10]) for r in h.collector.records] == list(range(60, 100))
+
+
+def test_db_in_missing_directory_is_a_start_error(tmp_path: Path) -> None:
+    h = Harness({"path": str(tmp_path / "*.log"), "db": str(tmp_path / "x" / "tail.db")})
+    with pytest.raises(StartError) as e:
+        trio.run(h.plugin.run, h.emitter)
+    assert str(e.value) == f"cannot open DB {tmp_path}/x/tail.db: directory {tmp_path}/x does not exist"
+
+
+def test_started_after_db_opened_and_startup_scan(tmp_path: Path) -> None:
+    for name in ("a.log", "b.log"):
+        (tmp_path / name).write_text("one\n")
+    h = Harness({"path": str(tmp_path / "*.log"), "db": str(tmp_path / "tail.db"), "read_from_head": True})
+
+    async def main() -> None:
+        async with trio.open_nursery() as n:
+            await n.start(h.plugin.run, h.emitter)
+            assert h.metrics["files_watched"] == 2  # found before "started", not some time after
+            assert (tmp_path / "tail.db").exists()
+            n.cancel_scope.cancel()
+        await h.close()
+
+    trio.run(main)

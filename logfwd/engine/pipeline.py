@@ -10,6 +10,7 @@ it on the next start: at-least-once is kept even by a shutdown that times out.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import random
 from dataclasses import dataclass, field
@@ -19,7 +20,7 @@ import trio
 
 from ..health import HealthPolicy
 from ..metrics import MetricsRegistry
-from ..plugin import Emitter, Filter, Input, Output
+from ..plugin import Emitter, Filter, Input, Output, StartError
 from .batch import Batch, MemBudget
 from .deadletter import DeadLetter, default_dead_letter_dir
 from .outbuf import OutputBuffer
@@ -61,7 +62,7 @@ def describe_error(e: BaseException) -> str:
         where = f" ({e.filename})" if e.filename else ""
         return f"{e.strerror[0].lower()}{e.strerror[1:]}{where}"
     text = str(e).strip().splitlines()[0] if str(e).strip() else ""
-    if getattr(e, "one_line", False) or isinstance(e, (StartupError,)):
+    if isinstance(e, (StartupError, StartError)):  # written to be read as they are
         return text
     return f"{type(e).__name__}: {text}" if text else type(e).__name__
 
@@ -321,7 +322,11 @@ class Pipeline:
         while True:
             began = trio.current_time()
             try:
-                await slot.plugin.run(slot.emitter, task_status=gate)
+                if self._legacy_run(slot.plugin):
+                    gate.started()  # an input written before the readiness contract: ready at once
+                    await slot.plugin.run(slot.emitter)
+                else:
+                    await slot.plugin.run(slot.emitter, task_status=gate)
             except trio.Cancelled:
                 raise
             except Exception as e:
@@ -341,6 +346,10 @@ class Pipeline:
             else:
                 slot.plugin.log.info("input finished; the daemon keeps running until it is stopped")
             return
+
+    @staticmethod
+    def _legacy_run(plugin: Input) -> bool:
+        return "task_status" not in inspect.signature(plugin.run).parameters
 
     async def _restart_wait(self, slot: _InputSlot, error: Exception, consecutive: int) -> bool:
         """Record a runtime failure and wait before the restart; False when the daemon must stop instead."""

@@ -103,7 +103,7 @@ class DummyInput(Input):
             return [t.copy() for _ in range(count)]
         return [t.copy() for _ in range(count) for t in self.templates]
 
-    async def run(self, emitter: Emitter, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+    async def run(self, emitter: Emitter, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         task_status.started()  # nothing to open
         interval = self.interval_ns
         per_event = len(self.templates) * self.copies

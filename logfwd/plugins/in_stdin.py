@@ -27,7 +27,7 @@ import trio
 
 from logfwd._fastparse import LineFramer
 from logfwd.options import Option
-from logfwd.plugin import ConfigValueError, Emitter, Input
+from logfwd.plugin import ConfigValueError, Emitter, Input, StartError
 
 _NS = 1_000_000_000
 _READ_MIN = 256 * 1024  # read this much at a time at least: fewer, larger batches
@@ -135,15 +135,18 @@ class StdinInput(Input):
 
     # ------------------------------------------------------------ reading
 
-    async def run(self, emitter: Emitter, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
-        task_status.started()  # standard input is already open
-        fd = os.dup(self.fd)
+    async def run(self, emitter: Emitter, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        try:
+            fd = os.dup(self.fd)
+        except OSError as e:
+            raise StartError(f"cannot read standard input: {(e.strerror or str(e)).lower()}") from None
         read_size = max(self.buffer_size, _READ_MIN)
         try:
             mode = os.fstat(fd).st_mode
-        except OSError:
+        except OSError as e:
             os.close(fd)
-            raise
+            raise StartError(f"cannot read standard input: {(e.strerror or str(e)).lower()}") from None
+        task_status.started()
         # A regular file cannot be polled; a terminal usually shares its open file
         # description with stdout and stderr, which non-blocking mode would break.
         if stat.S_ISREG(mode) or stat.S_ISBLK(mode) or os.isatty(fd):

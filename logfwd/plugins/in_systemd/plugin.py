@@ -25,14 +25,13 @@ has been acknowledged, so a restart resumes right after the last delivered
 entry: no gap, and no repeat beyond what was in flight. New entries are awaited
 on the journal's inotify descriptor from the event loop (with a one-second poll
 as a safety net), never by blocking it.
+
+Parts: ``journal`` (libsystemd reader, record conversion), ``cursor`` (the
+cursor DB and its writer task); this module wires them.
 """
 
 from __future__ import annotations
 
-import base64
-import os
-import sqlite3
-import time
 from typing import Any
 
 import trio
@@ -40,9 +39,10 @@ import trio
 from logfwd.options import Option
 from logfwd.plugin import ConfigValueError, Emitter, Input
 
-__all__ = ["SystemdInput", "PLUGIN"]
+from .cursor import SYNC_MODES, CursorDB
+from .journal import Journal, JournalSettings
 
-_SYNC = {"extra": "EXTRA", "full": "FULL", "normal": "NORMAL", "off": "OFF"}
+__all__ = ["SystemdInput", "PLUGIN"]
 
 
 class SystemdInput(Input):
@@ -56,7 +56,7 @@ class SystemdInput(Input):
         Option("Read_From_Tail", "bool", "off", "start at the end of the journal when no cursor is stored"),
         Option("DB", "str", None, "SQLite file keeping the journal cursor across restarts"),
         Option("DB.Sync", "str", "full", "SQLite synchronous mode: extra, full, normal or off",
-               choices=("extra", "full", "normal", "off")),
+               choices=tuple(SYNC_MODES)),
         Option("Max_Entries", "int", "5000", "entries read per round (one batch)", minimum=1),
         Option("Max_Fields", "int", "8000", "fields kept per record", minimum=1),
         Option("Strip_Underscores", "bool", "off", "remove the leading underscore of field names (_PID -> PID)"),
@@ -66,201 +66,68 @@ class SystemdInput(Input):
     )
 
     def setup(self) -> None:
-        c = self.config
-        self.filters: list[tuple[str, str]] = []
-        for f in c.get("systemd_filter") or []:
+        s = self.settings
+        filters: list[tuple[str, str]] = []
+        for f in s.systemd_filter or []:
             field, sep, value = str(f).partition("=")
             if not sep or not field or field != field.upper() or not field.replace("_", "").isalnum():
                 raise ConfigValueError("systemd_filter", f"expected FIELD=value (FIELD in upper case), got {f!r}")
-            self.filters.append((field, value))
-        self.filter_and = (c.get("systemd_filter_type") or "or").lower() == "and"
-        self.max_entries = int(c.get("max_entries") or 5000)
-        self.max_fields = int(c.get("max_fields") or 8000)
-        self.strip = bool(c.get("strip_underscores"))
-        self.lower = bool(c.get("lowercase"))
-        self.latin1 = (c.get("binary_encoding") or "base64") == "latin1"
-        self.db_path: str | None = c.get("db")
-        self.db_sync = _SYNC[(c.get("db.sync") or "full").lower()]
-        self._db: sqlite3.Connection | None = None
-        self._committed: str | None = None  # newest acknowledged cursor
-        self._written: str | None = None  # newest cursor in the DB
-        self._commit_wanted = trio.Event()
-        self._key_cache: dict[str, str] = {}
-
-    # -------------------------------------------------------------- journal
-
-    def _open(self) -> Any:
-        from systemd import journal
-
-        path = self.config.get("path")
-        if path and os.path.isfile(path):
-            reader = journal.Reader(files=[path])
-        elif path:
-            reader = journal.Reader(path=path)
-        else:
-            reader = journal.Reader()
-        reader.data_threshold = 0  # whole values, not libsystemd's 64 KiB default cut
-        for i, (field, value) in enumerate(self.filters):
-            if i:
-                (reader.add_conjunction if self.filter_and else reader.add_disjunction)()
-            reader.add_match(f"{field}={value}")
-        return reader
-
-    def _position(self, reader: Any, cursor: str | None) -> None:
-        """Place the reader so that the next entry read is the first one not yet delivered."""
-        if cursor:
-            try:
-                reader.seek_cursor(cursor)
-                if reader._next() and reader.test_cursor(cursor):
-                    self.log.info("systemd: resuming after cursor %s", cursor)
-                    return
-            except (OSError, ValueError):  # ValueError: not even a cursor
-                pass
-            self.log.warning("systemd: stored cursor is no longer in the journal (vacuumed or rotated away); "
-                             "reading from the oldest entry")
-            self.metrics.inc("invalid_cursor")
-            reader.seek_head()
-            return
-        if self.config.get("read_from_tail"):
-            reader.seek_tail()
-            reader._previous()  # now at the last entry: the next read is the first new one
-        else:
-            reader.seek_head()
-
-    def _read(self, reader: Any, tag_template: str) -> list[tuple[str, list[int], list[dict[str, Any]], str]]:
-        """Up to Max_Entries entries, as (tag, times, records, cursor of the last) groups. Runs in a thread."""
-        groups: list[tuple[str, list[int], list[dict[str, Any]], str]] = []
-        expand = "*" in tag_template
-        tag = tag_template
-        times: list[int] = []
-        records: list[dict[str, Any]] = []
-        cursor = ""
-        cut = 0
-        for _ in range(self.max_entries):
-            if not reader._next():
-                break
-            fields = reader._get_all()
-            rec, dropped = self._record(fields)
-            cut += dropped
-            if expand:
-                unit = fields.get("_SYSTEMD_UNIT", b"unknown")
-                if isinstance(unit, list):
-                    unit = unit[0]
-                etag = tag_template.replace("*", _text(unit, False).replace("/", ".").strip("."))
-                if etag != tag and records:
-                    groups.append((tag, times, records, cursor))
-                    times, records = [], []
-                tag = etag
-            times.append(reader._get_realtime() * 1000)
-            records.append(rec)
-            cursor = reader._get_cursor()
-        if records:
-            groups.append((tag, times, records, cursor))
-        if cut:
-            self.metrics.inc("truncated_fields", cut)
-        return groups
-
-    def _record(self, fields: dict[str, Any]) -> tuple[dict[str, Any], int]:
-        rec: dict[str, Any] = {}
-        latin1 = self.latin1
-        cache = self._key_cache
-        n = 0
-        for k, v in fields.items():
-            if n >= self.max_fields:
-                return rec, len(fields) - n
-            key = cache.get(k)
-            if key is None:
-                key = k[1:] if self.strip and k.startswith("_") else k
-                if self.lower:
-                    key = key.lower()
-                cache[k] = key
-            rec[key] = [_text(x, latin1) for x in v] if isinstance(v, list) else _text(v, latin1)
-            n += 1
-        return rec, 0
-
-    # ------------------------------------------------------------ cursor DB
-
-    def _db_open(self) -> str | None:
-        if not self.db_path:
-            return None
-        db = sqlite3.connect(self.db_path, check_same_thread=False)
-        db.execute(f"PRAGMA synchronous={self.db_sync}")
-        db.execute("CREATE TABLE IF NOT EXISTS in_systemd_cursor (cursor TEXT NOT NULL, updated INTEGER)")
-        db.commit()
-        self._db = db
-        row = db.execute("SELECT cursor FROM in_systemd_cursor LIMIT 1").fetchone()
-        self._written = row[0] if row else None
-        return self._written
-
-    def _db_write(self, cursor: str) -> None:
-        db = self._db
-        if db is None or cursor == self._written:
-            return
-        with db:
-            db.execute("DELETE FROM in_systemd_cursor")
-            db.execute("INSERT INTO in_systemd_cursor (cursor, updated) VALUES (?, ?)", (cursor, int(time.time())))
-        self._written = cursor
-
-    def _on_commit(self, cursor: Any) -> None:
-        """AckTracker callback (synchronous, on the event loop): hand the write to the writer task."""
-        self._committed = cursor
-        self._commit_wanted.set()
-
-    async def _db_writer(self) -> None:
-        while True:
-            await self._commit_wanted.wait()
-            self._commit_wanted = trio.Event()
-            cursor = self._committed
-            if cursor is not None:
-                await trio.to_thread.run_sync(self._db_write, cursor)
+            filters.append((field, value))
+        self.journal_settings = JournalSettings(
+            path=s.path,
+            filters=tuple(filters),
+            filter_and=(s.systemd_filter_type or "or").lower() == "and",
+            read_from_tail=bool(s.read_from_tail),
+            max_entries=int(s.max_entries or 5000),
+            max_fields=int(s.max_fields or 8000),
+            strip=bool(s.strip_underscores),
+            lower=bool(s.lowercase),
+            latin1=(s.binary_encoding or "base64") == "latin1",
+        )
+        self.cursors = CursorDB(s.db, s.db_sync or "full")
+        self.journal = Journal(self.journal_settings, self.metrics, self.log)
 
     # ------------------------------------------------------------------ run
 
-    async def run(self, emitter: Emitter, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
-        reader = await trio.to_thread.run_sync(self._open)
-        self._reader = reader
+    async def run(self, emitter: Emitter, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Open the journal and the cursor DB (StartError if either fails), report started, then read."""
+        journal, cursors = self.journal, self.cursors
+        await trio.to_thread.run_sync(journal.open)
         try:
-            stored = await trio.to_thread.run_sync(self._db_open)
-            await trio.to_thread.run_sync(self._position, reader, stored)
-            fd = reader.fileno()  # inotify: readable when the journal changes
-            tracker = emitter.tracker(self._on_commit)
-            self._tracker = tracker
+            stored = await trio.to_thread.run_sync(cursors.open)
+        except BaseException:
+            journal.close()  # close() is not called for an input that never started
+            raise
+        try:
+            await trio.to_thread.run_sync(journal.position, stored)
+            fd = journal.fileno()
+            tracker = emitter.tracker(cursors.want)
             async with trio.open_nursery() as nursery:
-                if self._db is not None:
-                    nursery.start_soon(self._db_writer)
+                if cursors.enabled:
+                    nursery.start_soon(cursors.writer)
                 task_status.started()
-                while True:
-                    groups = await trio.to_thread.run_sync(self._read, reader, emitter.tag)
-                    for tag, times, records, cursor in groups:
-                        handle = tracker.handle(cursor)
-                        await emitter.emit(records, times, tag=tag, handle=handle)
-                    if sum(len(g[2]) for g in groups) >= self.max_entries:
-                        continue  # more may be waiting: read on without sleeping
-                    with trio.move_on_after(1.0):
-                        await trio.lowlevel.wait_readable(fd)
-                    reader.process()  # consume the inotify events, pick up new files
+                await self._follow(emitter, tracker, fd)
         finally:
-            if self._committed is not None and self._db is not None:
-                self._db_write(self._committed)
+            cursors.write_committed()
+
+    async def _follow(self, emitter: Emitter, tracker: Any, fd: int) -> None:
+        journal = self.journal
+        max_entries = self.journal_settings.max_entries
+        while True:
+            groups = await trio.to_thread.run_sync(journal.read, emitter.tag)
+            for tag, times, records, cursor in groups:
+                await emitter.emit(records, times, tag=tag, handle=tracker.handle(cursor))
+            if sum(len(g[2]) for g in groups) >= max_entries:
+                continue  # more may be waiting: read on without sleeping
+            with trio.move_on_after(1.0):
+                await trio.lowlevel.wait_readable(fd)
+            journal.process()
 
     async def close(self) -> None:
         """Commit the last acknowledged cursor and release the journal and the DB."""
-        if self._committed is not None and self._db is not None:
-            await trio.to_thread.run_sync(self._db_write, self._committed)
-        if self._db is not None:
-            self._db.close()
-            self._db = None
-        reader = getattr(self, "_reader", None)
-        if reader is not None:
-            reader.close()
-            self._reader = None
-
-
-def _text(v: bytes, latin1: bool) -> str:
-    try:
-        return v.decode("utf-8")
-    except UnicodeDecodeError:
-        return v.decode("latin-1") if latin1 else base64.b64encode(v).decode("ascii")
+        await trio.to_thread.run_sync(self.cursors.write_committed)
+        self.cursors.close()
+        self.journal.close()
 
 
 PLUGIN = SystemdInput

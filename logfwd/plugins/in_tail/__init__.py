@@ -1,4 +1,10 @@
-"""tail input: follow files with rotation, an offsets DB and parsers. plugin (the input task), db (offsets), fingerprint (file identity), watch (inotify)."""
+"""tail input: follow files with rotation, an offsets DB and parsers.
+
+plugin (wiring), config (options and settings), db (offsets), scan (discovery),
+watcher (inotify and stat polling), file (a followed file and its identity),
+reader (reading, framing, descriptor budget), multiline (held records), fingerprint
+(first-bytes identity), watch (the inotify binding).
+"""
 
 from .plugin import TailInput as PLUGIN
 
