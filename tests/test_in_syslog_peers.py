@@ -251,5 +251,5 @@ def test_daemon_with_port_in_use_exits_with_one_line() -> None:
                             "-o", "null", "-m", "*"], capture_output=True, timeout=60)
     err = p.stderr.decode()
     assert p.returncode == 1, err
-    assert f"input syslog.0: cannot listen on 127.0.0.1:{port}/tcp: address already in use" in err
+    assert f"[input:syslog:syslog.0] cannot listen on 127.0.0.1:{port}/tcp: address already in use" in err
     assert "Traceback" not in err and "ExceptionGroup" not in err
