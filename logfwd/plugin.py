@@ -22,6 +22,7 @@ from importlib.metadata import entry_points
 from typing import Any, ClassVar
 
 import orjson
+import trio
 
 from .engine.batch import AckHandle, AckTracker, Batch, Chunk, MemBudget, Result
 from .metrics import Counters
@@ -253,6 +254,15 @@ class Filter(Plugin):
 
     async def filter_async(self, batch: Batch) -> Batch | None:
         return self.filter(batch)
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Optional background work for the pipeline's lifetime (the kubernetes filter's pod watch).
+
+        The pipeline starts it in its nursery (``start_soon``: filtering must not wait for
+        it, a filter works while its backend is away) and cancels it at shutdown, after
+        ``close``. An exception here is logged and counted; it does not stop the pipeline.
+        """
+        task_status.started()
 
     async def close(self) -> None:
         """Release resources at shutdown."""

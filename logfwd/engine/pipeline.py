@@ -196,6 +196,8 @@ class Pipeline:
             for _, buf in self._outputs:
                 await nursery.start(buf.run)
             nursery.start_soon(self._ticker)
+            for slot in self._filters:
+                nursery.start_soon(self._run_filter_task, slot)
             if self.service.get("http_server"):
                 await nursery.start(self._serve_http)
             nursery.start_soon(self._run_inputs)
@@ -221,6 +223,16 @@ class Pipeline:
                 except Exception as e:
                     slot.plugin.log.error("close failed: %s", e)
             nursery.cancel_scope.cancel()
+
+    async def _run_filter_task(self, slot: _FilterSlot) -> None:
+        """A filter's background task (``Filter.run``, e.g. a watch); its failure is logged, not fatal."""
+        try:
+            await slot.plugin.run()
+        except trio.Cancelled:
+            raise
+        except Exception as e:
+            slot.metrics.inc("errors")
+            slot.plugin.log.error("background task stopped: %s: %s", type(e).__name__, e)
 
     async def _run_inputs(self) -> None:
         with self._inputs_cancel:
