@@ -171,6 +171,7 @@ def test_node_pipeline_end_to_end(tmp_path: Path, kube_api: KubeApiServer, es_se
         wait_for(lambda: _filter_counter(port, "pods_relists") >= 1, 60, "a relist after 410", tmp_path / "logfwd.log")
         node.cri(web, *(f"web-d {i}" for i in range(20)))
         wait_for(lambda: len(_docs(es_server)) >= 115, 90, "every record", tmp_path / "logfwd.log")
+        assert _filter_counter(port, "pods_relists") == 1  # one relist, then watching again
     finally:
         proc.stop(timeout=30)
     log = (tmp_path / "logfwd.log").read_text()

@@ -168,7 +168,8 @@ class KubeApiServer:
     def compact(self) -> None:
         """Forget every version up to now: a watch resuming from an older one gets 410 Gone."""
         with self.state.cond:
-            self.state.min_rv = self.state.rv + 1
+            self.state.rv += 1  # lists answer from here on; a watch from before it gets 410
+            self.state.min_rv = self.state.rv
             self.state.events.clear()
 
     def bookmark(self) -> None:

@@ -81,6 +81,7 @@ class Reflector:
         self.healthy = True
         self.resource_version: str | None = None
         self.backoff = Backoff()
+        self._gone_in_a_row = 0
 
     def _url(self, **params: Any) -> str:
         q = {}
@@ -101,6 +102,9 @@ class Reflector:
                 self.metrics.inc(f"{self.kind}_relists")
                 self.log.info("%s watch: %s; listing again", self.kind, e)
                 self.resource_version = None
+                self._gone_in_a_row += 1
+                if self._gone_in_a_row > 1:  # a list's version already too old: do not hammer the API
+                    await trio.sleep(self.backoff.next_delay())
             except ApiError as e:
                 self._failed(e)
                 await trio.sleep(self.backoff.next_delay(e.retry_after))
@@ -157,5 +161,6 @@ class Reflector:
             self.cache.mark_deleted(k)
         if rv:
             self.resource_version = str(rv)
+        self._gone_in_a_row = 0
         self.healthy = True
         self.metrics.set(f"{self.kind}_cached", len(self.cache))
