@@ -355,3 +355,60 @@ def test_bad_options_are_config_errors(tmp_path: Any) -> None:
         make_plugin(KubernetesFilter, Kube_CA_File=str(tmp_path / "missing.crt"))
     with pytest.raises(ConfigValueError, match="http"):
         make_plugin(KubernetesFilter, Kube_URL="ftp://x", tls__verify="off")
+
+
+# ------------------------------------------------------------------ other sources, scale
+
+
+def test_use_kubelet_reads_the_node_pod_list(kube_api: KubeApiServer) -> None:
+    f = make_filter(kube_api, Use_Kubelet="on", Kubelet_Host="127.0.0.1", Kubelet_Port=str(kube_api.port),
+                    Kube_Node_Name="node-a")
+
+    async def body(f: KubernetesFilter) -> None:
+        [r] = await enrich(f, WEB_TAG, {"log": "x"})
+        assert r["kubernetes"] == WEB_META
+        [r] = await enrich(f, API_TAG, {"log": "x"})  # from the same list: no second request
+        assert r["kubernetes"]["pod_id"] == "b7e2d1c0-3f4a-4b5c-8d9e-0a1b2c3d4e5f"
+
+    run(f, body)
+    assert kube_api.count("/pods") == 1 and kube_api.count("/api/v1/pods") == 0
+
+
+def test_cache_use_docker_id_fetches_a_restarted_container(kube_api: KubeApiServer) -> None:
+    f = make_filter(kube_api, Cache_Use_Docker_Id="on")
+    pod = load_fixture("pod-web.json")
+    new_id = "e" * 64
+    pod["status"]["containerStatuses"][1]["containerID"] = "containerd://" + new_id
+
+    async def body(f: KubernetesFilter) -> None:
+        await enrich(f, WEB_TAG, {"log": "x"})
+        kube_api.add_pod(pod)
+        [r] = await enrich(f, WEB_TAG.replace(WEB_ID, new_id), {"log": "x"})
+        assert r["kubernetes"]["docker_id"] == new_id
+        await enrich(f, WEB_TAG.replace(WEB_ID, new_id), {"log": "x"})
+
+    run(f, body)
+    assert kube_api.count("/api/v1/namespaces/shop/pods/web-7d9c6b5f4-x2x8q") == 2
+
+
+def test_many_pods_one_watch(kube_api: KubeApiServer) -> None:
+    """200 pods on the node: one LIST and one WATCH, no request per pod (Fluent Bit: one GET each)."""
+    base = load_fixture("pod-web.json")
+    tags = []
+    for i in range(200):
+        pod = copy.deepcopy(base)
+        pod["metadata"]["name"] = f"app-{i}"
+        pod["metadata"]["uid"] = f"00000000-0000-4000-8000-{i:012d}"
+        kube_api.add_pod(pod)
+        tags.append(f"kube.var.log.containers.app-{i}_shop_nginx-{WEB_ID}.log")
+    f = make_filter(kube_api, Kube_Node_Name="node-a")
+
+    async def body(f: KubernetesFilter) -> None:
+        for i, tag in enumerate(tags):
+            [r] = await enrich(f, tag, {"log": "x"})
+            assert r["kubernetes"]["pod_id"].endswith(f"{i:012d}")
+
+    run(f, body)
+    assert kube_api.count("/api/v1/pods", watch=False) == 1
+    assert sum(1 for p, _ in kube_api.requests if "/pods/" in p) == 0
+    assert f.metrics.get("unenriched_records", 0) == 0

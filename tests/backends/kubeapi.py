@@ -96,15 +96,16 @@ class KubeState:
 class KubeApiServer:
     """The server; tests drive its state and faults through these methods."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, cert: tuple[Path, Path] | None = None) -> None:
         workdir.mkdir(parents=True, exist_ok=True)
         self.workdir = workdir
-        self.crt, self.key = make_cert(workdir)
+        self.crt, self.key = cert or make_cert(workdir)
         self.state = KubeState()
         self.tokens = {"test-token-1"}
         self.token_file = workdir / "token"
         self.token_file.write_text("test-token-1\n")
         self.requests: list[tuple[str, dict[str, list[str]]]] = []
+        self.kubelet_node = "node-a"  # whose pods /pods (the kubelet's endpoint) lists
         self._fail: list[tuple[int, float | None]] = []
         self._down: str | None = None  # None, "503" or "hang"
         self._lock = threading.Lock()
@@ -247,7 +248,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _route(self, path: str, q: dict[str, list[str]]) -> None:
         parts = path.strip("/").split("/")
-        if parts[:2] != ["api", "v1"]:
+        if parts == ["pods"]:  # the kubelet's read-only pod list (Use_Kubelet): this node's pods
+            self._list("pods", {"fieldSelector": [f"spec.nodeName={self.server.api.kubelet_node}"]})
+        elif parts[:2] != ["api", "v1"]:
             self._json(404, status(404, "NotFound", "the server could not find the requested resource"))
         elif parts[2:] == ["pods"] or parts[2:] == ["namespaces"]:
             kind = parts[2]
@@ -350,10 +353,16 @@ class _Handler(BaseHTTPRequestHandler):
             pass
 
 
+@pytest.fixture(scope="session")
+def kube_api_cert(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """One certificate for every test API server of the session (making one takes a second)."""
+    return make_cert(tmp_path_factory.mktemp("kubeapi-cert"))
+
+
 @pytest.fixture
-def kube_api(tmp_path: Path) -> Iterator[KubeApiServer]:
+def kube_api(tmp_path: Path, kube_api_cert: tuple[Path, Path]) -> Iterator[KubeApiServer]:
     """A fresh test API server holding the fixture pods and namespaces (node ``node-a``)."""
-    server = KubeApiServer(tmp_path / "kubeapi").start()
+    server = KubeApiServer(tmp_path / "kubeapi", kube_api_cert).start()
     server.load_defaults()
     try:
         yield server

@@ -105,8 +105,8 @@ class MetaSource:
             if not self.pod_watch.healthy:
                 return None  # the API is failing: do not add a GET per pod to the watch's retries
         if self.kubelet is not None:
-            return await self._once(("kubelet",), self._fetch_kubelet, key)  # type: ignore[no-any-return]
-        return await self._once(key, self._fetch_pod, key)  # type: ignore[no-any-return]
+            return await self._once(("kubelet",), self._fetch_kubelet, key, self.pods)  # type: ignore[no-any-return]
+        return await self._once(key, self._fetch_pod, key, self.pods)  # type: ignore[no-any-return]
 
     def _stale_container(self, meta: PodMeta, docker_id: str | None) -> bool:
         """Cache_Use_Docker_Id: a container id the cached pod does not list means a newer pod version."""
@@ -125,16 +125,19 @@ class MetaSource:
             meta = self.namespaces.get(name, watched=True)
             if meta is not None:
                 return meta  # type: ignore[no-any-return]
-        return await self._once(("ns", name), self._fetch_namespace, name)  # type: ignore[no-any-return]
+        return await self._once(("ns", name), self._fetch_namespace, name, self.namespaces)  # type: ignore[no-any-return]
 
-    async def _once(self, flight: Any, fetch: Any, key: Any) -> Any:
+    async def _once(self, flight: Any, fetch: Any, key: Any, cache: MetaCache) -> Any:
         """One fetch per key at a time; none while the API is failing or the object was just not found."""
-        if self.api_down or time.monotonic() < self._missing.get(flight, 0.0):
+        now = time.monotonic()
+        if self.api_down or now < self._missing.get(flight, 0.0):
             return None
+        if len(self._missing) > 1024:
+            self._missing = {k: t for k, t in self._missing.items() if t > now}
         ev = self._inflight.get(flight)
-        if ev is not None:
+        if ev is not None:  # another batch is fetching it: share its answer
             await ev.wait()
-            return await self._cached(fetch, key)
+            return cache.get(key)
         ev = self._inflight[flight] = trio.Event()
         try:
             result = await fetch(key)
@@ -152,11 +155,6 @@ class MetaSource:
         finally:
             del self._inflight[flight]
             ev.set()
-
-    async def _cached(self, fetch: Any, key: Any) -> Any:
-        if fetch == self._fetch_namespace:
-            return self.namespaces.get(key)
-        return self.pods.get(key)
 
     async def _fetch_pod(self, key: tuple[str, str]) -> PodMeta:
         ns, name = key
