@@ -412,3 +412,22 @@ def test_many_pods_one_watch(kube_api: KubeApiServer) -> None:
     assert kube_api.count("/api/v1/pods", watch=False) == 1
     assert sum(1 for p, _ in kube_api.requests if "/pods/" in p) == 0
     assert f.metrics.get("unenriched_records", 0) == 0
+
+
+@pytest.mark.parametrize("mode", ["503", "hang"])
+def test_api_away_at_start_does_not_stall(kube_api: KubeApiServer, mode: str) -> None:
+    kube_api.down(mode)
+    f = make_filter(kube_api, Kube_Node_Name="node-a", Kube_Request_Timeout="0.5")
+
+    async def body(f: KubernetesFilter) -> None:
+        with trio.fail_after(4):  # the start-up wait for the first LIST is paid once, not per batch
+            for i in range(20):
+                [r] = await enrich(f, WEB_TAG, {"log": str(i)})
+                assert "pod_id" not in r["kubernetes"]
+        kube_api.up()
+        await until(lambda: f.source.pod_watch.synced.is_set())
+        [r] = await enrich(f, WEB_TAG, {"log": "x"})
+        assert r["kubernetes"] == WEB_META
+
+    run(f, body)
+    assert f.metrics["unenriched_records"] == 20

@@ -23,7 +23,7 @@ from logfwd.plugin import Batch, ConfigValueError, Filter
 from .api import KubeApi, TokenSource
 from .merge import merge_logs
 from .meta import MetaCache, NamespaceMeta, PodMeta
-from .options import OPTIONS
+from .options import OPTIONS, SA_DIR
 from .source import MetaSource
 from .tagname import TagInfo, TagParser
 
@@ -80,8 +80,8 @@ class KubernetesFilter(Filter):
         s = self.settings
         tls_conf = {"tls": True, "tls.verify": s.tls_verify, "tls.ca_file": s.kube_ca_file, "tls.ca_path": s.kube_ca_path,
                     "tls.verify_hostname": s.tls_verify}
-        if s.kube_ca_file and not os.path.exists(s.kube_ca_file) and s.kube_ca_file == OPTIONS[1].default:
-            tls_conf["tls.ca_file"] = None  # not in a pod (or no CA mounted): the system's CAs
+        if s.kube_ca_file == f"{SA_DIR}/ca.crt" and not os.path.exists(s.kube_ca_file):
+            tls_conf["tls.ca_file"] = None  # the default, outside a pod: the system's CAs
         try:
             ctx = tls_context(tls_conf)
         except ConfigValueError as e:

@@ -25,7 +25,7 @@ from .watch import Backoff, Reflector
 
 __all__ = ["MetaSource"]
 
-_SYNC_WAIT = 2.0  # how long a lookup waits for the first LIST before fetching by itself
+_SYNC_WAIT = 2.0  # how long after the start lookups may wait for the first LIST (once, not per batch)
 _NOT_FOUND_TTL = 30.0  # a pod the API does not know is asked for again after this long
 
 
@@ -67,6 +67,7 @@ class MetaSource:
         self._down_until = 0.0
         self._inflight: dict[Any, trio.Event] = {}
         self._missing: dict[Any, float] = {}
+        self._sync_deadline = time.monotonic() + _SYNC_WAIT
         self.pod_watch: Reflector | None = None
         self.ns_watch: Reflector | None = None
         if node and kubelet is None:
@@ -78,6 +79,7 @@ class MetaSource:
 
     async def run(self) -> None:
         """The watches, for as long as the pipeline runs (they never raise)."""
+        self._sync_deadline = time.monotonic() + _SYNC_WAIT
         async with trio.open_nursery() as nursery:
             for r in (self.pod_watch, self.ns_watch):
                 if r is not None:
@@ -96,9 +98,7 @@ class MetaSource:
         if meta is not None and not self._stale_container(meta, docker_id):
             return meta  # type: ignore[no-any-return]
         if self.pod_watch is not None:
-            if not self.pod_watch.synced.is_set():
-                with trio.move_on_after(_SYNC_WAIT):
-                    await self.pod_watch.synced.wait()
+            if await self._wait_synced(self.pod_watch):
                 meta = self.pods.get(key, watched=True)
                 if meta is not None:
                     return meta  # type: ignore[no-any-return]
@@ -107,6 +107,17 @@ class MetaSource:
         if self.kubelet is not None:
             return await self._once(("kubelet",), self._fetch_kubelet, key, self.pods)  # type: ignore[no-any-return]
         return await self._once(key, self._fetch_pod, key, self.pods)  # type: ignore[no-any-return]
+
+    async def _wait_synced(self, watch: Reflector) -> bool:
+        """Just after the start, wait for the watch's first LIST rather than GET each pod; True if it came.
+
+        The wait is bounded by one deadline from the start, not per batch, and skipped when the
+        API already failed: an API that is away at start costs the pipeline at most that once.
+        """
+        if not watch.synced.is_set() and watch.healthy:
+            with trio.move_on_after(max(0.0, self._sync_deadline - time.monotonic())):
+                await watch.synced.wait()
+        return watch.synced.is_set()
 
     def _stale_container(self, meta: PodMeta, docker_id: str | None) -> bool:
         """Cache_Use_Docker_Id: a container id the cached pod does not list means a newer pod version."""
@@ -119,12 +130,13 @@ class MetaSource:
         meta = self.namespaces.get(name, watched=watched)
         if meta is not None:
             return meta  # type: ignore[no-any-return]
-        if watched and not self.ns_watch.synced.is_set():  # type: ignore[union-attr]
-            with trio.move_on_after(_SYNC_WAIT):
-                await self.ns_watch.synced.wait()  # type: ignore[union-attr]
-            meta = self.namespaces.get(name, watched=True)
-            if meta is not None:
-                return meta  # type: ignore[no-any-return]
+        if self.ns_watch is not None:
+            if await self._wait_synced(self.ns_watch):
+                meta = self.namespaces.get(name, watched=True)
+                if meta is not None:
+                    return meta  # type: ignore[no-any-return]
+            if not self.ns_watch.healthy:
+                return None
         return await self._once(("ns", name), self._fetch_namespace, name, self.namespaces)  # type: ignore[no-any-return]
 
     async def _once(self, flight: Any, fetch: Any, key: Any, cache: MetaCache) -> Any:
