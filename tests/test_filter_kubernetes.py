@@ -431,3 +431,19 @@ def test_api_away_at_start_does_not_stall(kube_api: KubeApiServer, mode: str) ->
 
     run(f, body)
     assert f.metrics["unenriched_records"] == 20
+
+
+def test_watch_reconnects_with_the_rotated_token(kube_api: KubeApiServer) -> None:
+    f = make_filter(kube_api, Kube_Node_Name="node-a")
+    pod = load_fixture("pod-web.json")
+    pod["metadata"]["labels"]["tier"] = "rotated"
+
+    async def body(f: KubernetesFilter) -> None:
+        await until(lambda: f.source.pod_watch.synced.is_set() and kube_api.count("/api/v1/pods", watch=True) == 1)
+        kube_api.rotate_token("test-token-2")
+        kube_api.drop_watches()
+        kube_api.add_pod(pod)
+        await until(lambda: f.source.pods.get(("shop", "web-7d9c6b5f4-x2x8q")).labels["tier"] == "rotated")
+
+    run(f, body)
+    assert f.metrics["api_errors"] == 1  # the cut itself; the reconnect carried the new token (no 401)
