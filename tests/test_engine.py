@@ -349,3 +349,37 @@ def test_grace_timeout_leaves_unacked(tmp_path: Path) -> None:
     assert not p.stopped_cleanly
     assert ListInput.commits == []  # nothing acknowledged: a restart reads it again
     assert not (tmp_path / "dead-letter" / "down.jsonl").exists()
+
+
+class Watching(Filter):
+    """A filter with a background task (as the kubernetes filter's watch)."""
+
+    name = "watching"
+    options = (Option("fail", "bool", "off"),)
+    events: list[str] = []
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        task_status.started()
+        self.events.append("started")
+        if self.config["fail"]:
+            raise RuntimeError("watch broke")
+        try:
+            await trio.sleep_forever()
+        finally:
+            self.events.append("cancelled")
+
+    def filter(self, batch):  # type: ignore[no-untyped-def]
+        return batch
+
+
+@pytest.mark.parametrize("fail", [False, True])
+def test_filter_background_task(tmp_path: Path, fail: bool) -> None:
+    """Filter.run runs beside the inputs and is cancelled at shutdown; its failure is counted, not fatal."""
+    Watching.events = []
+    ListInput.batches = [("t", [{"n": 1}])]
+    cfg = config(section(ListInput), section(Watching, match="*", fail=fail),
+                 section(Collect, "c", match="*"), storage_path=str(tmp_path))
+    p = run(cfg)
+    assert OUTPUTS["c"].got == [{"n": 1}]
+    assert p.registry.get("filter", "watching.0")["errors"] == (1 if fail else 0)
+    assert Watching.events == (["started"] if fail else ["started", "cancelled"])
