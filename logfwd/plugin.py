@@ -340,6 +340,15 @@ class Filter(Plugin):
         """
         return []
 
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Optional background work for the pipeline's lifetime (the kubernetes filter's pod watch).
+
+        The pipeline starts it in its nursery (``start_soon``: filtering must not wait for
+        it, a filter works while its backend is away) and cancels it at shutdown, after
+        ``close``. An exception here is logged and counted; it does not stop the pipeline.
+        """
+        task_status.started()
+
     async def close(self) -> None:
         """Release resources at shutdown."""
 

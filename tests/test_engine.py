@@ -395,3 +395,37 @@ def test_only_filters_that_hold_records_are_asked_for_them() -> None:
     """The contract: ``flush_pending`` is a base-class method, ``holds_records`` says who overrides it."""
     assert not AddField.holds_records and AddField.flush_pending(AddField.__new__(AddField), True) == []
     assert find_plugin("filter", "multiline").holds_records
+
+
+class Watching(Filter):
+    """A filter with a background task (as the kubernetes filter's watch)."""
+
+    name = "watching"
+    options = (Option("fail", "bool", "off"),)
+    events: list[str] = []
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        task_status.started()
+        self.events.append("started")
+        if self.config["fail"]:
+            raise RuntimeError("watch broke")
+        try:
+            await trio.sleep_forever()
+        finally:
+            self.events.append("cancelled")
+
+    def filter(self, batch):  # type: ignore[no-untyped-def]
+        return batch
+
+
+@pytest.mark.parametrize("fail", [False, True])
+def test_filter_background_task(tmp_path: Path, fail: bool) -> None:
+    """Filter.run runs beside the inputs and is cancelled at shutdown; its failure is counted, not fatal."""
+    Watching.events = []
+    ListInput.batches = [("t", [{"n": 1}])]
+    cfg = config(section(ListInput), section(Watching, match="*", fail=fail),
+                 section(Collect, "c", match="*"), storage_path=str(tmp_path))
+    p = run(cfg)
+    assert OUTPUTS["c"].got == [{"n": 1}]
+    assert p.registry.get("filter", "watching.0")["errors"] == (1 if fail else 0)
+    assert Watching.events == (["started"] if fail else ["started", "cancelled"])

@@ -247,6 +247,8 @@ class Pipeline:
             for _, buf in self._outputs:
                 await nursery.start(buf.run)
             nursery.start_soon(self._ticker)
+            for slot in self._filters:
+                nursery.start_soon(self._run_filter_task, slot)
             if self.health.enabled:
                 nursery.start_soon(self.health.run)
             if not failures:
@@ -263,6 +265,16 @@ class Pipeline:
             await self._drain()
             await self._stop_plugins()
             nursery.cancel_scope.cancel()
+
+    async def _run_filter_task(self, slot: _FilterSlot) -> None:
+        """A filter's background task (``Filter.run``, e.g. a watch); its failure is logged, not fatal."""
+        try:
+            await slot.plugin.run()
+        except trio.Cancelled:
+            raise
+        except Exception as e:
+            slot.metrics.inc("errors")
+            slot.plugin.log.error("background task stopped: %s: %s", type(e).__name__, e)
 
     def abort(self) -> None:
         """Stop at once without draining (``hot_reload.timeout``): nothing undelivered was acknowledged."""
