@@ -14,7 +14,7 @@ COPY pyproject.toml setup.py README.md ./
 COPY conf ./conf
 COPY logfwd ./logfwd
 RUN pip wheel --no-cache-dir --no-deps -w /wheels . \
- && pip wheel --no-cache-dir -w /wheels "$(ls /wheels/logfwd-*.whl)[all]"
+ && pip wheel --no-cache-dir -w /wheels "$(ls /wheels/logfwd-*.whl)"
 
 FROM python:3.11-slim-bookworm AS runtime
 # libsystemd0: the journal input (systemd-python) reads the node's journal through it.
@@ -22,7 +22,7 @@ RUN apt-get update \
  && apt-get install -y --no-install-recommends libsystemd0 \
  && rm -rf /var/lib/apt/lists/*
 COPY --from=build /wheels /wheels
-RUN pip install --no-cache-dir --no-index --find-links /wheels "logfwd[all]" \
+RUN pip install --no-cache-dir --no-index --find-links /wheels logfwd \
  && rm -rf /wheels \
  && logfwd --version
 COPY conf/kubernetes.yaml /etc/logfwd/logfwd.yaml
