@@ -203,16 +203,20 @@ class Numbered(Input):
     batch = 250
     pause = 0.02
 
-    async def run(self, emitter: Emitter) -> None:
+    async def run(self, emitter: Emitter, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        task_status.started()
         for start in range(0, self.total, self.batch):
             ns = range(start, min(start + self.batch, self.total))
             await emitter.emit([ours(n) for n in ns], [T0 + n * 1001 for n in ns], tag="app.ours")
             await trio.sleep(self.pause)
 
+    def exit_when_done(self) -> bool:
+        return True  # the pipeline of these tests ends once every record is delivered
+
 
 def run_pipeline(port: int, during: Any = None, **out: Any) -> Pipeline:
     cfg = config(section(Numbered, tag="app.ours"),
-                 section(ForwardOutput, match="*", host="127.0.0.1", port=port, retry_limit="no_limits", **out),
+                 section(ForwardOutput, match="*", host="127.0.0.1", port=port, retry_limit=None, **out),
                  grace=60.0)
     p = Pipeline(cfg)
 
