@@ -257,6 +257,13 @@ class LineEncoder:
                 self._escaped_measurements[name] = m
         return m
 
+    def _record_measurement(self, rec: dict[str, Any], default: str) -> str:
+        """The escaped measurement named by the record's Measurement_Key value, else ``default``."""
+        mv = rec.get(self.measurement_key)  # type: ignore[arg-type]
+        if isinstance(mv, bytes):
+            mv = mv.decode("utf-8", "replace")
+        return self._measurement(mv) if isinstance(mv, str) and mv else default
+
     def field_value(self, v: Any) -> str | None:
         """One field value in line protocol, or None when it cannot be written."""
         return self._field_value(v, escape_string)
@@ -315,18 +322,8 @@ class LineEncoder:
         dropped = 0
 
         for i, rec in enumerate(records):
-            measurement = default_measurement
-            if mkey is not None:
-                mv = rec.get(mkey)
-                if isinstance(mv, bytes):
-                    mv = mv.decode("utf-8", "replace")
-                if isinstance(mv, str) and mv:
-                    measurement = self._measurement(mv)
-            record_tags = tag_keys
-            if tlkey is not None:
-                extra = rec.get(tlkey)
-                if isinstance(extra, (list, tuple)) and extra:
-                    record_tags = tag_keys | {str(x) for x in extra}
+            measurement = default_measurement if mkey is None else self._record_measurement(rec, default_measurement)
+            record_tags = tag_keys if tlkey is None else _record_tags(rec, tlkey, tag_keys)
 
             flat = dict not in map(type, rec.values())
             items: Any = rec.items() if flat else _flatten(rec)
@@ -336,8 +333,7 @@ class LineEncoder:
                 lost = 0
                 for key, v in items:
                     if type(key) is not str:
-                        key = key if isinstance(key, str) else (
-                            key.decode("utf-8", "replace") if isinstance(key, bytes) else str(key))
+                        key = _key_text(key)
                     if key in skip_keys:
                         if flat and isinstance(v, dict):
                             break  # a map subclass: its keys are flattened, then checked
@@ -463,6 +459,21 @@ class LineEncoder:
 
         out.dropped_values = dropped
         return out
+
+
+def _record_tags(rec: dict[str, Any], tlkey: str, tag_keys: frozenset[str]) -> frozenset[str]:
+    """Tag_Keys plus the key names listed in the record's Tags_List_Key value."""
+    extra = rec.get(tlkey)
+    if isinstance(extra, (list, tuple)) and extra:
+        return tag_keys | {str(x) for x in extra}
+    return tag_keys
+
+
+def _key_text(key: Any) -> str:
+    """A record key as text (a str subclass, bytes, or anything else)."""
+    if isinstance(key, str):
+        return key
+    return key.decode("utf-8", "replace") if isinstance(key, bytes) else str(key)
 
 
 def next_seq(current: int) -> int:
