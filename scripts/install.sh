@@ -41,4 +41,4 @@ fi
 # Fail loudly if the hot path did not build. Run from / so that the installed package is
 # imported, not the source tree of this checkout.
 venv_py=$PWD/.venv/bin/python
-(cd / && "$venv_py" -c 'import logfwd._fastparse, logfwd.plugins.in_tail.db, logfwd.plugins.in_tail')
+(cd / && "$venv_py" -c 'import logfwd._fastparse, logfwd._serial, logfwd.plugins.out_es._bulk, logfwd.plugins.out_influxdb._lineproto, logfwd.plugins.out_kafka._kafka, logfwd.plugins.in_tail.db, logfwd.plugins.in_tail')

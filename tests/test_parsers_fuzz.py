@@ -136,11 +136,11 @@ names = st.text(alphabet=st.sampled_from(list("ab \\,=\n\r\"é") + ["\ud800", "x
 @example(name="a\\")
 @example(name="a\\\\ b\\,c")
 def test_influx_escaping_kernels_match_lineproto(name: str) -> None:
-    from logfwd.plugins.out_influxdb import lineproto
+    from logfwd.plugins.out_influxdb import _lineproto, lineproto
 
-    assert fp.influx_escape(name, True) == lineproto.escape_measurement(name)
-    assert fp.influx_escape(name) == lineproto.escape_tag_value(name)
-    assert fp.influx_string(name) == lineproto.escape_string(name)
+    assert _lineproto.influx_escape(name, True) == lineproto.escape_measurement(name)
+    assert _lineproto.influx_escape(name) == lineproto.escape_tag_value(name)
+    assert _lineproto.influx_string(name) == lineproto.escape_string(name)
 
 
 @settings(max_examples=200, deadline=None)

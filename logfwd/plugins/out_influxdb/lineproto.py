@@ -36,7 +36,7 @@ series instead of overwriting each other. The caller passes the values in (``seq
 that a re-sent record keeps its value and re-sending stays idempotent.
 
 It is the inner loop of the InfluxDB output: escaping is done by the Cython kernels
-(``_fastparse.influx_escape`` / ``influx_string``, about 10x faster than ``str.translate``
+(``_lineproto.influx_escape`` / ``influx_string``, about 10x faster than ``str.translate``
 plus regex), escaped keys are cached across records, and values are dispatched on their
 exact type in one loop (the whole encoder is about 3.5x faster: bench/serializers.py). The original pure-Python functions stay as the reference
 (``py_escape_*``, ``LineEncoder.encode_py``): the output must match them byte for byte
@@ -54,8 +54,8 @@ from typing import Any
 
 import orjson
 
-from logfwd._fastparse import influx_escape as _influx_escape
-from logfwd._fastparse import influx_string as _influx_string
+from ._lineproto import influx_escape as _influx_escape
+from ._lineproto import influx_string as _influx_string
 
 __all__ = ["LineEncoder", "Encoded", "PRECISIONS", "escape_measurement", "escape_key", "escape_string"]
 

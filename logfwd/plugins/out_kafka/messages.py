@@ -18,9 +18,9 @@ from typing import Any
 import msgpack
 
 from logfwd import formats
-from logfwd._fastparse import kafka_json_values
 
 from . import reports as rep
+from ._kafka import kafka_json_values
 
 _TS_FORMATS = {"double": 0, "iso8601": 1, "iso8601_ns": 2}
 _MAX_TOPIC_LEN = 249

@@ -19,8 +19,8 @@ from typing import Any
 import trio
 from confluent_kafka import KafkaError
 
-from logfwd._fastparse import KafkaReports as _KafkaReports
-from logfwd._fastparse import kafka_messages as _native_kafka_messages
+from ._kafka import KafkaReports as _KafkaReports
+from ._kafka import kafka_messages as _native_kafka_messages
 
 __all__ = ["Reports", "Report", "py_kafka_messages", "kafka_messages", "new_reports"]
 
