@@ -1,11 +1,24 @@
-"""Builds the Cython hot path; everything else is in pyproject.toml."""
+"""Builds the Cython hot path; everything else is in pyproject.toml.
+
+``logfwd._fastparse`` holds the parsers and the file/stdout serializers; each output plugin's
+kernel sits beside its plugin. What the serializers share is ``logfwd/_serial.pxd`` (cimported
+by the modules below) and its implementation ``logfwd._serial``.
+"""
 
 from Cython.Build import cythonize
 from setuptools import Extension, setup
 
+_MODULES = {
+    "logfwd._serial": "logfwd/_serial.pyx",
+    "logfwd._fastparse": "logfwd/_fastparse.pyx",
+    "logfwd.plugins.out_es._bulk": "logfwd/plugins/out_es/_bulk.pyx",
+    "logfwd.plugins.out_influxdb._lineproto": "logfwd/plugins/out_influxdb/_lineproto.pyx",
+    "logfwd.plugins.out_kafka._kafka": "logfwd/plugins/out_kafka/_kafka.pyx",
+}
+
 setup(
     ext_modules=cythonize(
-        [Extension("logfwd._fastparse", ["logfwd/_fastparse.pyx"], extra_compile_args=["-O3"])],
+        [Extension(name, [path], extra_compile_args=["-O3"]) for name, path in _MODULES.items()],
         compiler_directives={"language_level": "3", "boundscheck": False, "wraparound": False},
     ),
 )

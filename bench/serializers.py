@@ -4,8 +4,8 @@
 Usage: bench/serializers.py [--records N] [--runs R]
 
 "before" is the retained pure-Python path (``esbulk.build_bulk_py``,
-``LineEncoder.encode_py``); "after" is what the outputs call (``build_bulk``,
-``LineEncoder.encode``). Each figure is process CPU time for one call over N
+``LineEncoder.encode_py``, kafka's per-record ``MessageEncoder.value``); "after" is what the
+outputs call (``build_bulk``, ``LineEncoder.encode``, ``MessageEncoder.values``). Each figure is process CPU time for one call over N
 records (default 200,000; best of R runs), scaled to one million. The records
 look like parsed apache access lines (eight fields, strings and integers).
 """
@@ -13,12 +13,15 @@ look like parsed apache access lines (eight fields, strings and integers).
 from __future__ import annotations
 
 import argparse
+import logging
 import time
 from collections.abc import Callable
+from types import SimpleNamespace
 from typing import Any
 
 from logfwd.plugins.out_es.bulk import BulkSettings, build_bulk, build_bulk_py
 from logfwd.plugins.out_influxdb.lineproto import LineEncoder
+from logfwd.plugins.out_kafka.messages import MessageEncoder
 
 T0 = 1_700_000_000_000_000_000
 
@@ -39,6 +42,15 @@ def records(n: int) -> tuple[list[int], list[dict[str, Any]]]:
         for i in range(n)
     ]
     return times, recs
+
+
+def kafka_encoder(ts_format: str) -> MessageEncoder:
+    """The kafka output's value encoder with Format json and the given Timestamp_Format."""
+    s = SimpleNamespace(topics=["t"], topic_key=None, dynamic_topic=False, message_key=None, message_key_field=None,
+                        timestamp_key="@timestamp", timestamp_format=ts_format, format="json", raw_log_key=None,
+                        gelf_short_message_key=None, gelf_full_message_key=None, gelf_host_key=None,
+                        gelf_level_key=None, gelf_timestamp_key=None)
+    return MessageEncoder(s, logging.getLogger("bench"))
 
 
 def cpu(fn: Callable[[], Any], runs: int) -> tuple[float, Any]:
@@ -78,6 +90,13 @@ def main() -> None:
                      lambda enc=enc: enc.encode_py("app.log", times, recs, seqs),
                      lambda enc=enc: enc.encode("app.log", times, recs, seqs),
                      lambda r: r.body()))
+
+    for label, ts_format in (("kafka json (double time)", "double"), ("kafka json (iso8601)", "iso8601")):
+        kenc = kafka_encoder(ts_format)
+        rows.append((label,
+                     lambda kenc=kenc: [kenc.value(t, r) for t, r in zip(times, recs, strict=True)],
+                     lambda kenc=kenc: kenc.values(times, recs, 0, []),
+                     lambda r: b"\n".join(r)))
 
     print(f"CPU s per 1M records ({n:,} records, best of {a.runs}, scaled)")
     print(f"{'serializer':34} {'before':>8} {'after':>8} {'speedup':>8}")

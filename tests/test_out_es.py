@@ -444,6 +444,20 @@ def test_tls_verified_with_ca_file(es_server: EsServer, tls_proxy: FaultProxy, c
     assert tls_proxy.requests[-1].headers["authorization"] == "Basic " + base64.b64encode(b"u:p").decode()
 
 
+def test_tls_vhost_is_the_name_checked_and_sent(es_server: EsServer, tls_proxy: FaultProxy,
+                                               certs: dict[str, Path]) -> None:
+    """tls.vhost is the SNI name, the name checked in the certificate and the Host header."""
+    idx = new_index()
+    base = {"port": tls_proxy.port, "index": idx, "tls": "on", "tls__ca_file": str(certs["ca"]),
+            "tls__verify_hostname": "on", "suppress_type_name": "on"}
+    [r] = flush_all(make_output(**base, tls__vhost="localhost"), chunk([{"m": 1}]))
+    assert r.delivered_all, r
+    assert tls_proxy.requests[-1].headers["host"] == "localhost"
+    [r] = flush_all(make_output(**base, tls__vhost="elsewhere.example"), chunk([{"m": 2}]))
+    assert r.retry_all and "elsewhere.example" in r.reason, r
+    assert es_server.count(idx) == 1
+
+
 def test_tls_unknown_ca_fails_verify_then_off_works(es_server: EsServer, tls_proxy: FaultProxy) -> None:
     idx = new_index()
     [r] = flush_all(make_output(port=tls_proxy.port, index=idx, tls="on", suppress_type_name="on"),
@@ -473,10 +487,9 @@ def test_tls_client_certificate(es_server: EsServer, certs: dict[str, Path]) -> 
     assert es_server.count(idx) == 1
 
 
-def test_missing_tls_file_fails_start(tmp_path: Path) -> None:
-    out = make_output(tls="on", tls__ca_file=str(tmp_path / "nope.pem"))
-    with pytest.raises(RuntimeError, match="TLS"):
-        trio.run(out.start)
+def test_missing_tls_file_fails_setup(tmp_path: Path) -> None:
+    with pytest.raises(ConfigValueError, match="nope.pem does not exist"):
+        make_output(tls="on", tls__ca_file=str(tmp_path / "nope.pem"))
 
 
 def test_plain_http_to_tls_port_retries(tls_proxy: FaultProxy) -> None:

@@ -18,7 +18,7 @@ from elastic_transport import SerializationError
 
 from logfwd.engine.batch import Chunk
 from logfwd.plugins.out_es import PLUGIN as EsOutput
-from logfwd.plugins.out_es import plugin as out_es
+from logfwd.plugins.out_es import reply as out_es
 
 from .backends.es import EsServer
 from .faultproxy import FaultProxy
@@ -121,20 +121,20 @@ def test_answer_without_items_is_retried(proxy: FaultProxy) -> None:
 
 
 def test_serializer_counts_only_clean_bulk_answers() -> None:
-    js = out_es._serializers()["application/json"]
+    js = out_es.serializers()["application/json"]
     clean = orjson.dumps(bulk_answer(4))
     dirty = orjson.dumps(bulk_answer(4, errors=True))
     assert js.loads(clean) == bulk_answer(4)  # other requests (GET /): a dict, as always
-    token = out_es._BULK_ANSWER.set(True)
+    token = out_es.BULK_ANSWER.set(True)
     try:
         got = js.loads(clean)
-        assert isinstance(got, out_es._AllStored) and got.items == 4 and got.full() == bulk_answer(4)
+        assert isinstance(got, out_es.AllStored) and got.items == 4 and got.full() == bulk_answer(4)
         assert js.loads(dirty) == bulk_answer(4, errors=True)
         assert js.loads(b"") is None
         with pytest.raises(SerializationError):
             js.loads(b'{"errors":false,"items":[')
     finally:
-        out_es._BULK_ANSWER.reset(token)
+        out_es.BULK_ANSWER.reset(token)
 
 
 def test_clean_answer_is_counted_without_building_items() -> None:
@@ -142,12 +142,12 @@ def test_clean_answer_is_counted_without_building_items() -> None:
 
     (How much CPU that saves is measured by bench/run.py, not asserted here.)
     """
-    js = out_es._serializers()["application/json"]
+    js = out_es.serializers()["application/json"]
     raw = orjson.dumps(bulk_answer(50_000))
-    token = out_es._BULK_ANSWER.set(True)
+    token = out_es.BULK_ANSWER.set(True)
     try:
         got = js.loads(raw)
     finally:
-        out_es._BULK_ANSWER.reset(token)
-    assert isinstance(got, out_es._AllStored) and got.items == 50_000
+        out_es.BULK_ANSWER.reset(token)
+    assert isinstance(got, out_es.AllStored) and got.items == 50_000
     assert not isinstance(got, dict)

@@ -19,7 +19,9 @@ import trio
 
 from logfwd.metrics import OUTPUT_COUNTERS, Counters
 from logfwd.plugin import Chunk, PluginContext, Result
+from logfwd.plugins.out_kafka import messages as out_messages
 from logfwd.plugins.out_kafka import plugin as out_kafka
+from logfwd.plugins.out_kafka import reports as out_reports
 from logfwd.plugins.out_kafka.plugin import KafkaOutput
 
 from .backends.kafka import KafkaBroker, KafkaMessage
@@ -64,12 +66,11 @@ def _flush(out: KafkaOutput, c: Chunk) -> Result:
 def path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     """Run a test on the Cython kernels and again on the pure-Python fallback."""
     if request.param == "native":
-        if out_kafka._json_values is None:
-            pytest.fail("logfwd._fastparse lacks the kafka kernels: rebuild with setup.py build_ext --inplace")
+        assert out_messages._json_values is not None
     else:
-        monkeypatch.setattr(out_kafka, "_json_values", None)
-        monkeypatch.setattr(out_kafka, "_kafka_messages", out_kafka._py_kafka_messages)
-        monkeypatch.setattr(out_kafka, "_new_reports", out_kafka._Reports)
+        monkeypatch.setattr(out_messages, "_json_values", None)
+        monkeypatch.setattr(out_reports, "kafka_messages", out_reports.py_kafka_messages)
+        monkeypatch.setattr(out_reports, "new_reports", out_reports.Reports)
     return str(request.param)
 
 
@@ -86,22 +87,19 @@ ODD_TIMES = [T0, 0, -1_500_000_001, 253_402_300_799_999_999_999, T0 + 999_999_99
 
 @pytest.mark.parametrize("ts_format", ["double", "iso8601", "iso8601_ns"])
 def test_native_values_match_the_per_record_code(ts_format: str) -> None:
-    if out_kafka._json_values is None:
-        pytest.fail("logfwd._fastparse lacks the kafka kernels: rebuild with setup.py build_ext --inplace")
     out = _output(brokers="127.0.0.1:9", timestamp_format=ts_format, timestamp_key="ts")
     refused: list[tuple[int, str]] = []
-    got = out._values(ODD_TIMES, ODD_RECORDS, 0, refused)
-    want = [out._value(t, r) for t, r in zip(ODD_TIMES, ODD_RECORDS, strict=True)]
+    got = out.encoder.values(ODD_TIMES, ODD_RECORDS, 0, refused)
+    want = [out.encoder.value(t, r) for t, r in zip(ODD_TIMES, ODD_RECORDS, strict=True)]
     assert got == want and not refused
     assert json.loads(got[0])["ts"] is not None and got[1].startswith(b'{"ts":') and got[1].endswith(b"}")
 
 
 def test_per_message_callbacks_are_not_gc_tracked() -> None:
     # A GC-tracked object per in-flight message made full collections scan them all.
-    reports = out_kafka._new_reports(None)
-    [m] = out_kafka._kafka_messages([b"v"], None, reports, 7)
-    if out_kafka._json_values is not None:
-        assert not gc.is_tracked(m["callback"]) and not gc.is_tracked(m)
+    reports = out_reports.new_reports(None)
+    [m] = out_reports.kafka_messages([b"v"], None, reports, 7)
+    assert not gc.is_tracked(m["callback"]) and not gc.is_tracked(m)
     assert m["callback"].index == 7 and m["value"] == b"v" and "key" not in m
 
 

@@ -17,6 +17,7 @@ from logfwd import _fastparse as fp
 from logfwd.config import default_parsers, load_config
 from logfwd.parsers import NATIVE_REGEXES, PARSER_OPTIONS, Parser, ParserRegistry
 from logfwd.plugin import ConfigValueError
+from logfwd.plugins.out_es._bulk import ndjson_bulk
 from logfwd.plugins.out_es.bulk import BulkSettings, build_bulk
 from logfwd.regex import compile_onigmo
 
@@ -309,9 +310,9 @@ def test_ndjson_bulk_kernel_matches_the_es_bulk_builder(reg: ParserRegistry) -> 
     times += [-1, 0, NOW]
     want = build_bulk(BulkSettings(), "tag", times, recs)
     act = orjson.dumps({"create": {"_index": "fluent-bit"}})
-    body, positions, failed = fp.ndjson_bulk(times, recs, act, "@timestamp",
-                                             default=lambda o: o.decode("utf-8", "replace"))
+    body, positions, failed = ndjson_bulk(times, recs, act, "@timestamp",
+                                          default=lambda o: o.decode("utf-8", "replace"))
     assert body == want.body and positions == want.positions and failed == []
-    body, positions, failed = fp.ndjson_bulk([1, 2], [{"x": object()}, "str"], [act, act], "t")
+    body, positions, failed = ndjson_bulk([1, 2], [{"x": object()}, "str"], [act, act], "t")
     assert body == b"" and positions == [] and [i for i, _ in failed] == [0, 1]
     assert fp.iso_time(1_700_000_000_123_456_789, True) == "2023-11-14T22:13:20.123456789Z"

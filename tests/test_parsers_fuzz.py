@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from logfwd import _fastparse as fp
 from logfwd.config import default_parsers
 from logfwd.parsers import NATIVE_REGEXES, PARSER_OPTIONS, Parser, _anchored
-from logfwd.plugins.out_influxdb import lineproto
+from logfwd.plugins.out_influxdb import _lineproto, lineproto
 from logfwd.regex import compile_onigmo
 
 REG = default_parsers()
@@ -138,9 +138,9 @@ names = st.text(alphabet=st.sampled_from(list("ab \\,=\n\r\"é") + ["\ud800", "x
 @example(name="a\\")
 @example(name="a\\\\ b\\,c")
 def test_influx_escaping_kernels_match_lineproto(name: str) -> None:
-    assert fp.influx_escape(name, True) == lineproto.escape_measurement(name)
-    assert fp.influx_escape(name) == lineproto.escape_tag_value(name)
-    assert fp.influx_string(name) == lineproto.escape_string(name)
+    assert _lineproto.influx_escape(name, True) == lineproto.escape_measurement(name)
+    assert _lineproto.influx_escape(name) == lineproto.escape_tag_value(name)
+    assert _lineproto.influx_string(name) == lineproto.escape_string(name)
 
 
 @settings(max_examples=200, deadline=None)

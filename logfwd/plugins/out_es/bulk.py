@@ -31,8 +31,9 @@ from typing import Any
 
 import orjson
 
-from logfwd._fastparse import ndjson_bulk as _ndjson_bulk
 from logfwd.recordpath import MISSING, RecordPath, compile_path
+
+from ._bulk import ndjson_bulk as _ndjson_bulk
 
 __all__ = ["BulkSettings", "BulkRequest", "build_bulk", "build_bulk_py", "replace_dots", "format_uuid"]
 
@@ -319,7 +320,7 @@ def build_bulk(
     not modified. A record that cannot be encoded is listed in ``failed`` and left
     out of the body; everything else is in it, in order.
 
-    The documents are encoded by the Cython kernel (``_fastparse.ndjson_bulk``; the
+    The documents are encoded by the Cython kernel (``_bulk.ndjson_bulk``; the
     whole build is 2-3x faster, bench/serializers.py); action lines, ids and ``update``/``upsert`` wrapping are added here
     around its output. The result is byte-identical to ``build_bulk_py``, which is
     used whenever the kernel cannot produce the exact same bytes.

@@ -36,7 +36,7 @@ series instead of overwriting each other. The caller passes the values in (``seq
 that a re-sent record keeps its value and re-sending stays idempotent.
 
 It is the inner loop of the InfluxDB output: escaping is done by the Cython kernels
-(``_fastparse.influx_escape`` / ``influx_string``, about 10x faster than ``str.translate``
+(``_lineproto.influx_escape`` / ``influx_string``, about 10x faster than ``str.translate``
 plus regex), escaped keys are cached across records, and values are dispatched on their
 exact type in one loop (the whole encoder is about 3.5x faster: bench/serializers.py). The original pure-Python functions stay as the reference
 (``py_escape_*``, ``LineEncoder.encode_py``): the output must match them byte for byte
@@ -54,8 +54,8 @@ from typing import Any
 
 import orjson
 
-from logfwd._fastparse import influx_escape as _influx_escape
-from logfwd._fastparse import influx_string as _influx_string
+from ._lineproto import influx_escape as _influx_escape
+from ._lineproto import influx_string as _influx_string
 
 __all__ = ["LineEncoder", "Encoded", "PRECISIONS", "escape_measurement", "escape_key", "escape_string"]
 
@@ -257,6 +257,13 @@ class LineEncoder:
                 self._escaped_measurements[name] = m
         return m
 
+    def _record_measurement(self, rec: dict[str, Any], default: str) -> str:
+        """The escaped measurement named by the record's Measurement_Key value, else ``default``."""
+        mv = rec.get(self.measurement_key)  # type: ignore[arg-type]
+        if isinstance(mv, bytes):
+            mv = mv.decode("utf-8", "replace")
+        return self._measurement(mv) if isinstance(mv, str) and mv else default
+
     def field_value(self, v: Any) -> str | None:
         """One field value in line protocol, or None when it cannot be written."""
         return self._field_value(v, escape_string)
@@ -315,18 +322,8 @@ class LineEncoder:
         dropped = 0
 
         for i, rec in enumerate(records):
-            measurement = default_measurement
-            if mkey is not None:
-                mv = rec.get(mkey)
-                if isinstance(mv, bytes):
-                    mv = mv.decode("utf-8", "replace")
-                if isinstance(mv, str) and mv:
-                    measurement = self._measurement(mv)
-            record_tags = tag_keys
-            if tlkey is not None:
-                extra = rec.get(tlkey)
-                if isinstance(extra, (list, tuple)) and extra:
-                    record_tags = tag_keys | {str(x) for x in extra}
+            measurement = default_measurement if mkey is None else self._record_measurement(rec, default_measurement)
+            record_tags = tag_keys if tlkey is None else _record_tags(rec, tlkey, tag_keys)
 
             flat = dict not in map(type, rec.values())
             items: Any = rec.items() if flat else _flatten(rec)
@@ -336,8 +333,7 @@ class LineEncoder:
                 lost = 0
                 for key, v in items:
                     if type(key) is not str:
-                        key = key if isinstance(key, str) else (
-                            key.decode("utf-8", "replace") if isinstance(key, bytes) else str(key))
+                        key = _key_text(key)
                     if key in skip_keys:
                         if flat and isinstance(v, dict):
                             break  # a map subclass: its keys are flattened, then checked
@@ -463,6 +459,21 @@ class LineEncoder:
 
         out.dropped_values = dropped
         return out
+
+
+def _record_tags(rec: dict[str, Any], tlkey: str, tag_keys: frozenset[str]) -> frozenset[str]:
+    """Tag_Keys plus the key names listed in the record's Tags_List_Key value."""
+    extra = rec.get(tlkey)
+    if isinstance(extra, (list, tuple)) and extra:
+        return tag_keys | {str(x) for x in extra}
+    return tag_keys
+
+
+def _key_text(key: Any) -> str:
+    """A record key as text (a str subclass, bytes, or anything else)."""
+    if isinstance(key, str):
+        return key
+    return key.decode("utf-8", "replace") if isinstance(key, bytes) else str(key)
 
 
 def next_seq(current: int) -> int:

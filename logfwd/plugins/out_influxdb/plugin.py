@@ -28,6 +28,9 @@ Delivery, and what each answer means for the chunk:
   retried by the engine. Authentication failures are logged as such and counted in
   ``auth_failures`` (Fluent Bit also retries).
 
+HTTP statuses are judged by ``logfwd.net.http.classify`` (401/403/404 retried), the
+halving by ``logfwd.net.bisect``; the request itself is ``client.py``.
+
 Metrics added here: ``requests`` and ``request_seconds`` (time spent in HTTP requests, bisection included),
 ``skipped_records`` (records with no field to write), ``auth_failures``.
 """
@@ -35,20 +38,23 @@ Metrics added here: ``requests`` and ``request_seconds`` (time spent in HTTP req
 from __future__ import annotations
 
 import re
-import ssl
-import time
 import urllib.parse
+from collections.abc import Sequence
 from typing import Any
 
 import httpx
-import orjson
 
+from logfwd.net.bisect import Answer, bisect_send
+from logfwd.net.http import Verdict, classify
+from logfwd.net.tls import TLS_OPTIONS, tls_context
 from logfwd.options import Option
 from logfwd.plugin import Chunk, ConfigValueError, Output, Result
 
-from .lineproto import LineEncoder, next_seq
+from .client import InfluxClient
+from .lineproto import Encoded, LineEncoder, next_seq
 
 _BAD_DATA = (400, 413, 422)
+_RETRY_STATUSES = (401, 403, 404)
 _DROPPED_RE = re.compile(r"dropped=(\d+)")
 _SEQ_MEMO_MAX = 1_000_000
 _V1_PRECISION = {"ns": "n", "us": "u", "ms": "ms", "s": "s"}
@@ -81,15 +87,7 @@ class InfluxDBOutput(Output):
                choices=("ns", "us", "ms", "s", "n", "u")),
         Option("Measurement", "str", None, "measurement name (default: the record's tag)"),
         Option("Measurement_Key", "str", None, "record key whose value is the measurement (not written)"),
-        Option("tls", "bool", "off", "use HTTPS"),
-        Option("tls.verify", "bool", "on", "verify the server certificate"),
-        Option("tls.ca_file", "str", None, "CA certificates file (PEM)"),
-        Option("tls.ca_path", "str", None, "directory of CA certificates"),
-        Option("tls.crt_file", "str", None, "client certificate (PEM)"),
-        Option("tls.key_file", "str", None, "client private key (PEM)"),
-        Option("tls.key_passwd", "str", None, "password of tls.key_file"),
-        Option("tls.vhost", "str", None, "host name for SNI and the Host header"),
-        Option("tls.debug", "int", "1", "accepted for Fluent Bit compatibility"),
+        *TLS_OPTIONS,
         Option("net.connect_timeout", "time", "10s", "TCP connect timeout"),
         Option("net.io_timeout", "time", "60s", "timeout for a whole request; 0 waits forever"),
     )
@@ -97,53 +95,53 @@ class InfluxDBOutput(Output):
     # ------------------------------------------------------------ setup
 
     def setup(self) -> None:
-        c = self.config
-        self.token: str | None = c["http_token"] or None
-        self.v2 = bool(c["bucket"]) or self.token is not None
-        precision = {"n": "ns", "u": "us"}.get(c["precision"], c["precision"])
-        self.precision: str = precision
-        seq = c["sequence_tag"]
-        seq_name = None if seq is None or seq.strip().lower() in _OFF else seq.strip()
-        tags_list_key = c["tags_list_key"] if c["tags_list_enabled"] else None
+        s = self.settings
+        self.token: str | None = s.http_token or None
+        self.v2 = bool(s.bucket) or self.token is not None
+        self.precision: str = {"n": "ns", "u": "us"}.get(s.precision, s.precision)
+        seq = s.sequence_tag
         self.encoder = LineEncoder(
-            measurement=c["measurement"] or None,
-            measurement_key=c["measurement_key"] or None,
-            tag_keys=c["tag_keys"] or (),
-            auto_tags=c["auto_tags"],
-            tags_list_key=tags_list_key,
-            add_integer_suffix=c["add_integer_suffix"],
-            precision=precision,
-            sequence_tag=seq_name,
+            measurement=s.measurement or None,
+            measurement_key=s.measurement_key or None,
+            tag_keys=s.tag_keys or (),
+            auto_tags=s.auto_tags,
+            tags_list_key=s.tags_list_key if s.tags_list_enabled else None,
+            add_integer_suffix=s.add_integer_suffix,
+            precision=self.precision,
+            sequence_tag=None if seq is None or seq.strip().lower() in _OFF else seq.strip(),
         )
         self.path = self._request_path()
-        self.headers: dict[str, str] = {"User-Agent": "logfwd", "Content-Type": "text/plain; charset=utf-8"}
-        for h in c["http_header"] or ():
-            name, _, value = str(h).strip().partition(" ")
-            if not name or not value.strip():
-                raise ConfigValueError("http_header", f"expected 'Name value', got {h!r}")
-            self.headers[name] = value.strip()
+        self.headers = self._headers()
         self.auth: tuple[str, str] | None = None
-        if self.token is not None:
-            self.headers["Authorization"] = f"Token {self.token}"
-        elif c["http_user"]:
-            self.auth = (c["http_user"], c["http_passwd"] or "")
-        scheme = "https" if c["tls"] else "http"
-        host = c["host"]
+        if self.token is None and s.http_user:
+            self.auth = (s.http_user, s.http_passwd or "")
+        host = s.host
         if ":" in host and not host.startswith("["):
             host = f"[{host}]"  # IPv6 literal
-        self.base_url = f"{scheme}://{host}:{c['port']}"
-        self.verify: ssl.SSLContext | bool = self._ssl_context() if c["tls"] else False
-        if c["tls"] and c["tls.vhost"]:
-            self.headers["Host"] = c["tls.vhost"]
-        io_timeout = c["net.io_timeout"] or None
-        self.timeout = httpx.Timeout(io_timeout, connect=c["net.connect_timeout"] or None)
-        self.client: httpx.AsyncClient | None = None
+        self.base_url = f"{'https' if s.tls else 'http'}://{host}:{s.port}"
+        self.verify: Any = tls_context(self.config) or False
+        self.timeout = httpx.Timeout(s.net_io_timeout or None, connect=s.net_connect_timeout or None)
+        self.client: InfluxClient | None = None
         self._seq = 0
         self._seq_memo: dict[int, tuple[int, dict[str, Any]]] = {}
 
+    def _headers(self) -> dict[str, str]:
+        s = self.settings
+        headers = {"User-Agent": "logfwd", "Content-Type": "text/plain; charset=utf-8"}
+        for h in s.http_header or ():
+            name, _, value = str(h).strip().partition(" ")
+            if not name or not value.strip():
+                raise ConfigValueError("http_header", f"expected 'Name value', got {h!r}")
+            headers[name] = value.strip()
+        if self.token is not None:
+            headers["Authorization"] = f"Token {self.token}"
+        if s.tls and s.tls_vhost:
+            headers["Host"] = s.tls_vhost
+        return headers
+
     def _request_path(self) -> str:
-        c = self.config
-        uri = c["uri"]
+        s = self.settings
+        uri = s.uri
         if uri:
             # Keep the timestamps and the server's reading of them in agreement.
             if "precision=" in uri:
@@ -152,40 +150,23 @@ class InfluxDBOutput(Output):
             p = self.precision if self.v2 else _V1_PRECISION[self.precision]
             return f"{uri}{sep}precision={p}"
         if self.v2:
-            q = {"org": c["org"], "bucket": c["bucket"] or c["database"], "precision": self.precision}
+            q = {"org": s.org, "bucket": s.bucket or s.database, "precision": self.precision}
             return "/api/v2/write?" + urllib.parse.urlencode(q)
-        q = {"db": c["database"], "precision": _V1_PRECISION[self.precision]}
+        q = {"db": s.database, "precision": _V1_PRECISION[self.precision]}
         return "/write?" + urllib.parse.urlencode(q)
-
-    def _ssl_context(self) -> ssl.SSLContext:
-        c = self.config
-        try:
-            ctx = ssl.create_default_context(cafile=c["tls.ca_file"], capath=c["tls.ca_path"])
-            if not c["tls.verify"]:
-                ctx.check_hostname = False
-                ctx.verify_mode = ssl.CERT_NONE
-            if c["tls.crt_file"]:
-                ctx.load_cert_chain(c["tls.crt_file"], c["tls.key_file"], c["tls.key_passwd"])
-        except (OSError, ssl.SSLError) as e:
-            raise ConfigValueError("tls.ca_file", f"cannot load TLS files: {e}") from None
-        return ctx
 
     # ------------------------------------------------------------ lifecycle
 
     async def start(self) -> None:
-        self.client = httpx.AsyncClient(
-            base_url=self.base_url,
-            headers=self.headers,
-            auth=self.auth,
-            timeout=self.timeout,
-            verify=self.verify,
-        )
+        s = self.settings
+        self.client = InfluxClient(self.base_url, self.path, headers=self.headers, auth=self.auth, verify=self.verify,
+                                   timeout=self.timeout, sni=s.tls_vhost if s.tls else None, metrics=self.metrics)
         api = "v2" if self.v2 else "v1"
         self.log.info("writing to %s%s (API %s)", self.base_url, self.path.split("?")[0], api)
 
     async def stop(self) -> None:
         if self.client is not None:
-            await self.client.aclose()
+            await self.client.close()
             self.client = None
 
     # ------------------------------------------------------------ sequence tag
@@ -215,21 +196,6 @@ class InfluxDBOutput(Output):
 
     # ------------------------------------------------------------ flush
 
-    async def _post(self, body: bytes) -> tuple[int | None, str]:
-        """One write request: (status or None on a transport error, server or error message)."""
-        assert self.client is not None, "flush before start"
-        t0 = time.monotonic()
-        try:
-            resp = await self.client.post(self.path, content=body)
-        except httpx.HTTPError as e:
-            return None, f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
-        finally:
-            self.metrics.inc("requests")
-            self.metrics.inc("request_seconds", time.monotonic() - t0)
-        if 200 <= resp.status_code < 300:
-            return resp.status_code, ""
-        return resp.status_code, _error_text(resp)
-
     async def flush(self, chunk: Chunk) -> Result:
         records = chunk.records
         seqs = self._seqs_for(records) if self.encoder.sequence_tag else None
@@ -244,39 +210,29 @@ class InfluxDBOutput(Output):
                 self._forget(records, set())
             return Result.ok()
 
-        refused: list[tuple[int, str]] = []
-        retry: list[int] = []
-        reason = ""
-        stack: list[list[int]] = [list(range(len(enc.lines)))]
-        while stack:
-            group = stack.pop()
-            status, message = await self._post(enc.body(group))
-            if status is not None and 200 <= status < 300:
-                continue
-            if status in _BAD_DATA:
-                text = f"HTTP {status}: {message}"
-                if len(group) == 1 or _all_dropped(message, len(group)):
-                    refused.extend((enc.index[j], text) for j in group)
-                    self.log.error("InfluxDB refused %d point(s): %s", len(group), text)
-                else:
-                    mid = len(group) // 2
-                    stack.append(group[mid:])
-                    stack.append(group[:mid])
-                continue
-            # Transient or configuration trouble: nothing is refused, what is left is retried.
-            reason = self._transient_reason(status, message)
-            retry = [enc.index[j] for j in group]
-            for g in stack:
-                retry.extend(enc.index[j] for j in g)
-            break
+        async def send(group: Sequence[int]) -> Answer:
+            return await self._send(enc, group)
 
+        outcomes = (await bisect_send(range(len(enc.lines)), send)).remap(enc.index)
         if seqs is not None:
-            self._forget(records, set(retry))
-        if retry and not refused and len(retry) == len(enc.lines):
-            return Result.retry_everything(reason)
-        if retry or refused:
-            return Result(retry=sorted(retry) or None, refused=sorted(refused), reason=reason or refused[0][1])
-        return Result.ok()
+            self._forget(records, set(outcomes.retry))
+        return outcomes.result(len(enc.lines))  # all lines retried: the whole chunk is
+
+    async def _send(self, enc: Encoded, group: Sequence[int]) -> Answer:
+        """One write of the lines at ``group``; a partial write (400/413/422) is split further."""
+        assert self.client is not None, "flush before start"
+        status, message = await self.client.post(enc.body(group))
+        verdict = classify(status, retry=_RETRY_STATUSES)
+        if verdict is Verdict.DELIVERED:
+            return Answer(verdict)
+        if status in _BAD_DATA:
+            text = f"HTTP {status}: {message}"
+            if len(group) == 1 or _all_dropped(message, len(group)):
+                self.log.error("InfluxDB refused %d point(s): %s", len(group), text)
+                return Answer(Verdict.REFUSED, text)
+            return Answer(Verdict.SPLIT, text)
+        # Transient or configuration trouble: nothing is refused, what is left is retried.
+        return Answer(Verdict.RETRY, self._transient_reason(status, message))
 
     def _transient_reason(self, status: int | None, message: str) -> str:
         if status is None:
@@ -294,20 +250,6 @@ class InfluxDBOutput(Output):
         else:
             self.log.warning("InfluxDB answered HTTP %d: %s; will retry", status, message)
         return f"HTTP {status}: {message}"
-
-
-def _error_text(resp: httpx.Response) -> str:
-    """The server's error message: ``{"error": ...}`` (v1), ``{"message": ...}`` (v2), or the body."""
-    body = resp.content[:4000]
-    try:
-        doc = orjson.loads(body)
-        if isinstance(doc, dict):
-            msg = doc.get("error") or doc.get("message")
-            if msg:
-                return str(msg).strip()
-    except orjson.JSONDecodeError:
-        pass
-    return body.decode("utf-8", "replace").strip() or resp.reason_phrase
 
 
 def _all_dropped(message: str, n: int) -> bool:

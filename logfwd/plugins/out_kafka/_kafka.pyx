@@ -1,0 +1,167 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
+"""The kafka output's Cython kernels: JSON message values, and per-message delivery callbacks
+the cyclic GC does not track (see ``messages.py`` and ``reports.py``)."""
+
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_CheckExact, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+from cpython.list cimport PyList_New, PyList_SET_ITEM
+from cpython.ref cimport Py_INCREF
+from libc.stdint cimport int64_t
+
+cimport cython
+
+from logfwd._serial cimport _as_int64, _dump_record, _first_field_size, _iso_quoted, _put_first_field
+
+import orjson
+
+cdef object _orjson_dumps = orjson.dumps
+
+__all__ = ["KafkaReports", "KafkaReport", "kafka_messages", "kafka_json_values"]
+
+
+cdef class KafkaReports:
+    """Delivery reports of one kafka flush, counted by the per-message ``KafkaReport`` callbacks.
+
+    librdkafka's delivery callbacks run in the output's poller thread, with the GIL held;
+    the counters here are C integers updated without giving the GIL up between the update
+    and the "was that the last one?" test, so no lock is needed (the pure-Python version
+    needs one). ``expected`` grows as messages are queued; once the flush has queued
+    everything it calls ``close()``; the flush's ``done`` event is set (through the trio
+    token) when every queued message has been reported.
+    """
+
+    cdef public Py_ssize_t expected
+    cdef public Py_ssize_t reported
+    cdef public bint closed
+    cdef readonly dict errors
+    cdef readonly object done
+    cdef object token
+
+    def __init__(self, token, done):
+        self.errors = {}
+        self.expected = 0
+        self.reported = 0
+        self.closed = False
+        self.done = done
+        self.token = token
+
+    def queued(self, Py_ssize_t n=1):
+        self.expected += n
+
+    cdef void _report(self, Py_ssize_t index, object err) except *:
+        if err is not None:
+            self.errors[index] = err
+        self.reported += 1
+        if self.closed and self.reported == self.expected:
+            try:
+                self.token.run_sync_soon(self.done.set)
+            except Exception:  # trio.RunFinishedError: nobody is waiting any more
+                pass
+
+    def report(self, Py_ssize_t index, err, msg=None):
+        self._report(index, err)
+
+    def close(self):
+        """Called from the trio thread once everything that could be queued is."""
+        self.closed = True
+        if self.reported == self.expected:
+            self.done.set()
+
+
+@cython.no_gc
+@cython.freelist(1024)
+cdef class KafkaReport:
+    """The delivery callback of one message: ``(err, msg)`` → its flush's reports, by index.
+
+    One per message, because librdkafka's report carries nothing else that maps back
+    to the record reliably (values may repeat; keys are the user's). Not tracked by the
+    cyclic GC (it only points at its ``KafkaReports``, which never points back) and
+    recycled through a freelist: a ``functools.partial`` per message made the GC run
+    over the whole heap every few chunks.
+    """
+
+    cdef readonly KafkaReports reports
+    cdef readonly Py_ssize_t index
+
+    def __cinit__(self, KafkaReports reports, Py_ssize_t index):
+        self.reports = reports
+        self.index = index
+
+    def __call__(self, err, msg):
+        self.reports._report(self.index, err)
+
+
+cdef str K_VALUE = "value"
+cdef str K_KEY = "key"
+cdef str K_CALLBACK = "callback"
+
+
+def kafka_messages(list values, keys, KafkaReports reports, Py_ssize_t base=0):
+    """``Producer.produce_batch`` message dicts for ``values`` (None entries are skipped):
+    ``{"value", "callback"[, "key"]}``, the callback reporting index ``base + position``.
+
+    ``keys`` is None (no message keys) or a list parallel to ``values`` (None: no key).
+    """
+    cdef Py_ssize_t i, n = len(values)
+    cdef list out = []
+    cdef dict m
+    cdef object v, k
+    cdef bint has_keys = keys is not None
+    if has_keys and len(keys) != n:
+        raise ValueError("values and keys must have the same length")
+    for i in range(n):
+        v = values[i]
+        if v is None:
+            continue
+        m = {K_VALUE: v, K_CALLBACK: KafkaReport(reports, base + i)}
+        if has_keys:
+            k = keys[i]
+            if k is not None:
+                m[K_KEY] = k
+        out.append(m)
+    return out
+
+
+def kafka_json_values(list times, list records, bytes ts_key_json, int ts_format, default, int option,
+                      dumps_fallback, ts_fallback):
+    """The kafka output's JSON messages: per record ``{<ts_key_json>:<time>,`` + the record's JSON.
+
+    ``ts_format``: 0 ``double`` (``time / 1e9`` as orjson prints the float), 1 ``iso8601``
+    (microseconds), 2 ``iso8601_ns``, both as quoted ``YYYY-MM-DDTHH:MM:SS.fffZ`` strings;
+    a time outside years 1970-9999 or not an int within 64 bits is written as
+    ``ts_fallback(time)`` (JSON bytes) gives it. Record JSON is
+    ``orjson.dumps(record, default=default, option=option)``, or ``dumps_fallback(record)``
+    where orjson raises TypeError. One bytes object per record.
+    """
+    cdef Py_ssize_t i, n = len(records), kl = PyBytes_GET_SIZE(ts_key_json), tl, dl
+    cdef list out
+    cdef object doc, t, tsobj, v
+    cdef int64_t ns = 0
+    cdef char tw[48]
+    cdef const char* tp
+    cdef int digits = 6 if ts_format == 1 else 9
+    if len(times) != n:
+        raise ValueError("times and records must have the same length")
+    if ts_format < 0 or ts_format > 2:
+        raise ValueError("ts_format must be 0, 1 or 2")
+    out = PyList_New(n)
+    for i in range(n):
+        doc = _dump_record(records[i], default, option, dumps_fallback)
+        t = times[i]
+        if ts_format != 0 and _as_int64(t, &ns) and ns >= 0:
+            tl = _iso_quoted(ns, digits, tw)
+            tp = tw
+        else:
+            if ts_format == 0 and type(t) is int:
+                tsobj = _orjson_dumps(t / 1000000000)
+            else:
+                tsobj = ts_fallback(t)
+                if not PyBytes_CheckExact(tsobj):
+                    tsobj = bytes(tsobj)
+            tp = PyBytes_AS_STRING(tsobj)
+            tl = PyBytes_GET_SIZE(tsobj)
+        dl = PyBytes_GET_SIZE(doc)
+        v = PyBytes_FromStringAndSize(NULL, _first_field_size(kl, tl, dl))
+        _put_first_field(PyBytes_AS_STRING(v), PyBytes_AS_STRING(ts_key_json), kl, tp, tl, PyBytes_AS_STRING(doc), dl)
+        Py_INCREF(v)
+        PyList_SET_ITEM(out, i, v)
+    return out
