@@ -87,6 +87,7 @@ class TailConfig:
     parser: Any  # a logfwd.parsers parser, or None
     ml: Any  # a multiline parser (or group), or None
     ml_timeout: float
+    ml_buffer_limit: int  # the service's multiline_buffer_limit: the largest record a multiline parser builds
     tag_regex: re.Pattern[str] | None
     db_path: str | None
     db_sync: str
@@ -95,7 +96,7 @@ class TailConfig:
     compare_filename: bool
 
 
-def load_config(s: Any, parsers: Any, log: Any) -> TailConfig:
+def load_config(s: Any, parsers: Any, log: Any, service: dict[str, Any] | None = None) -> TailConfig:
     """Validate the plugin's typed settings ``s``; ``ConfigValueError`` names the key at fault."""
     patterns = list(s.path or [])
     if not patterns:
@@ -130,6 +131,7 @@ def load_config(s: Any, parsers: Any, log: Any) -> TailConfig:
         parser=_parser(s, parsers) if ml is None else None,
         ml=ml,
         ml_timeout=float(getattr(ml, "flush_timeout", 4.0) or 4.0) if ml is not None else 4.0,
+        ml_buffer_limit=int((service or {}).get("multiline_buffer_limit") or 2 * 1024 * 1024),
         tag_regex=_tag_regex(s.tag_regex),
         db_path=s.db,
         db_sync=s.db_sync or "normal",

@@ -78,7 +78,7 @@ class TailInput(Input):
     options = OPTIONS
 
     def setup(self) -> None:
-        self.cfg: TailConfig = load_config(self.settings, self.ctx.parsers, self.log)
+        self.cfg: TailConfig = load_config(self.settings, self.ctx.parsers, self.log, self.ctx.service)
         self.db: OffsetDB | None = None
         self._watcher: Watcher | None = None
         self._state: TailState | None = None

@@ -179,7 +179,8 @@ class Scanner:
         f.head_len = head_len
         f.tag = s.tag_for(path)
         f.framer = LineFramer(s.cfg.max_line, s.cfg.skip_long, offset)
-        f.ml = s.cfg.ml.stream(start_offset=offset) if s.cfg.ml is not None else None
+        f.ml = (s.cfg.ml.stream(start_offset=offset, buffer_limit=s.cfg.ml_buffer_limit)
+                if s.cfg.ml is not None else None)
         f.unparsed_seen = 0
         db = s.db
 
