@@ -215,6 +215,11 @@ class _App:
         return status, ctype, body, []
 
 
+def add_storage_route(app: _App, snapshot: Callable[[], dict[str, Any]]) -> None:
+    """``/api/v1/storage`` (service ``storage.metrics on``): the storage layer's chunks, as Fluent Bit's."""
+    app.routes["/api/v1/storage"] = lambda: (200, "application/json", orjson.dumps(snapshot()))
+
+
 async def _send(stream: trio.SocketStream, conn: h11.Connection, event: Any) -> None:
     data = conn.send(event)
     if data:
@@ -293,6 +298,7 @@ async def serve_http(
     *,
     task_status: Any = trio.TASK_STATUS_IGNORED,
     build_info: dict[str, Any] | None = None,
+    storage: Callable[[], dict[str, Any]] | None = None,
 ) -> None:
     """Serve the monitoring API until cancelled.
 
@@ -301,6 +307,8 @@ async def serve_http(
     only when probes can connect.
     """
     app = _App(registry, health, build_info or {})
+    if storage is not None:
+        add_storage_route(app, storage)
     listeners = await trio.open_tcp_listeners(port, host=host or None)
     bound = listeners[0].socket.getsockname()[1]
     log.info("listen iface=%s tcp_port=%d", host, bound)

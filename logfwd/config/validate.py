@@ -305,10 +305,6 @@ def _plugin_sections(
                 issues.append(ConfigIssue(sect.file, _line_of(conv, "storage.type", sect.line), label,
                                           "storage.type", "storage.type filesystem needs storage.path in the "
                                           "service section (the directory for chunk files)"))
-            elif opts.get("storage.type") == "filesystem":
-                warnings.append(f"{where}: {label}: storage.type filesystem: chunk files are not implemented yet; "
-                                "records are buffered in memory. Checkpoints still advance only on delivery, so a "
-                                "restart re-reads what was buffered instead of losing it")
         elif not opts.get("match") and opts.get("match_regex") is None:
             warnings.append(f"{where}: {label}: no Match or Match_Regex: this {kind} receives no records")
 

@@ -47,6 +47,7 @@ _SYNC = {"extra": "EXTRA", "full": "FULL", "normal": "NORMAL", "off": "OFF"}
 
 class SystemdInput(Input):
     name = "systemd"
+    replayable = True  # re-read from its checkpoint after a restart
     description = "Journal entries (systemd-journald) through libsystemd"
     options = (
         Option("Path", "str", None, "journal directory or file; unset reads the local system journal"),

@@ -111,6 +111,7 @@ class TailFile:
 
 class TailInput(Input):
     name = "tail"
+    replayable = True  # re-read from its checkpoint after a restart
     description = "Follow text files (tail -f) with rotation, offsets DB and parsers"
     options = (
         Option("Path", "csv", None, "comma-separated glob patterns of files to follow ('**' recursive)", required=True),
@@ -532,9 +533,18 @@ class TailInput(Input):
         f.unparsed_seen = 0
         db = self.db
 
+        # With filesystem storage a commit means "written to a chunk": write the offset at once,
+        # so a kill re-reads (duplicates) only the batch being written, not a second of input.
+        flush_now = self._emitter.durable and bool(self._db_path)
+
         def on_commit(pos: int, f: TailFile = f, rid: int = row_id) -> None:
             f.committed = pos
             db.set_offset(rid, pos)
+            if flush_now:
+                try:
+                    db.flush()
+                except Exception as e:  # noqa: BLE001 - the periodic flusher retries it
+                    self._warn("dbflush", "tail: writing offsets to %s failed: %s", self._db_path, e)
 
         f.tracker = self._emitter.tracker(on_commit)
         self.files[f.id] = f
