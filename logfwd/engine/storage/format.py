@@ -109,11 +109,13 @@ def unpack_batch(payload: bytes) -> tuple[list[int], list[dict[str, Any]], list[
 def _parse_header(data: bytes) -> tuple[ChunkMeta, int]:
     if len(data) < _HEAD.size:
         raise CorruptChunk(f"header truncated ({len(data)} bytes)")
-    magic, version, _flags, n, crc = _HEAD.unpack_from(data)
+    magic, version, flags, n, crc = _HEAD.unpack_from(data)
     if magic != MAGIC:
         raise CorruptChunk("not a logfwd chunk (bad magic)")
     if version != VERSION:
         raise CorruptChunk(f"chunk format version {version} is not supported (this logfwd reads {VERSION})")
+    if flags != 0:
+        raise CorruptChunk(f"unknown header flags {flags:#x}")
     end = _HEAD.size + n
     body = data[_HEAD.size:end]
     if len(body) != n or crc32c.crc32c(body) != crc:
@@ -136,6 +138,8 @@ def parse_chunk(data: bytes) -> Recovered:
     meta, pos = _parse_header(data)
     rec = Recovered(meta, good_size=pos)
     size = len(data)
+    # ends with a seal: the writer finished it, so any damage before the seal is corruption
+    looks_sealed = size - pos >= _FRAME.size and _FRAME.unpack_from(data, size - _FRAME.size)[0] == SEAL_MARK
     while pos < size:
         if size - pos < _FRAME.size:
             break
@@ -158,6 +162,8 @@ def parse_chunk(data: bytes) -> Recovered:
         rec.records += count
         pos = end
         rec.good_size = pos
-    # no seal: either torn (writer killed) or damaged without a way to tell; both are cut here
+    if looks_sealed:
+        raise CorruptChunk(f"damaged frame at byte {rec.good_size} of a sealed chunk")
+    # no seal: the writer was killed mid-frame (or the seal itself is damaged); cut here
     rec.torn_bytes = size - rec.good_size
     return rec

@@ -131,6 +131,7 @@ class StorageManager:
             self._nursery = nursery
             await self._recover()
             task_status.started()
+            await trio.sleep_forever()
 
     # ------------------------------------------------------------ recovery
 
