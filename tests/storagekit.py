@@ -112,11 +112,15 @@ class SyslogSender(threading.Thread):
         self.port, self.n, self.rate = port, n, rate
         self.sent = 0
         self.reconnects = 0
+        self.sndbuf = 0
+        self.failed_at: list[int] = []  # numbers sent when a send first failed after each kill
 
     def _connect(self) -> socket.socket:
         while True:
             try:
-                return socket.create_connection(("127.0.0.1", self.port), timeout=5)
+                sock = socket.create_connection(("127.0.0.1", self.port), timeout=5)
+                self.sndbuf = max(self.sndbuf, sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF))
+                return sock
             except OSError:
                 time.sleep(0.05)
 
@@ -131,6 +135,7 @@ class SyslogSender(threading.Thread):
                 sock.sendall(data)
             except OSError:
                 sock.close()
+                self.failed_at.append(self.sent)
                 self.reconnects += 1
                 sock = self._connect()
                 continue
@@ -148,3 +153,16 @@ def wait_until(check, timeout: float) -> bool:  # type: ignore[no-untyped-def]
             return True
         time.sleep(0.1)
     return bool(check())
+
+
+def wait_stable(path: Path, quiet: float = 2.0, timeout: float = 60) -> None:
+    """Wait until ``path`` has stopped growing for ``quiet`` seconds."""
+    deadline = time.monotonic() + timeout
+    last, since = -1, time.monotonic()
+    while time.monotonic() < deadline:
+        size = path.stat().st_size if path.exists() else 0
+        if size != last:
+            last, since = size, time.monotonic()
+        elif time.monotonic() - since >= quiet:
+            return
+        time.sleep(0.1)
