@@ -24,7 +24,7 @@ from .deadletter import DeadLetter, default_dead_letter_dir
 from .outbuf import OutputBuffer
 from .retry import RetryPolicy, parse_retry_limit
 from .router import TagMatcher
-from .storage import InputStream, StorageManager, StorageSettings, storage_json, update_gauges
+from .storage import InputStream, StorageError, StorageManager, StorageSettings, storage_json, update_gauges
 
 __all__ = ["Pipeline", "StartupError"]
 
@@ -236,6 +236,11 @@ class Pipeline:
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Run until every input has finished by itself or ``shutdown()`` is called."""
+        if self.storage is not None:
+            try:
+                self.storage.open()
+            except StorageError as e:
+                raise StartupError(str(e)) from None
         for _, buf in self._outputs:
             try:
                 await buf.output.start()
@@ -245,7 +250,6 @@ class Pipeline:
             for _, buf in self._outputs:
                 await nursery.start(buf.run)
             if self.storage is not None:
-                self.storage.open()
                 await nursery.start(self.storage.run)  # the backlog is queued before any input runs
             nursery.start_soon(self._ticker)
             if self.service.get("http_server"):
@@ -302,8 +306,8 @@ class Pipeline:
             for _, buf in self._outputs:
                 await buf.wait_idle()
         if scope.cancelled_caught:
-            for line in self._shutdown_report():
-                log.warning("%s", line)
+            for msg, args in self._shutdown_report():
+                log.warning(msg, *args)
         else:
             self.stopped_cleanly = True
         if self.storage is not None:
@@ -312,23 +316,26 @@ class Pipeline:
                 log.info("storage: %d chunk(s) with %d record(s) stay in %s and are delivered after the next start",
                          chunks, records, self.storage.root)
 
-    def _shutdown_report(self) -> list[str]:
-        """What a grace period that ran out leaves behind, per input: replayed, kept on disk, or lost."""
-        lines = []
+    def _shutdown_report(self) -> list[tuple[str, tuple[Any, ...]]]:
+        """What a grace period that ran out leaves behind, per input: replayed, kept on disk, or lost.
+
+        One template per outcome (the log's rate limit holds back repeats of one template).
+        """
+        lines: list[tuple[str, tuple[Any, ...]]] = []
         for slot in self._inputs:
             n = slot.emitter.unacked_records
-            name = slot.plugin.ctx.instance
             if slot.stream is not None or n <= 0:
                 continue
+            args = (self.grace, slot.plugin.ctx.instance, n)
             if type(slot.plugin).replayable:
-                lines.append(f"grace period of {self.grace:.1f}s ended: input {name}: {n} record(s) undelivered; "
-                             "not acknowledged, they will be read again on restart")
+                lines.append(("grace period of %.1fs ended: input %s: %d record(s) undelivered; not acknowledged, "
+                              "they will be read again on restart", args))
             else:
-                lines.append(f"grace period of {self.grace:.1f}s ended: input {name}: {n} record(s) undelivered "
-                             "and lost (a push input cannot re-read them; storage.type filesystem keeps them)")
+                lines.append(("grace period of %.1fs ended: input %s: %d record(s) undelivered and lost (a push "
+                              "input cannot re-read them; storage.type filesystem keeps them)", args))
         if not lines:
-            lines.append(f"grace period of {self.grace:.1f}s ended with records undelivered; what is not "
-                         "delivered stays on disk (filesystem storage) or is read again on restart")
+            lines.append(("grace period of %.1fs ended with records undelivered; what is not delivered stays on "
+                          "disk (filesystem storage) or is read again on restart", (self.grace,)))
         return lines
 
     async def _serve_http(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
