@@ -19,7 +19,7 @@ import pytest
 
 from logfwd.engine.storage.format import ChunkMeta, encode_frame, encode_header, encode_seal, pack_batch
 from tests.backends._proc import free_port
-from tests.storagekit import LOGFWD, Daemon, FileWriter, SyslogSender, count_numbers, scale, wait_until
+from tests.storagekit import LOGFWD, Daemon, FileWriter, SyslogSender, count_numbers, wait_until
 
 NEEDS_ROOT = pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("unshare"),
                                 reason="needs root and unshare(1) to mount a tmpfs in a private namespace")
