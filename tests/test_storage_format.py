@@ -20,7 +20,7 @@ from logfwd.engine.storage.format import (
 )
 
 _scalar = st.one_of(st.none(), st.booleans(), st.integers(-(2**63), 2**64 - 1), st.text(max_size=20),
-                    st.binary(max_size=20), st.floats(allow_nan=False))
+                    st.binary(max_size=20), st.floats(allow_nan=False, allow_infinity=False))
 _value = st.recursive(_scalar, lambda inner: st.one_of(st.lists(inner, max_size=4),
                                                         st.dictionaries(st.text(max_size=8), inner, max_size=4)),
                       max_leaves=10)

@@ -16,7 +16,9 @@ from typing import Any
 
 from .format import ChunkMeta, encode_header, encode_seal
 
-__all__ = ["StoredChunk", "write_all", "read_acks", "chunk_name"]
+__all__ = ["StoredChunk", "Part", "write_all", "read_acks", "chunk_name"]
+
+Part = tuple[list[int], list[dict[str, Any]], list[Any] | None]  # one written batch
 
 
 def chunk_name(seq: int) -> str:
@@ -57,8 +59,8 @@ class StoredChunk:
         self.frames = 0
         self.records = 0
         self.nbytes = 0
-        # (times, records, keys) while up; None while down (only on disk)
-        self.cache: tuple[list[int], list[dict[str, Any]], list[Any]] | None = None
+        # the batches (times, records, keys) while up; None while down (only on disk)
+        self.cache: list[Part] | None = None
         self.sealed = False
         self.busy = 0  # deliveries in flight
 
@@ -81,7 +83,7 @@ class StoredChunk:
             raise
         chunk.size = len(header)
         if up:
-            chunk.cache = ([], [], [])
+            chunk.cache = []
         return chunk
 
     def append(self, frame: bytes, times: list[int], records: list[dict[str, Any]], keys: list[Any] | None,
@@ -101,9 +103,7 @@ class StoredChunk:
         self.records += len(records)
         self.nbytes += nbytes
         if self.cache is not None:
-            self.cache[0].extend(times)
-            self.cache[1].extend(records)
-            self.cache[2].extend(keys if keys is not None else [None] * len(records))
+            self.cache.append((times, records, keys))
 
     def seal(self) -> None:
         """Write the seal and close the file; errors leave an unsealed chunk, cut at the next start."""

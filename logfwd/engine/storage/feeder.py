@@ -75,14 +75,15 @@ class Feeder:
                 self.manager.backlog_budget.release(cost)
                 self.manager.unreadable(chunk, str(e))
                 return
-        times, records, keys = data
         handle = AckHandle(chunk.nbytes)
         self.inflight += 1
         chunk.busy += 1
         handle.on_complete(lambda _h: self._done(chunk, cost))
-        nbytes = chunk.nbytes or chunk.size
-        self.buf.add(Batch(chunk.meta.tag, times, records, handle, nbytes, keys))
-        self.buf.seal(chunk.meta.tag)
+        tag = chunk.meta.tag
+        per_record = (chunk.nbytes or chunk.size) / max(chunk.records, 1)
+        for times, records, keys in data:
+            self.buf.add(Batch(tag, times, records, handle, int(per_record * len(records)), keys))
+        self.buf.seal(tag)
         handle.done()
 
     def _done(self, chunk: StoredChunk, cost: int) -> None:

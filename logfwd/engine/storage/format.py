@@ -4,7 +4,8 @@ Layout (all integers little-endian)::
 
     header  8s magic b"LFWDCHNK" | u16 version (1) | u16 flags (0) | u32 meta length | u32 crc32c(meta) | meta
             meta = JSON {"tag", "input", "outputs": [output instance, ...], "created_ns"}
-    frame   u32 payload length | u32 records in it | u32 crc32c(payload) | payload = msgpack [times, records, keys]
+    frame   u32 payload length | u32 records in it | u32 crc32c(payload) | payload = [times, records, keys]
+            as JSON (first byte ``[``) or, when JSON cannot hold a value, msgpack (first byte 0x93)
     seal    u32 0xFFFFFFFF | u32 number of frames | u32 records in the chunk   (written once, when complete)
 
 Why this shape: a file is only ever appended to, so a kill during a write can only leave a
@@ -13,8 +14,9 @@ tail is cut at the last whole frame (a torn tail, logged). A sealed chunk must b
 any damage there (bad CRC, bad length, bytes after the seal) is corruption, and the file is
 moved aside. The CRC32C comes from the ``crc32c`` package (SSE4.2/ARMv8 instructions, a few
 GB/s; ~0.1 ms per 1.4 MB frame here), so checksumming costs nothing visible next to encoding.
-Records are msgpack: it round-trips bytes and integer keys that JSON cannot, at ~0.2 s per
-million records to encode (orjson is ~0.1 s but loses those types).
+Records are JSON from orjson (0.14 s per million docker records here, against 0.37 s for
+msgpack); a batch holding what JSON cannot represent (bytes, integer keys, integers beyond
+64 bits) is written as msgpack instead, so nothing changes type on a round trip.
 """
 
 from __future__ import annotations
@@ -93,16 +95,28 @@ def _fallback(obj: Any) -> Any:
 
 
 def pack_batch(times: list[int], records: list[dict[str, Any]], keys: list[Any] | None) -> bytes:
+    """``[times, records, keys]`` as JSON (orjson) when it fits, else msgpack.
+
+    The decoder tells them apart by the first byte (``[`` against msgpack's 0x93). JSON is
+    2.6 times cheaper to produce here; msgpack takes what JSON cannot hold: bytes, non-string
+    keys, integers beyond 64 bits (those become text rather than being lost).
+    """
+    try:
+        return orjson.dumps([times, records, keys])
+    except TypeError:
+        pass
     try:
         return msgpack.packb([times, records, keys], use_bin_type=True, default=_fallback)  # type: ignore[no-any-return]
     except (OverflowError, ValueError):
-        # integers beyond 64 bits: the record keeps them as text rather than being lost
-        safe = orjson.loads(orjson.dumps(records, default=str, option=orjson.OPT_NON_STR_KEYS | orjson.OPT_PASSTHROUGH_BIG_INT))  # noqa: E501
+        safe = orjson.loads(orjson.dumps(records, default=str, option=orjson.OPT_NON_STR_KEYS))
         return msgpack.packb([times, safe, keys], use_bin_type=True, default=_fallback)  # type: ignore[no-any-return]
 
 
 def unpack_batch(payload: bytes) -> tuple[list[int], list[dict[str, Any]], list[Any] | None]:
-    times, records, keys = msgpack.unpackb(payload, raw=False, strict_map_key=False)
+    if payload[:1] == b"[":
+        times, records, keys = orjson.loads(payload)
+    else:
+        times, records, keys = msgpack.unpackb(payload, raw=False, strict_map_key=False)
     return times, records, keys
 
 

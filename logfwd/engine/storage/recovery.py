@@ -11,7 +11,7 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .chunk import read_acks
+from .chunk import Part, read_acks
 from .format import ChunkMeta, CorruptChunk, encode_seal, parse_chunk, unpack_batch
 
 __all__ = ["Found", "Scan", "scan_stream", "load_chunk", "move_corrupt"]
@@ -83,20 +83,9 @@ def _finish(path: Path, good_size: int, frames: int, records: int) -> None:
         pass  # read-only: it is read as it is, and cut again next time
 
 
-def load_chunk(path: Path) -> tuple[list[int], list[dict], list]:  # type: ignore[type-arg]
-    """All records of a (sealed) chunk file, for a chunk that is down."""
-
-
-    rec = parse_chunk(path.read_bytes())
-    times: list[int] = []
-    records: list[dict] = []  # type: ignore[type-arg]
-    keys: list = []  # type: ignore[type-arg]
-    for payload in rec.payloads:
-        t, r, k = unpack_batch(payload)
-        times.extend(t)
-        records.extend(r)
-        keys.extend(k if k is not None else [None] * len(r))
-    return times, records, keys
+def load_chunk(path: Path) -> list[Part]:
+    """The batches of a (sealed) chunk file, for a chunk that is down."""
+    return [unpack_batch(payload) for payload in parse_chunk(path.read_bytes()).payloads]
 
 
 def move_corrupt(root: Path, stream: str, path: Path, delete: bool) -> Path | None:
