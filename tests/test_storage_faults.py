@@ -19,7 +19,7 @@ import pytest
 
 from logfwd.engine.storage.format import ChunkMeta, encode_frame, encode_header, encode_seal, pack_batch
 from tests.backends._proc import free_port
-from tests.storagekit import LOGFWD, Daemon, FileWriter, SyslogSender, count_numbers, wait_until
+from tests.storagekit import LOGFWD, Daemon, FileWriter, SyslogSender, count_numbers, scale, wait_until
 
 NEEDS_ROOT = pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("unshare"),
                                 reason="needs root and unshare(1) to mount a tmpfs in a private namespace")
@@ -264,3 +264,94 @@ def test_full_disk_pauses_or_keeps_in_memory_and_loses_nothing(tmp_path: Path, s
         d.stop()
     assert sorted(count_numbers(out / "out.txt")) == list(range(n))
     assert "Traceback" not in d.text()
+
+
+def _storage(port: int) -> dict:
+    return _get(port, "/api/v1/storage")
+
+
+def test_backend_down_memory_stays_bounded_and_everything_arrives(tmp_path: Path) -> None:
+    """Records keep coming while the output cannot write: the disk backlog grows, RSS does not."""
+    n = scale(200_000)
+    store, out = tmp_path / "storage", tmp_path / "out"
+    port = free_port()
+    log = tmp_path / "app.log"
+    log.touch()
+    conf = tmp_path / "c.conf"
+    conf.write_text(_service(tmp_path, port, store, "    storage.max_chunks_up 8\n    storage.backlog.mem_limit 4M\n")
+                    + f"""[INPUT]
+    name tail
+    path {log}
+    db   {tmp_path}/tail.db
+    read_from_head on
+    refresh_interval 0.2
+    mem_buf_limit 8M
+    storage.type filesystem
+""" + _file_output(out, mkdir=False))
+    d = Daemon(conf, tmp_path / "daemon.log").start()
+    writer = FileWriter(log, n, 50_000)
+    try:
+        writer.start()
+        samples = []
+        while writer.is_alive() or not samples:
+            samples.append(d.rss())
+            time.sleep(0.2)
+        assert wait_until(lambda: _storage(port)["input_chunks"]["tail.0"]["records"] >= n, 120), d.text()[-2000:]
+        doc = _storage(port)
+        chunks = doc["input_chunks"]["tail.0"]["chunks"]
+        outage_peak = max(samples)
+        out.mkdir()  # the backend returns
+        assert wait_until(lambda: len(count_numbers(out / "out.txt")) >= n or not d.rss(), 300), d.text()[-2000:]
+        after = [d.rss() for _ in range(3)]
+    finally:
+        d.stop()
+    print(f"\nbackend down: records={n} chunks on disk={chunks['total']} (up {chunks['up']}, down {chunks['down']}) "
+          f"disk={doc['input_chunks']['tail.0']['fs_size'] / 2**20:.1f} MiB peak RSS during outage="
+          f"{outage_peak / 2**20:.1f} MiB, peak overall={d.peak_rss / 2**20:.1f} MiB, after drain="
+          f"{after[-1] / 2**20:.1f} MiB")
+    assert sorted(count_numbers(out / "out.txt")) == list(range(n))
+    assert chunks["up"] <= 8 < chunks["total"]
+    # 8 chunks up (~2 MB of JSON each, several times that as Python objects), 8M Mem_Buf_Limit,
+    # 4M backlog, the interpreter (~60 MiB): well under 250 MiB however long the outage
+    assert d.peak_rss < 250 * 2**20
+
+
+def test_total_limit_size_drops_oldest_for_push_inputs_and_pauses_tail(tmp_path: Path) -> None:
+    store, out = tmp_path / "storage", tmp_path / "out"
+    port, sport = free_port(), free_port()
+    log = tmp_path / "app.log"
+    log.touch()
+    conf = tmp_path / "c.conf"
+    limit_out = _file_output(out, mkdir=False).replace("retry_limit no_limits",
+                                                       "retry_limit no_limits\n    storage.total_limit_size 1M")
+    conf.write_text(_service(tmp_path, port, store) + _syslog_input(sport) + f"""[INPUT]
+    name tail
+    path {log}
+    db   {tmp_path}/tail.db
+    read_from_head on
+    refresh_interval 0.2
+    storage.type filesystem
+""" + limit_out)
+    d = Daemon(conf, tmp_path / "daemon.log").start()
+    sender = SyslogSender(sport, 40_000, 20_000)
+    writer = FileWriter(log, 40_000, 20_000)
+    try:
+        sender.start()
+        writer.start()
+        sender.join(60)
+        writer.join(60)
+        assert wait_until(lambda: "reached storage.total_limit_size" in d.text() and "paused" in d.text(), 30), \
+            d.text()[-3000:]
+        metrics = _get(port, "/api/v1/metrics")["output"]["file.0"]
+        assert metrics["storage_dropped_chunks"] > 0 and metrics["dropped_records"] > 0
+        out.mkdir()
+        # tail resumes and loses nothing; syslog lost exactly what was dropped
+        assert wait_until(lambda: sum(1 for k in count_numbers(out / "out.txt") if k < 40_000) > 0, 60)
+        assert wait_until(lambda: _storage(port)["storage_layer"]["chunks"]["total_chunks"] == 0
+                          and writer.written == 40_000 and not _get(port, "/api/v1/metrics")["input"]["tail.0"].get(
+                              "paused"), 120)
+    finally:
+        d.stop()
+    text = (out / "out.txt").read_text()
+    tail_numbers = {int(x) for x in __import__("re").findall(r'record n=(\d{8});', text)}
+    assert tail_numbers == set(range(40_000)), "tail paused at the limit instead of losing anything"

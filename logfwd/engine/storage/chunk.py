@@ -16,7 +16,7 @@ from typing import Any
 
 from .format import ChunkMeta, encode_header, encode_seal
 
-__all__ = ["StoredChunk", "Part", "write_all", "read_acks", "chunk_name"]
+__all__ = ["StoredChunk", "Part", "write_all", "writev_all", "read_acks", "chunk_name"]
 
 Part = tuple[list[int], list[dict[str, Any]], list[Any] | None]  # one written batch
 
@@ -30,6 +30,16 @@ def write_all(fd: int, data: bytes) -> None:
     while view:
         n = os.write(fd, view)
         view = view[n:]
+
+
+def writev_all(fd: int, head: bytes, payload: bytes) -> None:
+    """``head`` then ``payload`` in one system call (no 2 MB concatenation), finishing short writes."""
+    n = os.writev(fd, (head, payload))
+    if n < len(head):
+        write_all(fd, head[n:])
+        n = len(head)
+    if n - len(head) < len(payload):
+        write_all(fd, memoryview(payload)[n - len(head):])  # type: ignore[arg-type]
 
 
 def read_acks(path: Path) -> set[str]:
@@ -46,7 +56,7 @@ class StoredChunk:
     """A chunk: its file, the outputs that still owe delivery, and (when up) its records."""
 
     __slots__ = ("seq", "path", "meta", "owed", "fd", "size", "frames", "records", "nbytes",
-                 "cache", "sealed", "busy", "stream")
+                 "cache", "sealed", "busy", "stream", "has_ack")
 
     def __init__(self, stream: Any, seq: int, path: Path, meta: ChunkMeta) -> None:
         self.stream = stream
@@ -63,6 +73,7 @@ class StoredChunk:
         self.cache: list[Part] | None = None
         self.sealed = False
         self.busy = 0  # deliveries in flight
+        self.has_ack = False  # a sidecar may exist (written, or found at start)
 
     @property
     def ack_path(self) -> Path:
@@ -86,19 +97,19 @@ class StoredChunk:
             chunk.cache = []
         return chunk
 
-    def append(self, frame: bytes, times: list[int], records: list[dict[str, Any]], keys: list[Any] | None,
-               nbytes: int) -> None:
+    def append(self, head: bytes, payload: bytes, times: list[int], records: list[dict[str, Any]],
+               keys: list[Any] | None, nbytes: int) -> None:
         """Append one frame; on failure the file is cut back to its last whole frame and re-raised."""
         assert self.fd is not None
         try:
-            write_all(self.fd, frame)
+            writev_all(self.fd, head, payload)
         except OSError:
             try:
                 os.ftruncate(self.fd, self.size)
             except OSError:
                 pass  # a read-only file system: the torn tail is cut at the next start instead
             raise
-        self.size += len(frame)
+        self.size += len(head) + len(payload)
         self.frames += 1
         self.records += len(records)
         self.nbytes += nbytes
@@ -122,6 +133,7 @@ class StoredChunk:
 
     def record_delivered(self, output: str, full_sync: bool) -> None:
         """Append ``output`` to the sidecar (raises OSError)."""
+        self.has_ack = True
         fd = os.open(self.ack_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o640)
         try:
             write_all(fd, output.encode() + b"\n")
@@ -136,7 +148,8 @@ class StoredChunk:
             self.fd = None
         self.cache = None
         _unlink(self.path)
-        _unlink(self.ack_path)
+        if self.has_ack:
+            _unlink(self.ack_path)
 
 
 def _unlink(path: Path) -> None:

@@ -37,6 +37,7 @@ __all__ = [
     "Recovered",
     "encode_header",
     "encode_frame",
+    "frame_head",
     "encode_seal",
     "pack_batch",
     "unpack_batch",
@@ -80,8 +81,13 @@ def encode_header(meta: ChunkMeta) -> bytes:
     return _HEAD.pack(MAGIC, VERSION, 0, len(body), crc32c.crc32c(body)) + body
 
 
+def frame_head(payload: bytes, records: int) -> bytes:
+    """The 12 bytes before a payload (written with it in one ``writev``, not concatenated)."""
+    return _FRAME.pack(len(payload), records, crc32c.crc32c(payload))
+
+
 def encode_frame(payload: bytes, records: int) -> bytes:
-    return _FRAME.pack(len(payload), records, crc32c.crc32c(payload)) + payload
+    return frame_head(payload, records) + payload
 
 
 def encode_seal(frames: int, records: int) -> bytes:

@@ -164,6 +164,7 @@ class StorageManager:
         for found in scan.chunks:
             chunk = StoredChunk(stream, found.seq, found.path, found.meta)
             chunk.size, chunk.frames, chunk.records, chunk.sealed = found.size, found.frames, found.records, True
+            chunk.has_ack = bool(found.delivered)
             unknown = sorted(o for o in chunk.owed - found.delivered if o not in self.outputs)
             if unknown:
                 log.warning("storage: %s: output(s) %s are no longer configured; their copy is dropped",
@@ -260,11 +261,11 @@ class StorageManager:
         await self._changed.wait()
 
     def _drop_oldest(self, output: str) -> bool:
-        """Push inputs at an output's limit: its oldest queued chunk is dropped for that output only."""
+        """Push inputs at an output's limit: the oldest queued chunk of a push input is dropped for that output only."""
         oldest: tuple[Feeder, StoredChunk] | None = None
-        for (_, out), feeder in self.feeders.items():
-            if out != output:
-                continue
+        for (name, out), feeder in self.feeders.items():
+            if out != output or self.streams[name].replayable:
+                continue  # a replayable input's chunks are never dropped: it paused instead
             for chunk in feeder.queue:
                 if output in chunk.owed:
                     if oldest is None or chunk.meta.created_ns < oldest[1].meta.created_ns:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from .chunk import StoredChunk, chunk_name
-from .format import ChunkMeta, encode_frame, pack_batch
+from .format import ChunkMeta, frame_head, pack_batch
 
 if TYPE_CHECKING:
     from ..batch import Batch
@@ -51,18 +51,18 @@ class InputStream:
         """Append ``batch`` durably; raises OSError (disk full, read-only, permissions)."""
         mgr = self.manager
         payload = pack_batch(batch.times, batch.records, batch.keys)
-        frame = encode_frame(payload, len(batch.records))
+        head = frame_head(payload, len(batch.records))
         async with self.lock:
             key = (batch.tag, outputs)
             chunk = self.open.get(key)
             if chunk is None:
                 chunk = self._new_chunk(batch.tag, outputs)
             try:
-                chunk.append(frame, batch.times, batch.records, batch.keys, batch.nbytes)
+                chunk.append(head, payload, batch.times, batch.records, batch.keys, batch.nbytes)
             except OSError:
                 self._seal(chunk)  # what it holds so far stays; the next write opens a new file
                 raise
-            mgr.account_write(chunk, len(frame))
+            mgr.account_write(chunk, len(head) + len(payload))
             if mgr.full_sync:
                 fd = chunk.fd
                 assert fd is not None
