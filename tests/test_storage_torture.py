@@ -15,12 +15,13 @@ from __future__ import annotations
 import os
 import random
 import time
+from collections import Counter
 from pathlib import Path
 
 import pytest
 
 from tests.backends._proc import free_port
-from tests.storagekit import Daemon, FileWriter, SyslogSender, count_numbers, scale, wait_stable, wait_until
+from tests.storagekit import NUM_RE, Daemon, FileWriter, SyslogSender, count_numbers, scale, wait_stable, wait_until
 
 SEED = 20261204
 
@@ -149,3 +150,44 @@ def test_tail_kill9_sync_normal_also_loses_nothing(tmp_path: Path, sync: str) ->
     out = tmp_path / "out" / "out.txt"
     assert wait_until(lambda: len(count_numbers(out)) >= n, 120), d.text()[-3000:]
     assert d.stop() == 0
+
+
+def test_tail_kill9_to_kafka_loses_nothing(tmp_path: Path, kafka_broker, kafka_topic: str, kafka_consume) -> None:  # type: ignore[no-untyped-def]
+    n, kills = scale(60_000) // 2, _kills()
+    rnd = random.Random(SEED + 3)
+    log = tmp_path / "app.log"
+    log.touch()
+    conf = tmp_path / "logfwd.conf"
+    conf.write_text(f"""[SERVICE]
+    flush         0.2
+    grace         5
+    storage.path  {tmp_path}/storage
+    storage.sync  full
+
+[INPUT]
+    name            tail
+    path            {log}
+    db              {tmp_path}/tail.db
+    read_from_head  on
+    refresh_interval 0.2
+    storage.type    filesystem
+
+[OUTPUT]
+    name        kafka
+    match       *
+    brokers     {kafka_broker.bootstrap}
+    topics      {kafka_topic}
+    format      json
+    retry_limit no_limits
+""")
+    d = Daemon(conf, tmp_path / "daemon.log")
+    _torture(tmp_path, d, FileWriter(log, n, rate=max(2000.0, n / (kills * 1.2))), n, kills, rnd)
+    assert wait_until(lambda: not list((tmp_path / "storage" / "tail.0").glob("*.chunk")), 120), d.text()[-3000:]
+    assert d.stop() == 0
+    msgs = kafka_consume(kafka_broker.bootstrap, kafka_topic, n, timeout=60, settle=2)
+    got = Counter(int(m) for msg in msgs for m in NUM_RE.findall(msg.value or b""))
+    missing = sorted(set(range(n)) - set(got))
+    dups = sum(c - 1 for c in got.values())
+    print(f"\ntail→kafka torture: records={n} kills={kills} delivered={len(got)} missing={len(missing)} "
+          f"duplicates={dups} ({100 * dups / n:.3f}%)")
+    assert not missing, f"{len(missing)} lost, first {missing[:10]}"
