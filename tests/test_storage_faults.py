@@ -158,6 +158,10 @@ def test_sigterm_keeps_undelivered_on_disk_and_delivers_after_restart(tmp_path: 
     sender.join(30)
     assert wait_until(lambda: _get(port, "/api/v1/storage")["input_chunks"]["syslog.0"]["chunks"]["total"] > 0, 10)
     time.sleep(0.5)
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v1/metrics/prometheus", timeout=5) as r:
+        prom = r.read().decode()
+    assert 'logfwd_input_storage_chunks{name="syslog.0"}' in prom
+    assert 'logfwd_input_storage_records{name="syslog.0"} 2000.0' in prom
     assert dm.stop() == 0
     assert "stay in" in dm.text() and "delivered after the next start" in dm.text()
     out.mkdir()
