@@ -311,6 +311,7 @@ class Pipeline:
         else:
             self.stopped_cleanly = True
         if self.storage is not None:
+            self.storage.close()
             chunks, records = self.storage.undelivered()
             if chunks:
                 log.info("storage: %d chunk(s) with %d record(s) stay in %s and are delivered after the next start",

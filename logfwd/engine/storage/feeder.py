@@ -42,16 +42,16 @@ class Feeder:
         self._wake.set()
 
     def _blocked(self) -> bool:
-        if self.inflight >= self.max_inflight or not self.queue:
-            return True
         mgr = self.manager
+        if mgr.closed or self.inflight >= self.max_inflight or not self.queue:
+            return True
         # At shutdown only chunks already in memory go out, unless the backlog is to be flushed too.
         return mgr.stopping and not mgr.flush_on_shutdown and self.queue[0].cache is None
 
     @property
     def settled(self) -> bool:
         """Nothing in flight and nothing it may still send (used by the shutdown drain)."""
-        return self.inflight == 0 and self._blocked()
+        return self.inflight == 0 and (not self.queue or self._blocked())
 
     async def run(self) -> None:
         while True:

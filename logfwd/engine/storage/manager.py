@@ -86,6 +86,7 @@ class StorageManager:
         self.backlog_budget = MemBudget(settings.backlog_mem_limit)
         self.up_count = 0
         self.stopping = False
+        self.closed = False
         self.stats = {"corrupt_chunks": 0, "torn_chunks": 0, "write_errors": 0, "dropped_chunks": 0,
                       "dropped_records": 0}
         self._changed = trio.Event()  # owed bytes went down or chunks went down: paused inputs look again
@@ -355,6 +356,13 @@ class StorageManager:
             feeder.wake()
         while not all(f.settled for f in self.feeders.values()):
             await trio.sleep(0.05)
+
+    def close(self) -> None:
+        """After the drain: feeders hand nothing more to output buffers that are about to close."""
+        self.stopping = True
+        self.closed = True
+        for feeder in self.feeders.values():
+            feeder.wake()
 
     def undelivered(self) -> tuple[int, int]:
         """(chunks, records) still owed by some output: what stays on disk for the next start."""
