@@ -90,10 +90,13 @@ class Row:
     tail_opts: tuple[tuple[str, str], ...]
     outputs: tuple[str, ...] = ("null", "file")  # outputs this row is measured with
     source: str = "tail"  # "tail": the daemon reads the file; "syslog-tcp": a sender streams it over TCP
+    storage: bool = False  # storage.type filesystem (chunk files under the row's workdir, storage.sync normal)
 
 
 ROWS = (
     Row("docker", "docker", "docker", (("Parser", "docker"),), ("null", "file", "kafka", "es")),
+    Row("docker-fs", "docker", "docker, storage.type filesystem", (("Parser", "docker"),), ("null",),
+        storage=True),
     Row("multiline", "docker", "multiline.parser docker, cri", (("multiline.parser", "docker, cri"),), ("null",)),
     Row("apache", "apache", "apache2", (("Parser", "apache2"),)),
     Row("syslog", "syslog", "syslog-rfc3164", (("Parser", "syslog-rfc3164"),)),
@@ -259,13 +262,14 @@ def input_section(row: Row, data: Path, syslog_port: int) -> str:
     port               {syslog_port}
 {opts}
 """
+    storage = "    storage.type       filesystem\n" if row.storage else ""
     return f"""[INPUT]
     name               tail
     path               {data}
     read_from_head     on
     file_cache_advise  off
 {opts}
-"""
+{storage}"""
 
 
 def write_config(row: Row, data: Path, output: str, port: int, flush: float, workdir: Path,
@@ -278,11 +282,19 @@ def write_config(row: Row, data: Path, output: str, port: int, flush: float, wor
     http_server        on
     http_listen        127.0.0.1
     http_port          {port}
-
+{storage_section(row, workdir)}
 {input_section(row, data, syslog_port)}
 {output_section(output, workdir, target)}"""
     )
     return conf
+
+
+def storage_section(row: Row, workdir: Path) -> str:
+    """Service keys of a filesystem-storage row; its chunk directory starts empty on every run."""
+    if not row.storage:
+        return ""
+    shutil.rmtree(workdir / "storage", ignore_errors=True)
+    return f"    storage.path       {workdir / 'storage'}\n"
 
 
 def processed(port: int) -> int | None:

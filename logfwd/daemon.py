@@ -72,6 +72,11 @@ class Daemon:
             return {"pipeline": "starting"}  # not ready until every input listens
         return dict(self.pipeline.failing)
 
+    def storage(self) -> dict[str, Any] | None:
+        if self.pipeline is None or not self.pipeline.service.get("storage.metrics"):
+            return None  # Fluent Bit serves /api/v1/storage only with storage.metrics on
+        return self.pipeline.storage_snapshot()
+
     async def reload(self) -> tuple[int, dict[str, Any]]:
         """``POST /api/v2/reload``: Fluent Bit's answers, ``{"reload": "done", "status": 0}`` or why not."""
         if not self.cfg.service.get("hot_reload"):

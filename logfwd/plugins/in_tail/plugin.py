@@ -74,6 +74,7 @@ _DBS_IN_USE: set[str] = set()  # DB files opened by tail inputs of this process
 
 class TailInput(Input):
     name = "tail"
+    replayable = True  # re-read from its checkpoint after a restart
     description = "Follow text files (tail -f) with rotation, offsets DB and parsers"
     options = OPTIONS
 

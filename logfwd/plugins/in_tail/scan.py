@@ -183,10 +183,18 @@ class Scanner:
                 if s.cfg.ml is not None else None)
         f.unparsed_seen = 0
         db = s.db
+        # With filesystem storage a commit means "written to a chunk": write the offset at once,
+        # so a kill re-reads (duplicates) only the batch being written, not a second of input.
+        flush_now = s.emitter.durable and bool(s.cfg.db_path)
 
         def on_commit(pos: int, f: TailFile = f, rid: int = row_id) -> None:
             f.committed = pos
             db.set_offset(rid, pos)
+            if flush_now:
+                try:
+                    db.flush()
+                except Exception as e:  # noqa: BLE001 - the periodic flusher retries it
+                    s.warn("dbflush", "tail: writing offsets to %s failed: %s", s.cfg.db_path, e)
 
         f.tracker = s.emitter.tracker(on_commit)
         s.files[f.id] = f
