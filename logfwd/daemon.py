@@ -167,7 +167,7 @@ class Daemon:
                 logger.error("%s", line)
         else:
             log.error("%s", describe_error(e))
-        log.error("start-up failed: nothing is collected; fix the line(s) above and start again")
+        log.info("exiting with status 1: start-up failed, nothing is collected; fix the line(s) above")
 
     def _summary(self) -> str:
         cfg = self.cfg

@@ -37,7 +37,7 @@ def test_chunks_of_an_output_that_never_delivers_stay_on_disk(tmp_path: Path) ->
     ListInput.commits = []
     cfg = config(section(ListInput, **{"storage.type": "filesystem"}),
                  section(Collect, "ok", match="*"), section(Collect, "down", match="*", always_retry=True,
-                                                             retry_limit="no_limits"),
+                                                             retry_limit=None),
                  storage_path=str(tmp_path), grace=0.5)
     p = run(cfg)
     assert ListInput.commits[-1] == 4, "the checkpoint moved with the write, not with delivery"
@@ -50,7 +50,7 @@ def test_chunks_of_an_output_that_never_delivers_stay_on_disk(tmp_path: Path) ->
 
 def test_keep_rejected_off_drops_and_counts(tmp_path: Path) -> None:
     ListInput.batches = [("t", [{"n": i} for i in range(3)])]
-    cfg = config(section(ListInput), section(Collect, "down", match="*", always_retry=True, retry_limit="no_retries"),
+    cfg = config(section(ListInput), section(Collect, "down", match="*", always_retry=True, retry_limit=0),
                  storage_path=str(tmp_path), **{"storage.keep.rejected": False})
     p = run(cfg)
     m = p.registry.get("output", "down")
