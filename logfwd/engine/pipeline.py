@@ -18,10 +18,10 @@ from typing import Any
 
 import trio
 
+from ..batch import Batch, MemBudget
 from ..health import HealthPolicy
 from ..metrics import MetricsRegistry
 from ..plugin import Emitter, Filter, Input, Output, StartError
-from .batch import Batch, MemBudget
 from .deadletter import DeadLetter, default_dead_letter_dir
 from .outbuf import OutputBuffer
 from .retry import RetryPolicy

@@ -8,24 +8,34 @@ when the output can take them, within ``storage.backlog.mem_limit``.
 from __future__ import annotations
 
 from collections import deque
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import trio
 
-from ..batch import AckHandle, Batch
+from ...batch import AckHandle, Batch, MemBudget
 from .format import CorruptChunk
 from .recovery import load_chunk
 
 if TYPE_CHECKING:
     from ..outbuf import OutputBuffer
     from .chunk import StoredChunk
-    from .manager import StorageManager
+
+
+class FeederOwner(Protocol):
+    """What a feeder needs of the storage manager (a Protocol, so that feeder does not import manager)."""
+
+    backlog_budget: MemBudget
+
+    def unreadable(self, chunk: StoredChunk, reason: str) -> None: ...
+
+    def delivered(self, chunk: StoredChunk, output: str) -> None: ...
+
 
 __all__ = ["Feeder"]
 
 
 class Feeder:
-    def __init__(self, manager: StorageManager, buf: OutputBuffer) -> None:
+    def __init__(self, manager: FeederOwner, buf: OutputBuffer) -> None:
         self.manager = manager
         self.buf = buf
         self.output = buf.instance

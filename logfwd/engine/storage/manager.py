@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from ..batch import Batch, MemBudget
+from ...batch import Batch, MemBudget
 from .chunk import StoredChunk
 from .feeder import Feeder
 from .recovery import Scan, move_corrupt, scan_stream

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import trio
 
@@ -20,8 +20,14 @@ from .chunk import StoredChunk, chunk_name
 from .format import ChunkMeta, frame_head, pack_batch
 
 if TYPE_CHECKING:
-    from ..batch import Batch
-    from .manager import StorageManager
+    from ...batch import Batch
+
+
+class StreamOwner(Protocol):
+    """What a stream tells the storage manager (a Protocol, so that stream does not import manager)."""
+
+    def chunk_sealed(self, chunk: StoredChunk) -> None: ...
+
 
 __all__ = ["InputStream", "CHUNK_BYTES"]
 
@@ -31,7 +37,7 @@ CHUNK_BYTES = 2 * 1024 * 1024  # Fluent Bit's chunks are "around 2 MB"
 class InputStream:
     """Chunk files of one input instance under ``<storage.path>/<instance>/``."""
 
-    def __init__(self, manager: StorageManager, name: str, directory: Path, *, replayable: bool,
+    def __init__(self, manager: StreamOwner, name: str, directory: Path, *, replayable: bool,
                  memory: bool = False) -> None:
         self.manager = manager
         self.name = name
