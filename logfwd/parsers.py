@@ -32,6 +32,7 @@ Where we differ from Fluent Bit, on purpose, so that no data is lost:
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 import zoneinfo
@@ -43,6 +44,7 @@ from typing import Any
 import orjson
 
 from . import _fastparse as fp
+from ._pcre import Pcre2Error, Pcre2Parser, onigmo_to_pcre2
 from .options import Option, OptionError
 from .plugin import ConfigValueError
 from .regex import compile_onigmo
@@ -316,6 +318,9 @@ class Parser:
                     continue  # the JSON decoder already decoded the escapes
                 self._decoders.setdefault(parts[1], []).append(
                     (dec, parts[2].lower() if len(parts) == 3 else None, in_place))
+        # PCRE2 (see _pcre2_for): a regex parser without a native kernel matches in C, Types included
+        self._pcre = _pcre2_for(self, expr, flags) if fmt == "regex" and self._kernel is None else None
+        self._post_types = self._types if self._pcre is None else {}
 
     def __repr__(self) -> str:
         return f"<Parser {self.name} format={self.format}{' native' if self._kernel else ''}>"
@@ -355,6 +360,8 @@ class Parser:
                     if r is need:
                         recs[i] = fp.regex_batch(self._regex, fp.decode_lines([values[i]]), self.skip_empty, False)[0]
                 return recs
+            if self._pcre is not None:
+                return self._pcre.batch(values, self.skip_empty)  # type: ignore[no-any-return]
             return fp.regex_batch(self._regex, fp.decode_lines(values), self.skip_empty,  # type: ignore[no-any-return]
                                   self._whole_buffer, self._anchored)
         if fmt == "logfmt":
@@ -379,7 +386,7 @@ class Parser:
             times = fp.apply_time(recs, self.time_key, self._time, self.time_keep, now_ns, default)
         else:
             times = [default] * len(recs)
-        if self._types or self._decoders:
+        if self._post_types or self._decoders:
             for r in recs:
                 if r is not None:
                     self._post(r)
@@ -392,7 +399,7 @@ class Parser:
             return None
 
     def _post(self, rec: dict[str, Any]) -> None:
-        for key, kind in self._types.items():
+        for key, kind in self._post_types.items():
             if key in rec:
                 rec[key] = _cast(rec[key], kind)
         for field, chain in self._decoders.items():
@@ -424,6 +431,35 @@ class Parser:
         if r is None:
             return None
         return times[0], r
+
+
+# ---------------------------------------------------------------------- PCRE2 hook
+
+_log = logging.getLogger("logfwd.parsers")
+_PCRE2_WARNED: set[str] = set()
+
+
+def _pcre2_for(parser: Parser, expr: str, flags: int) -> Pcre2Parser | None:
+    """The PCRE2 matcher of a regex parser, or None (the ``re`` path) when PCRE2 cannot take
+    its expression (one warning per expression). Lines PCRE2 cannot finish (match or JIT
+    stack limit) go to ``re`` one at a time."""
+    regex, skip = parser._regex, parser.skip_empty
+    assert regex is not None
+
+    def fallback(value: Any) -> dict[str, Any] | None:
+        return fp.regex_batch(regex, fp.decode_lines([value]), skip, False)[0]  # type: ignore[no-any-return]
+
+    try:
+        matcher = Pcre2Parser(onigmo_to_pcre2(expr), flags, parser._types, fallback, _cast)
+    except Pcre2Error as e:
+        if expr not in _PCRE2_WARNED:
+            _PCRE2_WARNED.add(expr)
+            _log.warning("parser %s: PCRE2 cannot compile its regex (%s); using Python's re (slower)",
+                         parser.name, e)
+        return None
+    if matcher.names != list(regex.groupindex):  # a construct the two read differently: trust re
+        return None
+    return matcher
 
 
 def _bool(v: Any, default: bool) -> bool:
