@@ -25,7 +25,7 @@ from cpython.object cimport PyObject
 from cpython.ref cimport Py_INCREF
 from cpython.unicode cimport PyUnicode_Check, PyUnicode_CheckExact, PyUnicode_DecodeUTF8
 from libc.stdint cimport uint32_t, uint64_t
-from libc.stdlib cimport free, malloc
+from libc.stdlib cimport calloc, free, malloc
 from libc.string cimport memcpy, memcmp
 
 from logfwd._pcre cimport *
@@ -33,6 +33,23 @@ from logfwd._pcre cimport *
 cdef extern from "Python.h":
     const char* PyUnicode_AsUTF8AndSize(object o, Py_ssize_t* size) except NULL
     object PyFloat_FromString(object s)
+    object PyUnicode_New(Py_ssize_t size, Py_UCS4 maxchar)
+    void* PyUnicode_DATA(object o)
+    Py_ssize_t PyUnicode_GET_LENGTH(object o)
+    bint PyUnicode_IS_ASCII(object o)
+    object _PyDict_NewPresized(Py_ssize_t minused)
+    void Py_XDECREF(PyObject* o)
+    void Py_INCREF_P "Py_INCREF"(PyObject* o)
+
+# Value cache: per named group, CACHE_SLOTS recent ASCII values up to CACHE_MAX bytes. Log
+# fields repeat (hosts, methods, protocols, agents, the time of one second, idents), so a hit
+# returns the same str object instead of allocating, copying and later freeing a new one.
+# A group whose values seldom repeat (messages, ids) stops looking for CACHE_PAUSE lookups.
+cdef enum:
+    CACHE_SLOTS = 64
+    CACHE_MAX = 256
+    CACHE_WINDOW = 4096
+    CACHE_PAUSE = 65536
 
 __all__ = ["Pcre2Parser", "Pcre2Error", "onigmo_to_pcre2"]
 
@@ -96,6 +113,23 @@ def onigmo_to_pcre2(str pattern):
     return "".join(out)
 
 
+cdef inline uint64_t _hash(const unsigned char* p, Py_ssize_t n):
+    """A cheap hash of a short value: its length, first and last 8 bytes."""
+    cdef uint64_t a = 0, b = 0
+    if n >= 8:
+        memcpy(&a, p, 8)
+        memcpy(&b, p + n - 8, 8)
+    else:
+        memcpy(&a, p, n)
+    return ((a ^ (b * 0x9E3779B97F4A7C15ULL) ^ <uint64_t>n) * 0xFF51AFD7ED558CCDULL) >> 58
+
+
+cdef inline object _ascii_str(const unsigned char* p, Py_ssize_t n):
+    cdef object o = PyUnicode_New(n, 127)
+    memcpy(PyUnicode_DATA(o), p, n)
+    return o
+
+
 cdef inline bint _ascii(const unsigned char* p, Py_ssize_t n):
     """True when no byte has its high bit set (8 bytes at a time)."""
     cdef Py_ssize_t i = 0
@@ -123,12 +157,18 @@ cdef class Pcre2Parser:
     cdef list keys            # str key per entry
     cdef object fallback      # callable(str) -> dict | None, for lines PCRE2 cannot finish
     cdef object cast          # callable(value, kind) -> value, Types the C fast paths do not cover
+    cdef PyObject** cache     # nnames * CACHE_SLOTS owned references or NULL
+    cdef Py_ssize_t* lookups  # per group: lookups in the current window (or pause countdown, < 0)
+    cdef Py_ssize_t* hits     # per group: hits in the current window
     cdef readonly str pattern
 
     def __cinit__(self):
         self.code = NULL
         self.groups = NULL
         self.kinds = NULL
+        self.cache = NULL
+        self.lookups = NULL
+        self.hits = NULL
 
     def __init__(self, str pattern, int re_flags, dict types, fallback, cast):
         """Compile ``pattern`` (already Onigmo → PCRE2 translated); Pcre2Error when PCRE2 cannot."""
@@ -171,7 +211,10 @@ cdef class Pcre2Parser:
         self.nnames = len(entries)
         self.groups = <int*>malloc(max(1, self.nnames) * sizeof(int))
         self.kinds = <int*>malloc(max(1, self.nnames) * sizeof(int))
-        if self.groups == NULL or self.kinds == NULL:
+        self.cache = <PyObject**>calloc(max(1, self.nnames) * CACHE_SLOTS, sizeof(PyObject*))
+        self.lookups = <Py_ssize_t*>calloc(max(1, self.nnames), sizeof(Py_ssize_t))
+        self.hits = <Py_ssize_t*>calloc(max(1, self.nnames), sizeof(Py_ssize_t))
+        if self.groups == NULL or self.kinds == NULL or self.cache == NULL or self.lookups == NULL or self.hits == NULL:
             raise MemoryError()
         self.keys = []
         for i, (g, name) in enumerate(entries):
@@ -182,6 +225,13 @@ cdef class Pcre2Parser:
     def __dealloc__(self):
         if self.code != NULL:
             pcre2_code_free_8(self.code)
+        cdef Py_ssize_t i
+        if self.cache != NULL:
+            for i in range(self.nnames * CACHE_SLOTS):
+                Py_XDECREF(self.cache[i])
+        free(self.cache)
+        free(self.lookups)
+        free(self.hits)
         free(self.groups)
         free(self.kinds)
 
@@ -193,6 +243,32 @@ cdef class Pcre2Parser:
     @property
     def jit_compiled(self):
         return self.jit
+
+    cdef inline object _value(self, Py_ssize_t j, const unsigned char* p, Py_ssize_t n, bint ascii):
+        """The str of one captured value (valid UTF-8), from the group's cache when it repeats."""
+        cdef PyObject** slot
+        cdef PyObject* o
+        cdef object v
+        if not ascii:
+            return PyUnicode_DecodeUTF8(<const char*>p, n, NULL)
+        if n > CACHE_MAX or self.lookups[j] < 0:
+            if self.lookups[j] < 0:
+                self.lookups[j] += 1
+            return _ascii_str(p, n)
+        self.lookups[j] += 1
+        if self.lookups[j] >= CACHE_WINDOW:  # end of a window: pause a group that seldom repeats
+            self.lookups[j] = -CACHE_PAUSE if self.hits[j] * 8 < CACHE_WINDOW else 0
+            self.hits[j] = 0
+        slot = self.cache + j * CACHE_SLOTS + _hash(p, n)
+        o = slot[0]
+        if o != NULL and PyUnicode_GET_LENGTH(<object>o) == n and memcmp(PyUnicode_DATA(<object>o), p, n) == 0:
+            self.hits[j] += 1
+            return <object>o
+        v = _ascii_str(p, n)
+        Py_XDECREF(o)
+        Py_INCREF(v)
+        slot[0] = <PyObject*>v
+        return v
 
     cdef object _typed(self, int kind, const unsigned char* p, Py_ssize_t n, str s):
         """``Types`` for one captured value: C fast paths, ``cast`` (Python) for the rest."""
@@ -231,6 +307,7 @@ cdef class Pcre2Parser:
         cdef object o, text, r, v
         cdef dict d
         cdef int rc, g
+        cdef bint ascii
         cdef PCRE2_SIZE a, b
         if md == NULL:
             raise MemoryError()
@@ -239,14 +316,17 @@ cdef class Pcre2Parser:
             for i in range(n):
                 o = values[i]
                 text = None
+                ascii = True
                 if PyBytes_CheckExact(o):
                     p = <const unsigned char*>PyBytes_AS_STRING(o)
                     ln = PyBytes_GET_SIZE(o)
                     if not _ascii(p, ln):  # as the re path: invalid UTF-8 becomes U+FFFD
+                        ascii = False
                         text = PyUnicode_DecodeUTF8(<const char*>p, ln, "replace")
                         p = <const unsigned char*>PyUnicode_AsUTF8AndSize(text, &ln)
                 elif PyUnicode_Check(o):
                     text = o
+                    ascii = PyUnicode_IS_ASCII(o)
                     try:
                         p = <const unsigned char*>PyUnicode_AsUTF8AndSize(o, &ln)
                     except UnicodeEncodeError:  # lone surrogates: no UTF-8 form
@@ -274,7 +354,7 @@ cdef class Pcre2Parser:
                     Py_INCREF(r)
                     PyList_SET_ITEM(out, i, r)
                     continue
-                d = PyDict_New()
+                d = _PyDict_NewPresized(self.nnames)
                 for j in range(self.nnames):
                     g = self.groups[j]
                     if g >= rc:  # groups past the last one set are unset
@@ -288,7 +368,7 @@ cdef class Pcre2Parser:
                             continue
                         v = ""
                     else:
-                        v = PyUnicode_DecodeUTF8(<const char*>(p + a), <Py_ssize_t>(b - a), NULL)
+                        v = self._value(j, p + a, <Py_ssize_t>(b - a), ascii)
                     if self.kinds[j] != T_STRING:
                         v = self._typed(self.kinds[j], p + a, <Py_ssize_t>(b - a), v)
                     PyDict_SetItem(d, self.keys[j], v)
