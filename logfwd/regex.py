@@ -22,13 +22,14 @@ def translate(pattern: str) -> str:
     out = []
     i = 0
     n = len(pattern)
+    in_class = False  # inside [...]: \\h is the range itself, not a nested set
     while i < n:
         c = pattern[i]
         if c == "\\" and i + 1 < n:
             nxt = pattern[i + 1]
             if nxt == "h":
-                out.append("[0-9a-fA-F]")
-            elif nxt == "H":
+                out.append("0-9a-fA-F" if in_class else "[0-9a-fA-F]")
+            elif nxt == "H" and not in_class:
                 out.append("[^0-9a-fA-F]")
             elif nxt == "z":
                 out.append(r"\Z")
@@ -43,7 +44,16 @@ def translate(pattern: str) -> str:
                 out.append(pattern[i : i + 2])
             i += 2
             continue
-        if c == "(":
+        if c == "[" and not in_class:
+            in_class = True
+            j = i + 1 + (pattern.startswith("^", i + 1))
+            j += pattern.startswith("]", j)  # a ] first in the set is a literal
+            out.append(pattern[i:j])
+            i = j
+            continue
+        if c == "]" and in_class:
+            in_class = False
+        if c == "(" and not in_class:
             m = _NAMED.match(pattern, i)
             if m:
                 out.append(f"(?P<{m.group(1)}>")
