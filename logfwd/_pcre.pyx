@@ -51,7 +51,7 @@ cdef enum:
     CACHE_WINDOW = 4096
     CACHE_PAUSE = 65536
 
-__all__ = ["Pcre2Parser", "Pcre2Error", "onigmo_to_pcre2"]
+__all__ = ["Pcre2Parser", "Pcre2Search", "Pcre2Error", "onigmo_to_pcre2"]
 
 # Types codes (per named group)
 cdef enum:
@@ -377,3 +377,74 @@ cdef class Pcre2Parser:
         finally:
             pcre2_match_data_free_8(md)
         return out
+
+
+cdef class Pcre2Search:
+    """``search`` of one expression (grep rules, multiline start/continue rules): True on a
+    match, None otherwise, like ``re``'s ``search(...) is not None`` without a match object.
+
+    ``fallback`` (``re.Pattern.search`` of the same expression) answers for values PCRE2
+    cannot take: lone surrogates, a line over the JIT stack or match limit.
+    """
+
+    cdef pcre2_code_8* code
+    cdef pcre2_match_data_8* md
+    cdef bint jit
+    cdef object fallback
+    cdef readonly str pattern
+
+    def __cinit__(self):
+        self.code = NULL
+        self.md = NULL
+
+    def __init__(self, str pattern, int re_flags, fallback):
+        cdef int err = 0
+        cdef PCRE2_SIZE erroff = 0
+        cdef unsigned char msg[256]
+        cdef uint32_t opts = PCRE2_UTF | PCRE2_UCP | PCRE2_MULTILINE | PCRE2_NEVER_BACKSLASH_C
+        cdef bytes pat = pattern.encode("utf-8", "surrogatepass")
+        if re_flags & _RE_I:
+            opts |= PCRE2_CASELESS
+        if re_flags & _RE_S:
+            opts |= PCRE2_DOTALL
+        if re_flags & _RE_X:
+            opts |= PCRE2_EXTENDED
+        self.pattern = pattern
+        self.fallback = fallback
+        self.code = pcre2_compile_8(<PCRE2_SPTR8>PyBytes_AS_STRING(pat), <PCRE2_SIZE>len(pat), opts, &err, &erroff,
+                                    NULL)
+        if self.code == NULL:
+            pcre2_get_error_message_8(err, msg, sizeof(msg))
+            raise Pcre2Error(f"{(<bytes>msg).decode('utf-8', 'replace')} at offset {erroff}")
+        self.jit = pcre2_jit_compile_8(self.code, PCRE2_JIT_COMPLETE) == 0
+        # one match block for this expression: the daemon matches from one thread (trio)
+        self.md = pcre2_match_data_create_from_pattern_8(self.code, NULL)
+        if self.md == NULL:
+            raise MemoryError()
+
+    def __dealloc__(self):
+        if self.md != NULL:
+            pcre2_match_data_free_8(self.md)
+        if self.code != NULL:
+            pcre2_code_free_8(self.code)
+
+    def search(self, value):
+        """True when the expression matches somewhere in ``value`` (str), else None."""
+        cdef const unsigned char* p
+        cdef Py_ssize_t ln
+        cdef int rc
+        if not PyUnicode_Check(value):
+            return True if self.fallback(value) is not None else None
+        try:
+            p = <const unsigned char*>PyUnicode_AsUTF8AndSize(value, &ln)
+        except UnicodeEncodeError:  # lone surrogates: no UTF-8 form
+            return True if self.fallback(value) is not None else None
+        if self.jit:
+            rc = pcre2_jit_match_8(self.code, p, <PCRE2_SIZE>ln, 0, 0, self.md, NULL)
+        else:
+            rc = pcre2_match_8(self.code, p, <PCRE2_SIZE>ln, 0, PCRE2_NO_UTF_CHECK, self.md, NULL)
+        if rc >= 0:
+            return True
+        if rc == PCRE2_ERROR_NOMATCH:
+            return None
+        return True if self.fallback(value) is not None else None

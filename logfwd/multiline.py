@@ -52,14 +52,14 @@ import calendar
 import copy
 import re
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from ._fastparse import docker_ml_batch as _docker_ml_batch
 from .options import Option
-from .regex import compile_onigmo
+from .regex import compile_onigmo, compile_search
 
 if TYPE_CHECKING:  # parsers.py imports this module; avoid the cycle at runtime
     from .parsers import ParserRegistry
@@ -73,6 +73,7 @@ __all__ = [
     "DEFAULT_FLUSH_TIMEOUT_MS",
     "DEFAULT_BUFFER_LIMIT",
     "compile_fluent_regex",
+    "fluent_searcher",
     "rfc3339_ns",
 ]
 
@@ -144,7 +145,7 @@ def _config_error(key: str, message: str) -> Exception:
 _RULE_FLAGS = {"i": re.IGNORECASE, "m": re.DOTALL, "x": re.VERBOSE}
 
 
-def compile_fluent_regex(text: str) -> re.Pattern[str]:
+def _split_fluent_regex(text: str) -> tuple[str, int]:
     """``/pattern/opts`` (Fluent Bit's form; opts i, m = dot matches newline, x) or a bare pattern.
 
     Anchors are Ruby's: ``^``/``$`` match at line boundaries, hence ``re.M``.
@@ -158,17 +159,29 @@ def compile_fluent_regex(text: str) -> re.Pattern[str]:
             pattern = text[1:end]
             for c in opts:
                 flags |= _RULE_FLAGS[c]
-    return compile_onigmo(pattern, flags)
+    return pattern, flags
+
+
+def compile_fluent_regex(text: str) -> re.Pattern[str]:
+    """A Fluent Bit regex (``/pattern/opts`` or bare) compiled for ``re``."""
+    return compile_onigmo(*_split_fluent_regex(text))
+
+
+def fluent_searcher(text: str) -> Callable[[str], Any]:
+    """``search`` of a Fluent Bit regex for yes/no matching: PCRE2's JIT where it compiles
+    (see ``regex.compile_search``); raises ``re.error`` like ``compile_fluent_regex``."""
+    return compile_search(*_split_fluent_regex(text))
 
 
 class _Rule:
-    __slots__ = ("index", "from_states", "regex", "to_state", "start", "pattern")
+    __slots__ = ("index", "from_states", "regex", "to_state", "start", "pattern", "search")
 
     def __init__(self, index: int, from_states: str, regex: str, to_state: str) -> None:
         self.index = index
         self.from_states = frozenset(s.strip() for s in from_states.split(",") if s.strip())
         self.pattern = regex
         self.regex = compile_fluent_regex(regex)
+        self.search = fluent_searcher(regex)  # what the state machine calls: PCRE2 where it compiles
         self.to_state = to_state.strip()
         self.start = "start_state" in self.from_states
 
@@ -795,7 +808,7 @@ class MultilineStream:
         rule = None
         if cur is not None:
             for r in m.cont[cur]:
-                if r.regex.search(text):
+                if r.search(text):
                     rule = r
                     if buf is None:
                         # Continuation after a timeout flush: it starts a record of its own.
@@ -805,7 +818,7 @@ class MultilineStream:
                     break
         if rule is None:
             for r in m.starts:
-                if r.regex.search(text):
+                if r.search(text):
                     rule = r
                     if buf is not None:
                         self._flush_buf(buf)

@@ -7,10 +7,18 @@ unchanged.
 
 from __future__ import annotations
 
+import logging
 import re
+from collections.abc import Callable
 from functools import lru_cache
+from typing import Any
 
-__all__ = ["translate", "compile_onigmo"]
+from ._pcre import Pcre2Error, Pcre2Search, onigmo_to_pcre2
+
+__all__ = ["translate", "compile_onigmo", "compile_search"]
+
+_log = logging.getLogger("logfwd.regex")
+_PCRE2_WARNED: set[str] = set()
 
 _NAMED = re.compile(r"\(\?<(?![=!])([A-Za-z_][A-Za-z0-9_]*)>")
 _BACKREF = re.compile(r"\\k<([A-Za-z_][A-Za-z0-9_]*)>")
@@ -68,3 +76,20 @@ def translate(pattern: str) -> str:
 def compile_onigmo(pattern: str, flags: int = 0) -> re.Pattern[str]:
     """Compile a Fluent Bit regex; raises ``re.error`` with Python's message."""
     return re.compile(translate(pattern), flags)
+
+
+def compile_search(pattern: str, flags: int = 0) -> Callable[[str], Any]:
+    """``search`` of a Fluent Bit regex for yes/no matching (grep rules, multiline rules).
+
+    PCRE2 with its JIT (True on a match, None otherwise: no match object per value), or
+    ``re``'s ``search`` (a match or None) when PCRE2 cannot compile the expression, with
+    one warning per expression. Raises ``re.error`` when ``re`` rejects the expression.
+    """
+    rx = compile_onigmo(pattern, flags)
+    try:
+        return Pcre2Search(onigmo_to_pcre2(pattern), flags, rx.search).search  # type: ignore[no-any-return]
+    except Pcre2Error as e:
+        if pattern not in _PCRE2_WARNED:
+            _PCRE2_WARNED.add(pattern)
+            _log.warning("PCRE2 cannot compile the regex %r (%s); using Python's re (slower)", pattern, e)
+        return rx.search

@@ -1,4 +1,4 @@
-"""The PCRE2 path of regex parsers gives exactly the records of the ``re`` path.
+"""The PCRE2 path of regex parsers (and of grep/multiline rules) gives exactly the ``re`` path's results.
 
 Differential: every regex parser of the shipped parsers file and of Fluent Bit's test
 parsers files, user-style expressions (Onigmo syntax, Types, flags), on the test data,
@@ -20,7 +20,8 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from logfwd import _fastparse as fp
-from logfwd._pcre import Pcre2Error, Pcre2Parser, onigmo_to_pcre2
+from logfwd._pcre import Pcre2Error, Pcre2Parser, Pcre2Search, onigmo_to_pcre2
+from logfwd.multiline import _BUILTIN_RULES, compile_fluent_regex, fluent_searcher
 from logfwd.parsers import PARSER_OPTIONS, SHIPPED_PARSERS_FILE, Parser, _cast, _split_ruby, read_parsers_file
 from logfwd.regex import compile_onigmo
 
@@ -216,3 +217,48 @@ def test_repeated_values_are_shared_and_equal() -> None:
     recs = m.batch(lines, True)
     assert recs[0]["h"] is recs[3]["h"] and recs[0]["h"] == "web-1" and recs[2]["h"] == "web-2"
     assert [r["h"] for r in recs[:3]] == ["web-1", "web-1", "web-2"]
+
+
+# ---------------------------------------------------------------- yes/no search (grep, multiline rules)
+
+SEARCH_RULES = sorted({rx for rules in _BUILTIN_RULES.values() for _, rx, _ in rules}) + [
+    r"^\d{4}-\d{2}-\d{2}", r"/error|warn/i", r"(?i)timeout", r"^\s", r"\h{8}-\h{4}", r"[\h]+$", r"^$",
+    r"(?>a+)b", r"x*+y", r"\bpanic: ", r"^[^ ]+ (?<level>INFO|ERROR)\b", r"/^a.b$/m", "caf\u00e9",
+]
+SEARCH_VALUES = [ln.decode("utf-8", "replace") for ln in LINES] + [
+    "panic: boom", "goroutine 1 [running]:", "\tat com.x.Y(Y.java:1)", "Traceback (most recent call last):",
+    "java.lang.IllegalStateException: x", "ERROR here", "a\nb", "\n", "", "deadbeef-cafe", "aaab", "xxy",
+    "CAF\u00c9", "caf\u00e9", "2026-03-14 x", "  File \"x\"", "a\ud800b",
+]
+
+
+def _search_pair(rule: str) -> tuple[Any, Any]:
+    return fluent_searcher(rule), compile_fluent_regex(rule).search
+
+
+@pytest.mark.parametrize("rule", SEARCH_RULES)
+def test_search_same_answers_as_re(rule: str) -> None:
+    fast, ref = _search_pair(rule)
+    assert getattr(fast, "__self__", None).__class__ is Pcre2Search
+    for v in SEARCH_VALUES:
+        assert (fast(v) is not None) == (ref(v) is not None), (rule, v)
+
+
+@FUZZ
+@given(st.lists(st.one_of(st.text(max_size=60), delimited.map(lambda b: b.decode("utf-8", "replace"))),
+                min_size=1, max_size=8), st.sampled_from(SEARCH_RULES))
+def test_fuzz_search_same_answers_as_re(values: list[str], rule: str) -> None:
+    fast, ref = _search_pair(rule)
+    if "\\s" in rule or "\\S" in rule:  # str \s takes \x1c-\x1f in re, not in PCRE2 (documented)
+        values = [v.translate({c: None for c in range(0x1c, 0x20)}) for v in values]
+    for v in values:
+        assert (fast(v) is not None) == (ref(v) is not None), (rule, v)
+
+
+def test_search_falls_back_to_re_when_pcre2_cannot_compile(caplog: pytest.LogCaptureFixture) -> None:
+    rule = "(?<" + "n" * 40 + ">x)"
+    with caplog.at_level(logging.WARNING, logger="logfwd.regex"):
+        fast = fluent_searcher(rule)
+        fluent_searcher(rule)
+    assert fast("axb") is not None and fast("ab") is None
+    assert len([r for r in caplog.records if "PCRE2" in r.getMessage()]) == 1
