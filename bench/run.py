@@ -265,7 +265,9 @@ def output_section(output: str, workdir: Path, target: str) -> str:
     elif output == "kafka":
         lines += [("brokers", target), ("topics", "bench"), ("format", "json")]
     elif output == "es":
-        lines += [("host", "127.0.0.1"), ("port", target), ("index", "bench"), ("suppress_type_name", "on")]
+        # buffer_size false: Fluent Bit reads the whole bulk answer (its 512k default fails on 1,000 items)
+        lines += [("host", "127.0.0.1"), ("port", target), ("index", "bench"), ("suppress_type_name", "on"),
+                  ("buffer_size", "false")]
     if output in ("kafka", "es"):
         lines.append(("retry_limit", "no_limits"))
     return "[OUTPUT]\n" + "".join(f"    {k:<18} {v}\n" for k, v in lines)
