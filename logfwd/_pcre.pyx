@@ -15,6 +15,15 @@ follow ``re``'s str semantics. Invalid UTF-8 in a bytes line is replaced with
 U+FFFD first, as the ``re`` path decodes it. A line PCRE2 cannot finish (JIT
 stack or match limit) is handed to the ``fallback`` callable, one line at a
 time, so that nothing is lost.
+
+Known difference from ``re``: ``\\s`` does not take the control characters
+U+001C..U+001F (``str.isspace()`` does; PCRE2 and Onigmo do not).
+
+Repeated values: each named group keeps a small cache of its recent ASCII values
+(hosts, methods, agents, the time of one second...), so a repeated value is the
+same str object, not a new one; ``_fastparse.apply_time`` then parses a repeated
+time once. The cache is touched only with the GIL held and no Python code runs
+while a slot changes, so the object stays consistent if threads share it.
 """
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_CheckExact, PyBytes_GET_SIZE
