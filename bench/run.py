@@ -82,6 +82,26 @@ FLUENT_BIT = {
 OUTPUTS = ("null", "file", "kafka", "es")
 
 
+# Parsers written the way users write theirs in their own parsers file: their own names and
+# expressions, so no native kernel recognises them (logfwd runs them through PCRE2, Fluent Bit
+# through Onigmo). Both forwarders read this same file (``parsers_file`` in [SERVICE]).
+USER_PARSERS = r"""[PARSER]
+    Name        my_apache
+    Format      regex
+    Regex       ^(?<remote>[^ ]+) (?<ident>[^ ]+) (?<user>[^ ]+) \[(?<time>[^\]]+)\] "(?<method>[A-Z]+) (?<path>[^ ]+) (?<proto>[^"]+)" (?<status>\d{3}) (?<bytes>\d+|-) "(?<referer>[^"]*)" "(?<agent>[^"]*)"$
+    Time_Key    time
+    Time_Format %d/%b/%Y:%H:%M:%S %z
+    Types       status:integer bytes:integer
+
+[PARSER]
+    Name        my_syslog
+    Format      regex
+    Regex       ^<(?<pri>\d+)>(?<time>\w{3} +\d{1,2} \d{2}:\d{2}:\d{2}) (?<host>\S+) (?<ident>[^\[:]+)(?:\[(?<pid>\d+)\])?: (?<message>.*)$
+    Time_Key    time
+    Time_Format %b %d %H:%M:%S
+"""
+
+
 @dataclass(frozen=True)
 class Row:
     name: str  # row id used by --only
@@ -99,7 +119,9 @@ ROWS = (
         storage=True),
     Row("multiline", "docker", "multiline.parser docker, cri", (("multiline.parser", "docker, cri"),), ("null",)),
     Row("apache", "apache", "apache2", (("Parser", "apache2"),)),
+    Row("apache-own", "apache", "own regex + Types", (("Parser", "my_apache"),), ("null",)),
     Row("syslog", "syslog", "syslog-rfc3164", (("Parser", "syslog-rfc3164"),)),
+    Row("syslog-own", "syslog", "own regex", (("Parser", "my_syslog"),), ("null",)),
     Row("rfc5424", "rfc5424", "syslog-rfc5424 (TCP)", (("Parser", "syslog-rfc5424"),), ("null", "file"),
         source="syslog-tcp"),
 )
@@ -246,7 +268,9 @@ def output_section(output: str, workdir: Path, target: str) -> str:
     elif output == "kafka":
         lines += [("brokers", target), ("topics", "bench"), ("format", "json")]
     elif output == "es":
-        lines += [("host", "127.0.0.1"), ("port", target), ("index", "bench"), ("suppress_type_name", "on")]
+        # buffer_size false: Fluent Bit reads the whole bulk answer (its 512k default fails on 1,000 items)
+        lines += [("host", "127.0.0.1"), ("port", target), ("index", "bench"), ("suppress_type_name", "on"),
+                  ("buffer_size", "false")]
     if output in ("kafka", "es"):
         lines.append(("retry_limit", "no_limits"))
     return "[OUTPUT]\n" + "".join(f"    {k:<18} {v}\n" for k, v in lines)
@@ -274,14 +298,18 @@ def input_section(row: Row, data: Path, syslog_port: int) -> str:
 
 def write_config(row: Row, data: Path, output: str, port: int, flush: float, workdir: Path,
                  target: str = "", syslog_port: int = 0) -> Path:
-    conf = workdir / "logfwd.conf"
+    """One config both forwarders read (Fluent Bit's classic format), with the user parsers beside it."""
+    (workdir / "parsers-user.conf").write_text(USER_PARSERS)
+    conf = workdir / "bench.conf"
     conf.write_text(
         f"""[SERVICE]
     flush              {flush}
+    grace              1
     log_level          warn
     http_server        on
     http_listen        127.0.0.1
     http_port          {port}
+    parsers_file       parsers-user.conf
 {storage_section(row, workdir)}
 {input_section(row, data, syslog_port)}
 {output_section(output, workdir, target)}"""
@@ -313,6 +341,29 @@ def logfwd_argv(conf: Path) -> list[str]:
     return [sys.executable, "-m", "logfwd", "-c", str(conf)]
 
 
+def fluent_bit_argv(conf: Path) -> list[str]:
+    """Fluent Bit on the same config; the shipped parsers (docker, apache2, syslog-*) from our
+    ``logfwd/parsers.conf``, which is in Fluent Bit's format (``-R``)."""
+    exe = shutil.which("fluent-bit")
+    assert exe is not None
+    return [exe, "-c", str(conf), "-R", str(REPO / "logfwd" / "parsers.conf")]
+
+
+def fluent_bit_version() -> str | None:
+    """``Fluent Bit vX.Y.Z`` of the ``fluent-bit`` on PATH, or None when there is none."""
+    exe = shutil.which("fluent-bit")
+    if exe is None:
+        return None
+    try:
+        out = subprocess.run([exe, "--version"], capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.splitlines()[0].strip() if out else "Fluent Bit"
+
+
+FORWARDERS: dict[str, Callable[[Path], list[str]]] = {"logfwd": logfwd_argv, "fluent-bit": fluent_bit_argv}
+
+
 def send_tcp(address: str, path: Path, framing: str) -> None:
     """The sender process of the rfc5424 row: stream every line of ``path`` to ``address``, then close.
 
@@ -335,7 +386,7 @@ def send_tcp(address: str, path: Path, framing: str) -> None:
 
 
 def run_once(row: Row, data: Path, lines: int, output: str, flush: float, timeout: float,
-             framing: str = "newline") -> Result:
+             framing: str = "newline", forwarder: str = "logfwd") -> Result:
     workdir = OUT / f"{row.name}-{output}"
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "out.txt").unlink(missing_ok=True)
@@ -351,15 +402,15 @@ def run_once(row: Row, data: Path, lines: int, output: str, flush: float, timeou
             server, es_port = start_es(workdir)
             target = str(es_port)
         conf = write_config(row, data, output, port, flush, workdir, target, syslog_port)
-        log = open(workdir / "daemon.log", "wb")
+        log = open(workdir / f"{forwarder}.log", "wb")
         t0 = time.monotonic()
-        proc = subprocess.Popen(logfwd_argv(conf), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        proc = subprocess.Popen(FORWARDERS[forwarder](conf), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         count = 0
         end = None
         try:
             if syslog_port:
                 wait_until(lambda: proc.poll() is None and port_open(syslog_port), 30, "syslog TCP port",
-                           workdir / "daemon.log")
+                           workdir / f"{forwarder}.log")
                 sender = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--send-tcp",
                                            f"127.0.0.1:{syslog_port}", "--framing", framing, str(data)])
             while time.monotonic() - t0 < timeout:
@@ -391,8 +442,8 @@ def run_once(row: Row, data: Path, lines: int, output: str, flush: float, timeou
             server.stop()
             shutil.rmtree(workdir / "noida-data", ignore_errors=True)  # noida-db's saved index (large at 1M)
     if end is None:
-        tail = (workdir / "daemon.log").read_text(errors="replace")[-2000:]
-        raise RuntimeError(f"{row.name}/{output}: {count} of {lines} records processed "
+        tail = (workdir / f"{forwarder}.log").read_text(errors="replace")[-2000:]
+        raise RuntimeError(f"{forwarder} {row.name}/{output}: {count} of {lines} records processed "
                            f"(exit {proc.returncode}); daemon log:\n{tail}")
     if sender is not None and sender.returncode != 0:
         raise RuntimeError(f"{row.name}/{output}: the TCP sender failed with exit {sender.returncode}")
@@ -401,6 +452,64 @@ def run_once(row: Row, data: Path, lines: int, output: str, flush: float, timeou
 
 def fmt_rate(x: float) -> str:
     return f"{x:,.0f}"
+
+
+def _median(results: list[Result], lines: int) -> dict[str, float]:
+    secs = statistics.median(r.seconds for r in results)
+    return {"records_per_s": lines / secs, "cpu_s_per_1m": statistics.median(r.cpu for r in results) * 1e6 / lines,
+            "peak_rss_mib": statistics.median(r.rss_mib for r in results)}
+
+
+def measure_row(row: Row, data: Path, output: str, args: argparse.Namespace, side_by_side: bool) -> dict:
+    """One row: logfwd (and Fluent Bit, alternated run by run: L F, F L, L F ...) ``--runs`` times each."""
+    names = ["logfwd", "fluent-bit"] if side_by_side else ["logfwd"]
+    results: dict[str, list[Result]] = {n: [] for n in names}
+    for i in range(args.runs):
+        for fwd in names if i % 2 == 0 else names[::-1]:
+            print(f"{row.name}/{output}: {fwd} run {i + 1}/{args.runs} ...", file=sys.stderr, flush=True)
+            results[fwd].append(run_once(row, data, args.lines, output, args.flush, args.timeout, args.framing, fwd))
+    entry: dict = {"row": row.name, "workload": row.kind, "parser": row.label, "output": output,
+                   "lines": args.lines, **_median(results["logfwd"], args.lines)}
+    if side_by_side:
+        entry["fluent_bit"] = _median(results["fluent-bit"], args.lines)
+        entry["fluent_bit_source"] = "measured"
+    else:
+        fb = FLUENT_BIT.get((row.name, output))
+        entry["fluent_bit"] = (None if fb is None else
+                               {"records_per_s": fb[0], "cpu_s_per_1m": fb[1], "peak_rss_mib": fb[2]})
+        entry["fluent_bit_source"] = "published"
+    fbd = entry["fluent_bit"]
+    entry["cpu_ratio"] = entry["cpu_s_per_1m"] / fbd["cpu_s_per_1m"] if fbd else None
+    return entry
+
+
+def print_table(table: list[dict], args: argparse.Namespace, fb_version: str | None) -> None:
+    hdr = ("workload", "parser", "output", "CPU ratio", "CPU s/1M", "FB CPU", "records/s", "FB rec/s",
+           "RSS MiB", "FB RSS")
+    lines_out = [hdr]
+    for t in table:
+        fb = t["fluent_bit"] or {}
+        lines_out.append((
+            t["workload"], t["parser"], t["output"], f"{t['cpu_ratio']:.2f}" if t["cpu_ratio"] else "-",
+            f"{t['cpu_s_per_1m']:.2f}", f"{fb['cpu_s_per_1m']:.2f}" if fb else "-",
+            fmt_rate(t["records_per_s"]), fmt_rate(fb["records_per_s"]) if fb else "-",
+            f"{t['peak_rss_mib']:.1f}", f"{fb['peak_rss_mib']:.1f}" if fb else "-",
+        ))
+    widths = [max(len(str(r[i])) for r in lines_out) for i in range(len(hdr))]
+    if fb_version:
+        what = f"{fb_version} measured side by side (alternated run by run)"
+    else:
+        what = "Fluent Bit v5.1.1's published figures (no fluent-bit on PATH)"
+    print(f"\nlogfwd vs {what}; {args.lines:,} lines, median of {args.runs}, Flush {args.flush:g}; "
+          "CPU ratio = logfwd CPU / Fluent Bit CPU per record")
+    for k, r in enumerate(lines_out):
+        print("  ".join(str(c).ljust(w) if j < 3 else str(c).rjust(w) for j, (c, w) in enumerate(zip(r, widths, strict=True))))
+        if k == 0:
+            print("  ".join("-" * w for w in widths))
+    if args.lines != 1_000_000 and not fb_version:
+        print("(Fluent Bit figures are for 1,000,000 lines; fixed start-up and Flush costs weigh more on small runs)")
+    if args.json:
+        print(json.dumps(table, indent=2))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -415,6 +524,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--timeout", type=float, default=600.0, help="seconds per run before giving up")
     ap.add_argument("--framing", choices=("newline", "octet"), default="newline",
                     help="TCP framing of the rfc5424 row's sender (default newline, as Fluent Bit's syslog tcp)")
+    ap.add_argument("--fluent-bit", choices=("auto", "on", "off"), default="auto",
+                    help="run Fluent Bit side by side: auto (when fluent-bit is on PATH, default), on, off "
+                         "(compare with its published figures)")
     ap.add_argument("--json", action="store_true", help="print the results as JSON too")
     ap.add_argument("--send-tcp", metavar="HOST:PORT", help=argparse.SUPPRESS)  # the sender process
     ap.add_argument("file", nargs="?", help=argparse.SUPPRESS)
@@ -436,6 +548,9 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"unknown outputs {sorted(bad)}; choose from {list(OUTPUTS)} or all")
     rows = [r for r in ROWS if not only or r.name in only]
 
+    fb_version = None if args.fluent_bit == "off" else fluent_bit_version()
+    if args.fluent_bit == "on" and fb_version is None:
+        ap.error("--fluent-bit on: no fluent-bit binary on PATH")
     table = []
     for row in rows:
         todo = [o for o in outputs if o in row.outputs]
@@ -443,39 +558,8 @@ def main(argv: list[str] | None = None) -> int:
             continue
         data = workload(row.kind, args.lines)
         for output in todo:
-            results = []
-            for i in range(args.runs):
-                print(f"{row.name}/{output}: run {i + 1}/{args.runs} ...", file=sys.stderr, flush=True)
-                results.append(run_once(row, data, args.lines, output, args.flush, args.timeout, args.framing))
-            secs = statistics.median(r.seconds for r in results)
-            cpu = statistics.median(r.cpu for r in results)
-            rss = statistics.median(r.rss_mib for r in results)
-            table.append({
-                "row": row.name, "workload": row.kind, "parser": row.label, "output": output,
-                "lines": args.lines, "records_per_s": args.lines / secs,
-                "cpu_s_per_1m": cpu * 1_000_000 / args.lines, "peak_rss_mib": rss,
-                "fluent_bit": FLUENT_BIT.get((row.name, output)),
-            })
-
-    hdr = ("workload", "parser", "output", "records/s", "FB rec/s", "CPU s/1M", "FB CPU", "RSS MiB", "FB RSS")
-    lines_out = [hdr]
-    for t in table:
-        fb = t["fluent_bit"] or (None, None, None)
-        lines_out.append((
-            t["workload"], t["parser"], t["output"], fmt_rate(t["records_per_s"]),
-            fmt_rate(fb[0]) if fb[0] else "-", f"{t['cpu_s_per_1m']:.2f}", f"{fb[1]:.2f}" if fb[1] else "-",
-            f"{t['peak_rss_mib']:.1f}", f"{fb[2]:.1f}" if fb[2] else "-",
-        ))
-    widths = [max(len(str(r[i])) for r in lines_out) for i in range(len(hdr))]
-    print(f"\nlogfwd vs Fluent Bit v5.1.1 ({args.lines:,} lines, median of {args.runs}, Flush {args.flush:g})")
-    for k, r in enumerate(lines_out):
-        print("  ".join(str(c).ljust(w) if j < 3 else str(c).rjust(w) for j, (c, w) in enumerate(zip(r, widths, strict=True))))
-        if k == 0:
-            print("  ".join("-" * w for w in widths))
-    if args.lines != 1_000_000:
-        print("(Fluent Bit figures are for 1,000,000 lines; fixed start-up and Flush costs weigh more on small runs)")
-    if args.json:
-        print(json.dumps(table, indent=2))
+            table.append(measure_row(row, data, output, args, fb_version is not None))
+    print_table(table, args, fb_version)
     return 0
 
 
