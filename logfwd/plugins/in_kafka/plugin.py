@@ -337,17 +337,30 @@ class KafkaInput(Input):
         consumer = self.consumer
         if consumer is None:
             return
-        offsets = self._take_offsets()
-        if offsets:
+        # The final commit can meet a rebalance (other members leaving too): then serve the
+        # rebalance with a short poll and try again; what is still owed goes back to the queue,
+        # so the revoke that consumer.close() triggers commits it.
+        for attempt in range(_FINAL_COMMIT_TRIES):
+            offsets = self._take_offsets()
+            if not offsets:
+                break
             try:
-                await trio.to_thread.run_sync(lambda: consumer.commit(offsets=offsets, asynchronous=False))
+                await trio.to_thread.run_sync(lambda o=offsets: consumer.commit(offsets=o, asynchronous=False))
+                break
             except KafkaException as e:
-                self.log.warning("final commit failed (records will be read again): %s", e)
+                self._commit_failed(offsets, e)
+                if attempt + 1 == _FINAL_COMMIT_TRIES:
+                    self.log.warning("final commit failed (records will be read again): %s", e)
+                    break
+                await trio.to_thread.run_sync(consumer.poll, 0.5)  # no records are stored: poll only rejoins
         pending = sum(t.outstanding for t in self._trackers.values())
         if pending:
             self.log.info("%d batch(es) undelivered at shutdown; they will be read again", pending)
         await trio.to_thread.run_sync(consumer.close)
         self.consumer = None
+
+
+_FINAL_COMMIT_TRIES = 5
 
 
 def _from_thread(fn: Callable[..., Any], *args: Any) -> Any:
