@@ -49,6 +49,9 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+import os_node  # bench/os_node.py: the opensearch row (real node, logfwd beside Fluent Bit)
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -79,7 +82,7 @@ FLUENT_BIT = {
     ("rfc5424", "null"): (295_946, 3.11, 97.5),  # syslog RFC 5424 over TCP, 1,000,000 messages
 }
 
-OUTPUTS = ("null", "file", "kafka", "es")
+OUTPUTS = ("null", "file", "kafka", "es", "opensearch")
 
 
 @dataclass(frozen=True)
@@ -93,7 +96,7 @@ class Row:
 
 
 ROWS = (
-    Row("docker", "docker", "docker", (("Parser", "docker"),), ("null", "file", "kafka", "es")),
+    Row("docker", "docker", "docker", (("Parser", "docker"),), ("null", "file", "kafka", "es", "opensearch")),
     Row("multiline", "docker", "multiline.parser docker, cri", (("multiline.parser", "docker, cri"),), ("null",)),
     Row("apache", "apache", "apache2", (("Parser", "apache2"),)),
     Row("syslog", "syslog", "syslog-rfc3164", (("Parser", "syslog-rfc3164"),)),
@@ -242,9 +245,9 @@ def output_section(output: str, workdir: Path, target: str) -> str:
         lines += [("path", str(workdir)), ("file", "out.txt")]
     elif output == "kafka":
         lines += [("brokers", target), ("topics", "bench"), ("format", "json")]
-    elif output == "es":
+    elif output in ("es", "opensearch"):
         lines += [("host", "127.0.0.1"), ("port", target), ("index", "bench"), ("suppress_type_name", "on")]
-    if output in ("kafka", "es"):
+    if output in ("kafka", "es", "opensearch"):
         lines.append(("retry_limit", "no_limits"))
     return "[OUTPUT]\n" + "".join(f"    {k:<18} {v}\n" for k, v in lines)
 
@@ -323,8 +326,10 @@ def send_tcp(address: str, path: Path, framing: str) -> None:
 
 
 def run_once(row: Row, data: Path, lines: int, output: str, flush: float, timeout: float,
-             framing: str = "newline") -> Result:
-    workdir = OUT / f"{row.name}-{output}"
+             framing: str = "newline", os_port: int = 0, fluent_bit: str | None = None) -> Result:
+    """One measured run; ``os_port``: the running OpenSearch node of the opensearch row, and
+    ``fluent_bit``: run that binary (its ``es`` output) instead of logfwd."""
+    workdir = OUT / f"{row.name}-{output}{'-fluent-bit' if fluent_bit else ''}"
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "out.txt").unlink(missing_ok=True)
     port = free_port()
@@ -338,10 +343,15 @@ def run_once(row: Row, data: Path, lines: int, output: str, flush: float, timeou
         elif output == "es":
             server, es_port = start_es(workdir)
             target = str(es_port)
-        conf = write_config(row, data, output, port, flush, workdir, target, syslog_port)
+        elif output == "opensearch":
+            target = str(os_port)
+        if fluent_bit:
+            argv = [fluent_bit, "-c", str(os_node.fluent_bit_config(workdir, data, port, os_port, flush))]
+        else:
+            argv = logfwd_argv(write_config(row, data, output, port, flush, workdir, target, syslog_port))
         log = open(workdir / "daemon.log", "wb")
         t0 = time.monotonic()
-        proc = subprocess.Popen(logfwd_argv(conf), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         count = 0
         end = None
         try:
@@ -385,6 +395,44 @@ def run_once(row: Row, data: Path, lines: int, output: str, flush: float, timeou
     if sender is not None and sender.returncode != 0:
         raise RuntimeError(f"{row.name}/{output}: the TCP sender failed with exit {sender.returncode}")
     return Result(end - t0, ru.ru_utime + ru.ru_stime, ru.ru_maxrss / 1024.0, count)
+
+
+def medians(results: list[Result], lines: int) -> tuple[float, float, float]:
+    """(records/s, CPU s per 1M records, peak RSS MiB), each the median over the runs."""
+    secs = statistics.median(r.seconds for r in results)
+    cpu = statistics.median(r.cpu for r in results)
+    return lines / secs, cpu * 1_000_000 / lines, statistics.median(r.rss_mib for r in results)
+
+
+def table_entry(row: Row, output: str, lines: int, results: list[Result], fb: Any) -> dict[str, Any]:
+    rate, cpu, rss = medians(results, lines)
+    return {"row": row.name, "workload": row.kind, "parser": row.label, "output": output, "lines": lines,
+            "records_per_s": rate, "cpu_s_per_1m": cpu, "peak_rss_mib": rss, "fluent_bit": fb}
+
+
+def opensearch_rows(row: Row, data: Path, args: argparse.Namespace) -> list[dict[str, Any]]:
+    """The opensearch row: one real node, logfwd and Fluent Bit (when on PATH) alternately."""
+    workdir = OUT / f"{row.name}-opensearch"
+    workdir.mkdir(parents=True, exist_ok=True)
+    done = {"logfwd": 0, "fluent-bit": 0}
+
+    def run(who: str, fb: list[str] | None, os_port: int) -> Result:
+        done[who] += 1
+        print(f"{row.name}/opensearch ({who}): run {done[who]}/{args.runs} ...", file=sys.stderr, flush=True)
+        return run_once(row, data, args.lines, "opensearch", args.flush, args.timeout, os_port=os_port,
+                        fluent_bit=fb[0] if fb else None)
+
+    got = os_node.run_row(args.lines, args.runs, run, workdir)
+    if "skip" in got:
+        print(f"{row.name}/opensearch: skipped: {got['skip']}", file=sys.stderr)
+        return []
+    fb = got["fluent-bit"]
+    if isinstance(fb, str):
+        print(f"{row.name}/opensearch: Fluent Bit not run: {fb}", file=sys.stderr)
+        live = None
+    else:
+        live = medians(fb, args.lines)
+    return [table_entry(row, "opensearch", args.lines, got["logfwd"], live) | {"fluent_bit_live": bool(live)}]
 
 
 def fmt_rate(x: float) -> str:
@@ -431,19 +479,14 @@ def main(argv: list[str] | None = None) -> int:
             continue
         data = workload(row.kind, args.lines)
         for output in todo:
+            if output == "opensearch":
+                table += opensearch_rows(row, data, args)
+                continue
             results = []
             for i in range(args.runs):
                 print(f"{row.name}/{output}: run {i + 1}/{args.runs} ...", file=sys.stderr, flush=True)
                 results.append(run_once(row, data, args.lines, output, args.flush, args.timeout, args.framing))
-            secs = statistics.median(r.seconds for r in results)
-            cpu = statistics.median(r.cpu for r in results)
-            rss = statistics.median(r.rss_mib for r in results)
-            table.append({
-                "row": row.name, "workload": row.kind, "parser": row.label, "output": output,
-                "lines": args.lines, "records_per_s": args.lines / secs,
-                "cpu_s_per_1m": cpu * 1_000_000 / args.lines, "peak_rss_mib": rss,
-                "fluent_bit": FLUENT_BIT.get((row.name, output)),
-            })
+            table.append(table_entry(row, output, args.lines, results, FLUENT_BIT.get((row.name, output))))
 
     hdr = ("workload", "parser", "output", "records/s", "FB rec/s", "CPU s/1M", "FB CPU", "RSS MiB", "FB RSS")
     lines_out = [hdr]
@@ -456,6 +499,8 @@ def main(argv: list[str] | None = None) -> int:
         ))
     widths = [max(len(str(r[i])) for r in lines_out) for i in range(len(hdr))]
     print(f"\nlogfwd vs Fluent Bit v5.1.1 ({args.lines:,} lines, median of {args.runs}, Flush {args.flush:g})")
+    if any(t.get("fluent_bit_live") for t in table):
+        print("(opensearch row: Fluent Bit's es output measured now against the same node, not a published figure)")
     for k, r in enumerate(lines_out):
         print("  ".join(str(c).ljust(w) if j < 3 else str(c).rjust(w) for j, (c, w) in enumerate(zip(r, widths, strict=True))))
         if k == 0:
