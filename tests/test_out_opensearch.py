@@ -17,9 +17,13 @@ its option table, and AWS SigV4 signing. Here:
 from __future__ import annotations
 
 import gzip
+import hashlib
 import json
+import os
+import subprocess
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -32,6 +36,7 @@ from logfwd.plugins.out_opensearch import sigv4
 from .backends.opensearch import OpenSearchNode
 from .faultproxy import FaultProxy, Recorded
 from .pluginkit import PluginConfigError, flush_all, make_chunk, make_plugin
+from .test_e2e_outputs import LOGFWD
 
 AK, SK, TOKEN = "AKIDLOGFWDTEST", "secret/for+tests", "session-token"
 
@@ -51,7 +56,7 @@ def proxy(opensearch: OpenSearchNode) -> Iterator[FaultProxy]:
 
 
 @pytest.fixture
-def aws_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
+def aws_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", AK)
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SK)
     monkeypatch.setenv("AWS_SESSION_TOKEN", TOKEN)
@@ -74,7 +79,7 @@ def test_options_are_fluent_bits_opensearch_ones() -> None:
     assert make_plugin(EsOutput, parsers=None).settings.tag_key == "flb-key"
 
 
-def test_aws_auth_needs_a_region_and_credentials(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
+def test_aws_auth_needs_a_region_and_credentials(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     with pytest.raises(ConfigValueError, match="required with AWS_Auth") as e:
         make_plugin(OpenSearchOutput, parsers=None, aws_auth="on")
     assert e.value.key == "aws_region"
@@ -100,7 +105,7 @@ def _verify(rec: Recorded, region: str, service: str) -> None:
     """Recompute the signature from the request as it arrived: host, path, query, wire body."""
     h = rec.headers
     path, _, query = rec.path.partition("?")
-    assert h["x-amz-content-sha256"] == sigv4.hashlib.sha256(rec.wire_body).hexdigest()
+    assert h["x-amz-content-sha256"] == hashlib.sha256(rec.wire_body).hexdigest()
     assert h["x-amz-security-token"] == TOKEN
     signed = {"host": h["host"], "x-amz-content-sha256": h["x-amz-content-sha256"],
               "x-amz-date": h["x-amz-date"], "x-amz-security-token": h["x-amz-security-token"]}
@@ -131,6 +136,42 @@ def test_signed_requests_reach_the_node_with_valid_signatures(
     bulk = proxy.bulk_requests()[0]
     assert bulk.headers["content-encoding"] == "gzip" and gzip.decompress(bulk.wire_body) == bulk.body
     assert bulk.path == f"/_bulk?pipeline={pipeline}"
+
+
+def test_cli_signed_stdin_to_the_node(opensearch: OpenSearchNode, proxy: FaultProxy, tmp_path: Path) -> None:
+    """The real ``logfwd`` process: a Fluent Bit style section, credentials from a shared file profile."""
+    creds = tmp_path / "credentials"
+    creds.write_text(f"[ship]\naws_access_key_id = {AK}\naws_secret_access_key = {SK}\n"
+                     f"aws_session_token = {TOKEN}\n")
+    idx = new_index("cli")
+    conf = tmp_path / "logfwd.conf"
+    conf.write_text(f"""[SERVICE]
+    Flush 0.2
+[INPUT]
+    Name   stdin
+    Tag    app
+[OUTPUT]
+    Name             opensearch
+    Match            *
+    Host             127.0.0.1
+    Port             {proxy.port}
+    Index            {idx}
+    AWS_Auth         On
+    AWS_Region       us-east-1
+    AWS_Profile      ship
+    Include_Tag_Key  On
+    Retry_Limit      3
+""")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env["AWS_SHARED_CREDENTIALS_FILE"] = str(creds)
+    data = b"".join(json.dumps({"n": i}).encode() + b"\n" for i in range(500))
+    done = subprocess.run([LOGFWD, "-c", str(conf)], input=data, capture_output=True, timeout=120, env=env)
+    assert done.returncode == 0, done.stderr.decode()
+    assert opensearch.count(idx) == 500
+    assert {s["_flb-key"] for s in opensearch.sources(idx)} == {"app"}  # Fluent Bit's opensearch Tag_Key
+    assert proxy.bulk_requests()
+    for rec in proxy.requests:
+        _verify(rec, "us-east-1", "es")
 
 
 def test_without_aws_auth_nothing_is_signed(opensearch: OpenSearchNode, proxy: FaultProxy) -> None:
