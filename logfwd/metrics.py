@@ -36,7 +36,8 @@ OUTPUT_COUNTERS = (
 )
 # Gauges are reported as-is (not "_total") in Prometheus.
 GAUGES = ("buffer_bytes", "buffer_records", "paused", "files_watched", "files_open", "connections", "udp_kernel_drops",
-          "partial_bytes")
+          "partial_bytes", "storage_chunks", "storage_chunks_up", "storage_chunks_down", "storage_chunks_busy",
+          "storage_bytes", "storage_records")
 
 
 class Counters(dict[str, float]):

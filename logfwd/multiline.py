@@ -59,7 +59,7 @@ import orjson
 
 from ._fastparse import docker_ml_batch as _docker_ml_batch
 from .options import ConfigValueError, Option
-from .regex import compile_fluent_regex
+from .regex import compile_fluent_regex, fluent_searcher
 
 __all__ = [
     "MULTILINE_OPTIONS",
@@ -144,13 +144,14 @@ class ParserLookup(Protocol):
 
 
 class _Rule:
-    __slots__ = ("index", "from_states", "regex", "to_state", "start", "pattern")
+    __slots__ = ("index", "from_states", "regex", "to_state", "start", "pattern", "search")
 
     def __init__(self, index: int, from_states: str, regex: str, to_state: str) -> None:
         self.index = index
         self.from_states = frozenset(s.strip() for s in from_states.split(",") if s.strip())
         self.pattern = regex
         self.regex = compile_fluent_regex(regex)
+        self.search = fluent_searcher(regex)  # what the state machine calls: PCRE2 where it compiles
         self.to_state = to_state.strip()
         self.start = "start_state" in self.from_states
 
@@ -777,7 +778,7 @@ class MultilineStream:
         rule = None
         if cur is not None:
             for r in m.cont[cur]:
-                if r.regex.search(text):
+                if r.search(text):
                     rule = r
                     if buf is None:
                         # Continuation after a timeout flush: it starts a record of its own.
@@ -787,7 +788,7 @@ class MultilineStream:
                     break
         if rule is None:
             for r in m.starts:
-                if r.regex.search(text):
+                if r.search(text):
                     rule = r
                     if buf is not None:
                         self._flush_buf(buf)

@@ -32,6 +32,7 @@ Where we differ from Fluent Bit, on purpose, so that no data is lost:
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 import zoneinfo
@@ -44,6 +45,7 @@ from typing import Any
 import orjson
 
 from . import _fastparse as fp
+from ._pcre import Pcre2Error, Pcre2Parser, onigmo_to_pcre2
 from .multiline import MultilineParser, builtin_multiline
 from .options import ConfigValueError, Option, OptionError, parse_bool
 from .regex import compile_onigmo, split_flags
@@ -253,12 +255,17 @@ class Parser:
         self._types: dict[str, str] = _types(opts.get("types")) if fmt != "json" else {}
         # Decoders: field -> [(decoder, action, in_place)].
         self._decoders = _decoders(opts, fmt)
+        # PCRE2 (see _pcre2_for): a regex parser without a native kernel matches in C, Types included.
+        self._pcre = (_pcre2_for(self, self._expr, self._flags)
+                      if fmt == "regex" and self._kernel is None else None)
+        self._post_types = self._types if self._pcre is None else {}
 
     def _compile_regex(self, regex: Any) -> None:
         """The ``Regex`` (``/expr/flags`` accepted), how batches are scanned, and a native kernel if one fits."""
         if not regex:
             raise ConfigValueError("regex", "Format regex needs a Regex")
         expr, flags = split_flags(str(regex).strip())
+        self._expr, self._flags = expr, flags
         try:
             self._regex = compile_onigmo(expr, re.M | flags)
         except re.error as e:
@@ -323,6 +330,8 @@ class Parser:
                     if r is need:
                         recs[i] = fp.regex_batch(self._regex, fp.decode_lines([values[i]]), self.skip_empty, False)[0]
                 return recs
+            if self._pcre is not None:
+                return self._pcre.batch(values, self.skip_empty)  # type: ignore[no-any-return]
             return fp.regex_batch(self._regex, fp.decode_lines(values), self.skip_empty,  # type: ignore[no-any-return]
                                   self._whole_buffer, self._anchored)
         if fmt == "logfmt":
@@ -347,7 +356,7 @@ class Parser:
             times = fp.apply_time(recs, self.time_key, self._time, self.time_keep, now_ns, default)
         else:
             times = [default] * len(recs)
-        if self._types or self._decoders:
+        if self._post_types or self._decoders:
             for r in recs:
                 if r is not None:
                     self._post(r)
@@ -360,7 +369,7 @@ class Parser:
             return None
 
     def _post(self, rec: dict[str, Any]) -> None:
-        for key, kind in self._types.items():
+        for key, kind in self._post_types.items():
             if key in rec:
                 rec[key] = _cast(rec[key], kind)
         for field, chain in self._decoders.items():
@@ -423,6 +432,35 @@ def _decoders(opts: dict[str, Any], fmt: str) -> dict[str, list[tuple[str, str |
                 continue  # the JSON decoder already decoded the escapes
             out.setdefault(parts[1], []).append((dec, parts[2].lower() if len(parts) == 3 else None, in_place))
     return out
+
+
+# ---------------------------------------------------------------------- PCRE2 hook
+
+_log = logging.getLogger("logfwd.parsers")
+_PCRE2_WARNED: set[str] = set()
+
+
+def _pcre2_for(parser: Parser, expr: str, flags: int) -> Pcre2Parser | None:
+    """The PCRE2 matcher of a regex parser, or None (the ``re`` path) when PCRE2 cannot take
+    its expression (one warning per expression). Lines PCRE2 cannot finish (match or JIT
+    stack limit) go to ``re`` one at a time."""
+    regex, skip = parser._regex, parser.skip_empty
+    assert regex is not None
+
+    def fallback(value: Any) -> dict[str, Any] | None:
+        return fp.regex_batch(regex, fp.decode_lines([value]), skip, False)[0]  # type: ignore[no-any-return]
+
+    try:
+        matcher = Pcre2Parser(onigmo_to_pcre2(expr), flags, parser._types, fallback, _cast)
+    except Pcre2Error as e:
+        if expr not in _PCRE2_WARNED:
+            _PCRE2_WARNED.add(expr)
+            _log.warning("parser %s: PCRE2 cannot compile its regex (%s); using Python's re (slower)",
+                         parser.name, e)
+        return None
+    if matcher.names != list(regex.groupindex):  # a construct the two read differently: trust re
+        return None
+    return matcher
 
 
 def _bool(v: Any, default: bool) -> bool:

@@ -188,6 +188,11 @@ class Emitter:
         self.budget = budget
         self._dispatch = dispatch
         self._metrics = metrics
+        # records emitted whose handle has not completed: what a shutdown leaves behind
+        self.unacked_records = 0
+        # True with storage.type filesystem: a handle completes once its records are in a chunk
+        # file, so a checkpoint taken on it may be written at once
+        self.durable = False
 
     @property
     def paused(self) -> bool:
@@ -223,8 +228,9 @@ class Emitter:
         await self.budget.acquire(cost)
         h = handle if handle is not None else AckHandle(nbytes)
         h.nbytes = nbytes
-        budget = self.budget
-        h.on_complete(lambda _h: budget.release(cost))
+        n = len(records)
+        self.unacked_records += n
+        h.on_complete(lambda _h: self._acked(cost, n))
         self._metrics.inc("records", len(records))
         self._metrics.inc("bytes", nbytes)
         batch = Batch(tag or self.tag, times, records, h, nbytes, keys)
@@ -232,6 +238,10 @@ class Emitter:
             await self._dispatch(batch)
         finally:
             h.done()
+
+    def _acked(self, cost: int, n: int) -> None:
+        self.budget.release(cost)
+        self.unacked_records -= n
 
 
 # Python-object overhead of a parsed record beyond its text: the dict itself and one
@@ -283,6 +293,11 @@ class Input(Plugin):
     """
 
     kind = "input"
+    # True when the source can be read again from a checkpoint (tail offsets, journal cursor):
+    # such an input pauses rather than loses records when storage is full or unwritable, and
+    # what a shutdown leaves undelivered is read again on restart. Push inputs (syslog,
+    # dummy, stdin) keep the default False.
+    replayable: ClassVar[bool] = False
 
     async def run(self, emitter: Emitter, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Read the source until it is exhausted or the task is cancelled.

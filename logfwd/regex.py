@@ -12,10 +12,18 @@ and has Ruby's anchors, so the same text means the same thing everywhere.
 
 from __future__ import annotations
 
+import logging
 import re
+from collections.abc import Callable
 from functools import lru_cache
+from typing import Any
 
-__all__ = ["translate", "compile_onigmo", "split_flags", "compile_fluent_regex"]
+from ._pcre import Pcre2Error, Pcre2Search, onigmo_to_pcre2
+
+__all__ = ["translate", "compile_onigmo", "split_flags", "compile_fluent_regex", "compile_search", "fluent_searcher"]
+
+_log = logging.getLogger("logfwd.regex")
+_PCRE2_WARNED: set[str] = set()
 
 _NAMED = re.compile(r"\(\?<(?![=!])([A-Za-z_][A-Za-z0-9_]*)>")
 _BACKREF = re.compile(r"\\k<([A-Za-z_][A-Za-z0-9_]*)>")
@@ -27,13 +35,14 @@ def translate(pattern: str) -> str:
     out = []
     i = 0
     n = len(pattern)
+    in_class = False  # inside [...]: \\h is the range itself, not a nested set
     while i < n:
         c = pattern[i]
         if c == "\\" and i + 1 < n:
             nxt = pattern[i + 1]
             if nxt == "h":
-                out.append("[0-9a-fA-F]")
-            elif nxt == "H":
+                out.append("0-9a-fA-F" if in_class else "[0-9a-fA-F]")
+            elif nxt == "H" and not in_class:
                 out.append("[^0-9a-fA-F]")
             elif nxt == "z":
                 out.append(r"\Z")
@@ -48,7 +57,16 @@ def translate(pattern: str) -> str:
                 out.append(pattern[i : i + 2])
             i += 2
             continue
-        if c == "(":
+        if c == "[" and not in_class:
+            in_class = True
+            j = i + 1 + (pattern.startswith("^", i + 1))
+            j += pattern.startswith("]", j)  # a ] first in the set is a literal
+            out.append(pattern[i:j])
+            i = j
+            continue
+        if c == "]" and in_class:
+            in_class = False
+        if c == "(" and not in_class:
             m = _NAMED.match(pattern, i)
             if m:
                 out.append(f"(?P<{m.group(1)}>")
@@ -94,3 +112,27 @@ def compile_fluent_regex(text: str) -> re.Pattern[str]:
     """
     pattern, flags = split_flags(text)
     return compile_onigmo(pattern, re.MULTILINE | flags)
+
+
+def compile_search(pattern: str, flags: int = 0) -> Callable[[str], Any]:
+    """``search`` of a Fluent Bit regex for yes/no matching (grep rules, multiline rules).
+
+    PCRE2 with its JIT (True on a match, None otherwise: no match object per value), or
+    ``re``'s ``search`` (a match or None) when PCRE2 cannot compile the expression, with
+    one warning per expression. Raises ``re.error`` when ``re`` rejects the expression.
+    """
+    rx = compile_onigmo(pattern, flags)
+    try:
+        return Pcre2Search(onigmo_to_pcre2(pattern), flags, rx.search).search  # type: ignore[no-any-return]
+    except Pcre2Error as e:
+        if pattern not in _PCRE2_WARNED:
+            _PCRE2_WARNED.add(pattern)
+            _log.warning("PCRE2 cannot compile the regex %r (%s); using Python's re (slower)", pattern, e)
+        return rx.search
+
+
+def fluent_searcher(text: str) -> Callable[[str], Any]:
+    """``search`` of a config's regex (``/pattern/opts`` or bare) for yes/no matching: PCRE2's JIT
+    where it compiles (see ``compile_search``); raises ``re.error`` like ``compile_fluent_regex``."""
+    pattern, flags = split_flags(text)
+    return compile_search(pattern, re.MULTILINE | flags)

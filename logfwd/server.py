@@ -71,6 +71,10 @@ class Monitor(Protocol):
         """Plugin instances failing right now (being restarted), with why."""
         ...
 
+    def storage(self) -> dict[str, Any] | None:
+        """``/api/v1/storage`` (Fluent Bit's shape) when ``storage.metrics`` is on, else None (404)."""
+        ...
+
     async def reload(self) -> tuple[int, dict[str, Any]]:
         """Reload the configuration; (HTTP status, Fluent Bit's JSON answer)."""
         ...
@@ -86,6 +90,9 @@ class StaticMonitor:
 
     def failing(self) -> dict[str, str]:
         return {}
+
+    def storage(self) -> dict[str, Any] | None:
+        return None
 
     async def reload(self) -> tuple[int, dict[str, Any]]:
         return 400, {"reload": "not enabled", "status": -1}
@@ -118,6 +125,7 @@ class _App:
             "/api/v1/health": (get, self.health_v1),
             "/api/v2/health": (get, self.health_v2),
             "/api/v2/reload": ((*get, b"POST", b"PUT"), self.reload),
+            "/api/v1/storage": (get, self.storage),
         }
         self.method = b"GET"
 
@@ -162,6 +170,12 @@ class _App:
                                     "hc_errors_count": h.errors_count,
                                     "hc_retry_failure_count": h.retry_failure_count}
         return (200 if ok else 500), _JSON, orjson.dumps(body)
+
+    async def storage(self) -> tuple[int, str, bytes]:
+        snapshot = self.monitor.storage()
+        if snapshot is None:
+            return 404, _TEXT, b"storage metrics are off (service storage.metrics on)\n"
+        return 200, _JSON, orjson.dumps(snapshot)
 
     async def reload(self) -> tuple[int, str, bytes]:
         if self.method in (b"GET", b"HEAD"):

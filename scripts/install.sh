@@ -34,6 +34,7 @@ else
     || apt_pkgs+=(python3-dev)
 fi
 pkg-config --exists libsystemd 2>/dev/null || apt_pkgs+=(libsystemd-dev)
+pkg-config --exists libpcre2-8 2>/dev/null || apt_pkgs+=(libpcre2-dev)  # regex parsers: PCRE2 + JIT
 if ((want_test)); then
   for p in influxdb victoria-metrics systemd-journal-remote rsyslog util-linux curl openssl; do
     dpkg -s "$p" >/dev/null 2>&1 || apt_pkgs+=("$p")

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import trio
 
-from logfwd.engine.batch import Result
+from logfwd.batch import Result
 from logfwd.net.bisect import Answer, bisect_send
 from logfwd.net.http import Verdict
 

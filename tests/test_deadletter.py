@@ -59,9 +59,12 @@ def test_concurrent_writers_do_not_interleave_lines(tmp_path: Path) -> None:
 
 
 def test_default_directory(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    assert default_dead_letter_dir("/data/logfwd") == Path("/data/logfwd/dead-letter")
+    assert default_dead_letter_dir({"storage.path": "/data/logfwd"}) == Path("/data/logfwd/rejected")
+    assert default_dead_letter_dir({"storage.path": "/data/logfwd", "storage.rejected.path": "/srv/rej"}) == \
+        Path("/srv/rej")
+    assert default_dead_letter_dir({"storage.path": "/data/logfwd", "storage.keep.rejected": False}) is None
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path))
     monkeypatch.setattr("os.geteuid", lambda: 1000)
-    assert default_dead_letter_dir(None) == tmp_path / "logfwd" / "dead-letter"
+    assert default_dead_letter_dir({}) == tmp_path / "logfwd" / "rejected"
     monkeypatch.setattr("os.geteuid", lambda: 0)
-    assert default_dead_letter_dir(None) == Path("/var/lib/logfwd/dead-letter")
+    assert default_dead_letter_dir({}) == Path("/var/lib/logfwd/rejected")

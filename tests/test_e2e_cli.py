@@ -274,3 +274,31 @@ def test_slow_output_keeps_rss_bounded_while_1gb_flows(tmp_path: Path) -> None:
     assert proc.returncode == 0
     print(f"1 GiB through a slow reader: peak RSS {peak / 2**20:.0f} MiB")
     assert peak < 150 * 1024 * 1024, f"peak RSS {peak / 2**20:.0f} MiB"
+
+
+def test_multiline_buffer_limit_bounds_a_multiline_record(tmp_path: Path) -> None:
+    """The service's multiline_buffer_limit (Fluent Bit's key) caps a record built by a multiline parser:
+    a 200-line stack trace with a 2k limit comes out as several records, none far past the limit, none lost."""
+    log = tmp_path / "app.log"
+    frames = "".join(f'  File "/srv/app/mod{i}.py", line {i}, in handler_{i}\n' for i in range(200))
+    log.write_text("Traceback (most recent call last):\n" + frames + "ValueError: boom\nnext line\n")
+    conf = tmp_path / "ml.conf"
+    conf.write_text(f"""
+[SERVICE]
+    Flush                  0.2
+    multiline_buffer_limit 2k
+[INPUT]
+    Name              tail
+    Path              {log}
+    Read_from_Head    On
+    multiline.parser  python
+[OUTPUT]
+    Name   stdout
+    Match  *
+    Format json_lines
+""")
+    p = run_until(["-c", str(conf)], lambda out: b"next line" in out)
+    records = [json.loads(x)["log"] for x in p.stdout.decode().splitlines() if x.startswith("{")]
+    text = "".join(records)
+    assert len(records) > 3 and max(len(r) for r in records) < 2048 + 200
+    assert text.count("File \"/srv/app/mod") == 200 and "ValueError: boom" in text

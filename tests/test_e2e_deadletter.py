@@ -23,7 +23,7 @@ def _run(conf: Path, lines: list[dict[str, Any]]) -> subprocess.CompletedProcess
 
 
 def _dead_letters(storage: Path, output: str) -> list[dict[str, Any]]:
-    path = storage / "dead-letter" / f"{output}.jsonl"
+    path = storage / "rejected" / f"{output}.jsonl"
     return [json.loads(x) for x in path.read_text().splitlines()] if path.exists() else []
 
 

@@ -122,6 +122,19 @@ def _committed(bootstrap: str, group: str, topic: str) -> dict[int, int]:
     return {tp.partition: max(tp.offset, 0) for tp in tps}  # OFFSET_INVALID (none yet) → 0
 
 
+def _settled_committed(bootstrap: str, group: str, topic: str) -> dict[int, int]:
+    """The group's committed offsets once two reads half a second apart agree (an in-flight commit landed)."""
+    prev = _committed(bootstrap, group, topic)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+        cur = _committed(bootstrap, group, topic)
+        if cur == prev:
+            return cur
+        prev = cur
+    return prev
+
+
 def test_three_aggregators_kill_and_join_lose_nothing(kafka_broker: KafkaBroker, kafka_topic: str,
                                                       tmp_path: Path, logfwds: list[Logfwd]) -> None:  # noqa: F811
     bootstrap, topic, group = kafka_broker.bootstrap, kafka_topic, "agg-" + kafka_topic[-6:]
@@ -146,7 +159,8 @@ def test_three_aggregators_kill_and_join_lose_nothing(kafka_broker: KafkaBroker,
     assert victim.proc is not None
     victim.proc.send_signal(signal.SIGKILL)
     victim.proc.wait(10)
-    uncommitted = _uncommitted(victim, _committed(bootstrap, group, topic))
+    # A commit the victim sent just before the kill may still land: read until the offsets settle.
+    uncommitted = _uncommitted(victim, _settled_committed(bootstrap, group, topic))
 
     wait_for(lambda: feeder.produced >= 2 * N // 3, 60, "two thirds produced")
     joiner = _aggregator(tmp_path / "d", bootstrap, topic, group)

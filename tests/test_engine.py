@@ -249,7 +249,7 @@ def test_retry_limit_dead_letters(tmp_path: Path) -> None:
     p = run(cfg)
     m = p.registry.get("output", "down")
     assert m["retries"] == 2 and m["retries_failed"] == 1 and m["dlq_records"] == 3 and m["proc_records"] == 0
-    lines = [json.loads(x) for x in (tmp_path / "dead-letter" / "down.jsonl").read_text().splitlines()]
+    lines = [json.loads(x) for x in (tmp_path / "rejected" / "down.jsonl").read_text().splitlines()]
     assert [x["record"]["n"] for x in lines] == [0, 1, 2]
     assert all("retry limit reached" in x["reason"] and "503" in x["reason"] for x in lines)
     assert ListInput.commits[-1] == 0  # dead-lettered counts as resolved: the checkpoint moves on
@@ -271,7 +271,7 @@ def test_partial_refusal_and_item_retry(tmp_path: Path) -> None:
     cfg = config(section(ListInput), section(Picky, "es", match="*", retry_limit=5), storage_path=str(tmp_path))
     p = run(cfg)
     assert sorted(r["n"] for r in OUTPUTS["es"].got) == [0, 2, 3]
-    dl = [json.loads(x) for x in (tmp_path / "dead-letter" / "es.jsonl").read_text().splitlines()]
+    dl = [json.loads(x) for x in (tmp_path / "rejected" / "es.jsonl").read_text().splitlines()]
     assert [x["record"]["n"] for x in dl] == [1] and "mapper_parsing_exception" in dl[0]["reason"]
     m = p.registry.get("output", "es")
     assert m["proc_records"] == 3 and m["dlq_records"] == 1 and m["retried_records"] == 1
@@ -358,7 +358,7 @@ def test_grace_timeout_leaves_unacked(tmp_path: Path) -> None:
     p = run(cfg)
     assert not p.stopped_cleanly
     assert ListInput.commits == []  # nothing acknowledged: a restart reads it again
-    assert not (tmp_path / "dead-letter" / "down.jsonl").exists()
+    assert not (tmp_path / "rejected" / "down.jsonl").exists()
 
 
 class CountingSetup(Output):

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import trio
 
-from logfwd.engine.batch import Batch
+from logfwd.batch import Batch
 from logfwd.parsers import ParserRegistry
 from logfwd.plugins.filter_kubernetes import KubernetesFilter
 

@@ -9,7 +9,7 @@ import pytest
 import trio
 from trio.testing import MockClock
 
-from logfwd.engine.batch import Batch, MemBudget
+from logfwd.batch import Batch, MemBudget
 from logfwd.plugin import ConfigValueError, find_plugin
 
 from .pluginkit import Collector, make_plugin

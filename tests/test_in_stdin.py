@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import trio
 
-from logfwd.engine.batch import Batch
+from logfwd.batch import Batch
 from logfwd.plugin import ConfigValueError, find_plugin
 
 from .pluginkit import Collector, make_plugin

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 import trio
 
-from logfwd.engine.batch import Chunk, Result
+from logfwd.batch import Chunk, Result
 from logfwd.plugin import ConfigValueError, find_plugin
 from logfwd.plugins._es.plugin import parse_cloud_id
 from logfwd.plugins.out_es import PLUGIN as EsOutput

@@ -67,7 +67,7 @@ def _run_stdin(conf: Path, lines: list[dict[str, Any]]) -> subprocess.CompletedP
 
 
 def _dead_letters(storage: Path, output: str) -> list[dict[str, Any]]:
-    path = storage / "dead-letter" / f"{output}.jsonl"
+    path = storage / "rejected" / f"{output}.jsonl"
     return [json.loads(x) for x in path.read_text().splitlines()] if path.exists() else []
 
 

@@ -16,7 +16,7 @@ import orjson
 import pytest
 from elastic_transport import SerializationError
 
-from logfwd.engine.batch import Chunk
+from logfwd.batch import Chunk
 from logfwd.plugins._es import reply as out_es
 from logfwd.plugins.out_es import PLUGIN as EsOutput
 

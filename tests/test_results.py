@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from logfwd.engine.batch import Result
+from logfwd.batch import Result
 from logfwd.engine.results import Outcomes, merge
 
 

@@ -15,6 +15,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import textwrap
 import urllib.error
 import urllib.request
@@ -299,3 +300,21 @@ def test_state_directory_is_the_default_storage_path(tmp_path: Path) -> None:
     """Under the unit, systemd sets $STATE_DIRECTORY: dead letters and chunks go there by default."""
     p = run(["--dry-run", "-i", "dummy", "-o", "null", "-m", "*"], env={"STATE_DIRECTORY": str(tmp_path)})
     assert p.returncode == 0, p.stderr
+
+
+@pytest.mark.skipif(shutil.which("setpriv") is None or os.geteuid() != 0, reason="needs root and setpriv")
+def test_unreadable_tls_file_exits_1_with_one_line(tmp_path: Path) -> None:
+    """A certificate the daemon's user cannot read: refused at load (and by --dry-run), naming key and file."""
+    shared = Path(tempfile.mkdtemp(prefix="logfwd-tls-"))  # traversable by nobody, unlike pytest's tmp_path
+    shared.chmod(0o755)
+    cert = shared / "ca.pem"
+    cert.write_text("-----BEGIN CERTIFICATE-----\nnot read anyway\n-----END CERTIFICATE-----\n")
+    cert.chmod(0o600)  # root's; the daemon runs as nobody below
+    for extra in (["--dry-run"], []):
+        p = subprocess.run(["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", LOGFWD, *extra,
+                            "-i", "dummy", "-o", "es", "-m", "*", "-p", "tls=on", "-p", f"tls.ca_file={cert}"],
+                           capture_output=True, text=True, timeout=60)
+        assert p.returncode == 1, p.stderr
+        assert f"key 'tls.ca_file': {cert} is not readable by this user" in p.stderr
+        assert "Traceback" not in p.stderr
+    shutil.rmtree(shared)

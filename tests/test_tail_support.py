@@ -16,7 +16,7 @@ from typing import Any
 
 import trio
 
-from logfwd.engine.batch import MemBudget
+from logfwd.batch import MemBudget
 from logfwd.plugin import find_plugin
 from tests.pluginkit import DEFAULT, Collector, make_plugin
 

@@ -301,14 +301,10 @@ def _plugin_sections(
         if kind == "input":
             if not opts.get("tag"):
                 opts["tag"] = f"{canonical}.{n}"  # Fluent Bit tags untagged inputs with the instance name
-            if opts.get("storage.type") == "filesystem" and not service.get("storage.path"):
+            if _filesystem_storage(opts, conv, service) and not service.get("storage.path"):
                 issues.append(ConfigIssue(sect.file, _line_of(conv, "storage.type", sect.line), label,
                                           "storage.type", "storage.type filesystem needs storage.path in the "
                                           "service section (the directory for chunk files)"))
-            elif opts.get("storage.type") == "filesystem":
-                warnings.append(f"{where}: {label}: storage.type filesystem: chunk files are not implemented yet; "
-                                "records are buffered in memory. Checkpoints still advance only on delivery, so a "
-                                "restart re-reads what was buffered instead of losing it")
         elif not opts.get("match") and opts.get("match_regex") is None:
             warnings.append(f"{where}: {label}: no Match or Match_Regex: this {kind} receives no records")
 
@@ -401,3 +397,10 @@ def build_config(
         path=path,
         warnings=warnings,
     )
+
+
+def _filesystem_storage(opts: dict[str, Any], conv: Any, service: dict[str, Any]) -> bool:
+    """``storage.type filesystem`` on the input, or inherited from the service (``storage.inherit on``)."""
+    if "storage.type" in conv.where:
+        return opts.get("storage.type") == "filesystem"
+    return bool(service.get("storage.inherit")) and service.get("storage.type") == "filesystem"

@@ -1,6 +1,7 @@
-"""The dead-letter file: records a backend refused for good, with the reason.
+"""The dead-letter (rejected records) file: records a backend refused for good, with the reason.
 
-One JSON object per line, appended to ``<storage.path>/dead-letter/<output>.jsonl``,
+One JSON object per line, appended to ``<storage.path>/<storage.rejected.path>/<output>.jsonl``
+(``<storage.path>/rejected/`` by default),
 so an operator can inspect, fix and replay them (``jq``, or logfwd's stdin input with a
 json parser). Writing here is what lets the engine promise that no record is dropped
 silently: every refusal and every exhausted retry ends up either delivered or here.
@@ -20,24 +21,35 @@ import orjson
 __all__ = ["DeadLetter", "default_dead_letter_dir"]
 
 
-def default_dead_letter_dir(storage_path: str | None) -> Path:
-    """``storage.path``/dead-letter when set; otherwise a per-user state directory."""
+def default_dead_letter_dir(service: dict[str, Any]) -> Path | None:
+    """Where rejected records go: ``storage.rejected.path`` (relative to ``storage.path``, or absolute).
+
+    Keeping rejected records is logfwd's default (``storage.keep.rejected on``), unlike Fluent
+    Bit's, because nothing is dropped silently; ``off`` returns None and refusals are counted
+    as dropped. Without ``storage.path`` a per-user state directory is used.
+    """
+    if service.get("storage.keep.rejected") is False:
+        return None
+    sub = str(service.get("storage.rejected.path") or "rejected")
+    storage_path = service.get("storage.path")
     if storage_path:
-        return Path(storage_path) / "dead-letter"
-    if os.geteuid() == 0:
-        return Path("/var/lib/logfwd/dead-letter")
-    state = os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state")
-    return Path(state) / "logfwd" / "dead-letter"
+        base = Path(storage_path)
+    elif os.geteuid() == 0:
+        base = Path("/var/lib/logfwd")
+    else:
+        base = Path(os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state")) / "logfwd"
+    return base / sub  # an absolute sub replaces base
 
 
 class DeadLetter:
     """Appends refused records, one JSON line each; thread-safe, flushed per call."""
 
-    def __init__(self, directory: Path) -> None:
-        self.directory = directory
+    def __init__(self, directory: Path | None) -> None:
+        self.directory = directory  # None: storage.keep.rejected off
         self._lock = threading.Lock()
 
     def path_for(self, output: str) -> Path:
+        assert self.directory is not None
         safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in output)
         return self.directory / f"{safe}.jsonl"
 
@@ -49,8 +61,8 @@ class DeadLetter:
         records: Sequence[dict[str, Any]],
         reasons: Sequence[str],
     ) -> int:
-        """Append one line per record; returns how many were written."""
-        if not records:
+        """Append one line per record; returns how many were written (0 when keeping is off)."""
+        if not records or self.directory is None:
             return 0
         now = dt.datetime.now(dt.UTC).isoformat()
         lines = []

@@ -90,6 +90,11 @@ class OutputBuffer:
         self._track(1)
         self._send.send_nowait(chunk)
 
+    def seal(self, tag: str) -> None:
+        """Make the open chunk of ``tag`` ready now (the storage layer hands over whole chunks)."""
+        if tag in self._open:
+            self._seal(tag)
+
     def seal_all(self) -> None:
         """Flush tick (service ``flush``) and shutdown: every open chunk becomes ready."""
         for tag in list(self._open):
@@ -205,6 +210,9 @@ class OutputBuffer:
             self.metrics.inc("dropped_records", len(indices))
             return
         self.metrics.inc("dlq_records", written)
+        if written < len(indices):  # storage.keep.rejected off: refused records are dropped, counted and said
+            self.log.error("%d record(s) refused and dropped (storage.keep.rejected off)", len(indices) - written)
+            self.metrics.inc("dropped_records", len(indices) - written)
 
     def describe(self) -> str:
         """One line of state for the SIGCONT dump."""

@@ -18,14 +18,15 @@ from typing import Any
 
 import trio
 
+from ..batch import Batch, MemBudget
 from ..health import HealthPolicy
 from ..metrics import MetricsRegistry
 from ..plugin import Emitter, Filter, Input, Output, StartError
-from .batch import Batch, MemBudget
 from .deadletter import DeadLetter, default_dead_letter_dir
 from .outbuf import OutputBuffer
 from .retry import RetryPolicy
 from .router import TagMatcher
+from .storage import InputStream, StorageError, StorageManager, StorageSettings, storage_json, update_gauges
 
 __all__ = ["Pipeline", "StartupError"]
 
@@ -36,6 +37,13 @@ log = logging.getLogger("logfwd.engine")
 RESTART_RESET = 60.0
 RESTART_BASE = 1.0
 RESTART_CAP = 60.0
+
+
+def _uses_filesystem(sec: Any, service: dict[str, Any]) -> bool:
+    """An input's ``storage.type``, or the service's with ``storage.inherit on`` when it sets none."""
+    if any(k == "storage.type" for k, _ in sec.raw):
+        return sec.options.get("storage.type") == "filesystem"
+    return bool(service.get("storage.inherit")) and service.get("storage.type") == "filesystem"
 
 
 class StartupError(RuntimeError):
@@ -102,6 +110,7 @@ class _InputSlot:
     plugin: Input
     emitter: Emitter
     done: trio.Event = field(default_factory=trio.Event)
+    stream: InputStream | None = None  # storage.type filesystem
 
 
 class Pipeline:
@@ -113,13 +122,14 @@ class Pipeline:
         self.registry = registry or MetricsRegistry()
         self.flush_interval = float(self.service.get("flush") or 1.0)
         self.grace = float(self.service.get("grace") if self.service.get("grace") is not None else 5.0)
-        storage_path = self.service.get("storage.path")
-        self.dead_letter = DeadLetter(default_dead_letter_dir(storage_path))
+        self.dead_letter = DeadLetter(default_dead_letter_dir(self.service))
+        self.storage: StorageManager | None = None
         base = float(self.service.get("scheduler.base") or 5)
         cap = float(self.service.get("scheduler.cap") or 2000)
         self._inputs: list[_InputSlot] = []
         self._filters: list[_FilterSlot] = []
         self._outputs: list[tuple[TagMatcher, OutputBuffer]] = []
+        self._output_limits: dict[str, int | None] = {}
         self._shutdown = trio.Event()
         self._inputs_cancel = trio.CancelScope()
         self.started = trio.Event()
@@ -145,6 +155,7 @@ class Pipeline:
                 log=plugin.log,
             )
             self._outputs.append((TagMatcher(sec.options.get("match"), sec.options.get("match_regex")), buf))
+            self._output_limits[buf.instance] = sec.options.get("storage.total_limit_size")
         for sec in config.filters:
             plugin = self._instantiate(sec)
             assert isinstance(plugin, Filter)
@@ -156,12 +167,49 @@ class Pipeline:
             assert isinstance(plugin, Input)
             tag = sec.options.get("tag") or sec.instance
             budget = MemBudget(int(sec.options.get("mem_buf_limit") or 0), self._seal_all)
-            self._inputs.append(_InputSlot(plugin, Emitter(tag, budget, self.dispatch, plugin.metrics)))
+            stream = self._attach_storage(plugin, sec)
+            dispatch = self.dispatch if stream is None else self._stream_dispatch(stream)
+            emitter = Emitter(tag, budget, dispatch, plugin.metrics)
+            emitter.durable = stream is not None
+            self._inputs.append(_InputSlot(plugin, emitter, stream=stream))
 
     def _instantiate(self, sec: Any) -> Any:
         """The instance the config layer built and set up; its counters become the daemon's."""
         self.registry.adopt(sec.kind, sec.instance, sec.plugin.metrics)
         return sec.plugin
+
+    # ------------------------------------------------------------ storage (logfwd.engine.storage)
+
+    def _attach_storage(self, plugin: Input, sec: Any) -> InputStream | None:
+        """The chunk stream of a ``storage.type filesystem`` input (None for memory inputs)."""
+        if not _uses_filesystem(sec, self.service):
+            return None
+        if self.storage is None:
+            self.storage = StorageManager(StorageSettings.from_service(self.service))
+            for buf in self.outputs:
+                self.storage.add_output(buf, self._output_limits.get(buf.instance))
+        return self.storage.add_input(
+            sec.instance, replayable=type(plugin).replayable, metrics=plugin.metrics,
+            pause_overlimit=bool(sec.options.get("storage.pause_on_chunks_overlimit")))
+
+    def _stream_dispatch(self, stream: InputStream) -> Any:
+        async def dispatch(batch: Batch) -> None:
+            await self._route(batch, 0, stream)
+
+        return dispatch
+
+    async def _deliver(self, batch: Batch, stream: InputStream | None) -> None:
+        """Hand a filtered batch to its outputs: through its chunk files, or straight to memory."""
+        bufs = [buf for match, buf in self._outputs if match(batch.tag)]
+        if stream is not None and self.storage is not None and await self.storage.store(stream, batch, bufs):
+            return
+        for buf in bufs:
+            buf.add(batch)
+
+    def storage_snapshot(self) -> dict[str, Any] | None:
+        """``/api/v1/storage``."""
+        memory = {s.plugin.ctx.instance: s.emitter.budget for s in self._inputs if s.stream is None}
+        return storage_json(self.storage, memory)
 
     # ------------------------------------------------------------ data path
 
@@ -169,7 +217,7 @@ class Pipeline:
         """Filters in config order (those whose Match fits the tag), then routing."""
         await self._route(batch, 0)
 
-    async def _route(self, batch: Batch | None, first_filter: int) -> None:
+    async def _route(self, batch: Batch | None, first_filter: int, stream: InputStream | None = None) -> None:
         for slot in self._filters[first_filter:]:
             if batch is None or not batch.records:
                 return
@@ -195,9 +243,7 @@ class Pipeline:
             batch = out
         if batch is None or not batch.records:
             return
-        for match, buf in self._outputs:
-            if match(batch.tag):
-                buf.add(batch)
+        await self._deliver(batch, stream)
 
     async def _flush_filters(self, force: bool = False) -> None:
         """Release records filters hold across batches (multiline): timed-out ones, or all at shutdown.
@@ -222,6 +268,9 @@ class Pipeline:
         while True:
             await trio.sleep(self.flush_interval)
             await self._flush_filters()
+            if self.storage is not None:
+                await self.storage.tick()
+                update_gauges(self.storage)
             for _, buf in self._outputs:
                 buf.seal_all()
 
@@ -241,11 +290,13 @@ class Pipeline:
         must succeed before ``task_status.started()`` here; if any fails, what started is
         stopped and ``StartupError`` lists every failure, one line each.
         """
-        failures = await self._start_outputs()
+        failures = self._open_storage() + await self._start_outputs()
         async with trio.open_nursery() as nursery:
             self._scope = nursery.cancel_scope
             for _, buf in self._outputs:
                 await nursery.start(buf.run)
+            if self.storage is not None and not failures:
+                await nursery.start(self.storage.run)  # the backlog is queued before any input runs
             nursery.start_soon(self._ticker)
             for slot in self._filters:
                 nursery.start_soon(self._run_filter_task, slot)
@@ -280,6 +331,16 @@ class Pipeline:
         """Stop at once without draining (``hot_reload.timeout``): nothing undelivered was acknowledged."""
         if self._scope is not None:
             self._scope.cancel()
+
+    def _open_storage(self) -> list[tuple[logging.Logger, str]]:
+        """Create and open ``storage.path`` (recovering the chunks found there): a start-up failure if it cannot."""
+        if self.storage is None:
+            return []
+        try:
+            self.storage.open()
+        except StorageError as e:
+            return [(logging.getLogger("logfwd.storage"), str(e))]
+        return []
 
     async def _start_outputs(self) -> list[tuple[logging.Logger, str]]:
         failures = []
@@ -396,14 +457,43 @@ class Pipeline:
         """Flush held and buffered records, waiting at most ``grace`` seconds."""
         with trio.move_on_after(self.grace) as scope:
             await self._flush_filters(force=True)
+            if self.storage is not None:
+                await self.storage.drain()
             for _, buf in self._outputs:
                 await buf.wait_idle()
         if scope.cancelled_caught:
-            left = sum(buf.buffered_records for _, buf in self._outputs)
-            log.warning("grace period of %.1fs ended with %d record(s) undelivered; "
-                        "they were not acknowledged and will be read again on restart", self.grace, left)
+            for msg, args in self._shutdown_report():
+                log.warning(msg, *args)
         else:
             self.stopped_cleanly = True
+        if self.storage is not None:
+            self.storage.close()
+            chunks, records = self.storage.undelivered()
+            if chunks:
+                log.info("storage: %d chunk(s) with %d record(s) stay in %s and are delivered after the next start",
+                         chunks, records, self.storage.root)
+
+    def _shutdown_report(self) -> list[tuple[str, tuple[Any, ...]]]:
+        """What a grace period that ran out leaves behind, per input: replayed, kept on disk, or lost.
+
+        One template per outcome (the log's rate limit holds back repeats of one template).
+        """
+        lines: list[tuple[str, tuple[Any, ...]]] = []
+        for slot in self._inputs:
+            n = slot.emitter.unacked_records
+            if slot.stream is not None or n <= 0:
+                continue
+            args = (self.grace, slot.plugin.ctx.instance, n)
+            if type(slot.plugin).replayable:
+                lines.append(("grace period of %.1fs ended: input %s: %d record(s) undelivered; not acknowledged, "
+                              "they will be read again on restart", args))
+            else:
+                lines.append(("grace period of %.1fs ended: input %s: %d record(s) undelivered and lost (a push "
+                              "input cannot re-read them; storage.type filesystem keeps them)", args))
+        if not lines:
+            lines.append(("grace period of %.1fs ended with records undelivered; what is not delivered stays on "
+                          "disk (filesystem storage) or is read again on restart", (self.grace,)))
+        return lines
 
     def dump(self) -> str:
         """The internal state as text, for SIGCONT (Fluent Bit prints the same kind of dump)."""
@@ -419,6 +509,7 @@ class Pipeline:
         for _, buf in self._outputs:
             lines.append(f"[output] {buf.instance}: " + buf.describe())
         return "\n".join(lines)
+
 
     # ------------------------------------------------------------ introspection
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from .batch import Result
+from ..batch import Result
 
 __all__ = ["Outcomes", "merge"]
 

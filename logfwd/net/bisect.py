@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
-from ..engine.batch import Result
+from ..batch import Result
 from ..engine.results import Outcomes
 from .http import Verdict
 

@@ -57,9 +57,17 @@ TLS_OPTIONS = tls_options()
 
 
 def _check_readable(key: str, path: str | None) -> None:
-    if path and not os.access(path, os.R_OK):
-        why = "does not exist" if not os.path.exists(path) else "is not readable by this user"
-        raise ConfigValueError(key, f"{path} {why}")
+    """A file this process cannot read, named with the reason, before any connection needs it."""
+    if not path or os.access(path, os.R_OK):
+        return
+    try:
+        os.stat(path)
+    except FileNotFoundError:
+        raise ConfigValueError(key, f"{path} does not exist") from None
+    except PermissionError:
+        raise ConfigValueError(key, f"{path} cannot be reached: a directory on its path is not searchable "
+                                    "by this user (permission denied)") from None
+    raise ConfigValueError(key, f"{path} is not readable by this user (permission denied)")
 
 
 def tls_context(config: Mapping[str, Any], *, server: bool = False) -> ssl.SSLContext | None:

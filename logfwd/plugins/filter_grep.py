@@ -20,15 +20,15 @@ from typing import Any
 
 from logfwd.plugin import Batch, ConfigValueError, Filter, Option
 from logfwd.recordpath import MISSING, RecordPathError, compile_path
-from logfwd.regex import compile_fluent_regex
+from logfwd.regex import compile_fluent_regex, fluent_searcher
 
 _REGEX, _EXCLUDE = "regex", "exclude"
 
 
-def _matcher(path_expr: str, regex: re.Pattern[str]) -> Callable[[dict[str, Any]], bool]:
-    """A per-record predicate, specialised for the common top-level key."""
+def _matcher(path_expr: str, search: Callable[[str], Any]) -> Callable[[dict[str, Any]], bool]:
+    """A per-record predicate, specialised for the common top-level key; ``search`` returns
+    None when the value does not match (PCRE2's, or ``re``'s when PCRE2 cannot compile it)."""
     path = compile_path(path_expr)
-    search = regex.search
     if not path.nested:
         key = path.key
 
@@ -84,11 +84,12 @@ class GrepFilter(Filter):
                 raise ConfigValueError(kind, f"expected 'KEY REGEX', got {value!r}")
             field, pattern = parts
             try:
-                rx = compile_fluent_regex(pattern)
+                compile_fluent_regex(pattern)  # re's message for an invalid expression
+                search = fluent_searcher(pattern)
             except re.error as e:
                 raise ConfigValueError(kind, f"invalid regular expression {pattern!r}: {e}") from None
             try:
-                fn = _matcher(field, rx)
+                fn = _matcher(field, search)
             except RecordPathError as e:
                 raise ConfigValueError(kind, str(e)) from None
             self.rules.append((kind, fn))

@@ -154,6 +154,8 @@ class MultilineFilter(Filter):
         self.buffer = bool(self.config.get("buffer", True))
         self.flush_s = int(self.config.get("flush_ms") or 2000) / 1000.0
         self.max_lines = int(self.config.get("multiline.max_lines") or 0)
+        # the service's multiline_buffer_limit, as in Fluent Bit: the largest record built
+        self.buffer_limit = int(self.ctx.service.get("multiline_buffer_limit") or 2 * 1024 * 1024)
         self.key_content: str | None = self.config.get("multiline.key_content") or None
         self.debug_flush = bool(self.config.get("debug_flush"))
         self._tags: dict[str, _TagState] = {}
@@ -197,7 +199,8 @@ class MultilineFilter(Filter):
             if self.parser is None:
                 stream: Any = _PartialStream(self.key_content or "log")
             else:
-                stream = self.parser.stream(safe_offsets=False, max_lines=self.max_lines)
+                stream = self.parser.stream(safe_offsets=False, max_lines=self.max_lines,
+                                            buffer_limit=self.buffer_limit)
             st = _TagState(stream)
             self._tags[tag] = st
         return st

@@ -47,6 +47,7 @@ __all__ = ["SystemdInput", "PLUGIN"]
 
 class SystemdInput(Input):
     name = "systemd"
+    replayable = True  # re-read from its checkpoint after a restart
     description = "Journal entries (systemd-journald) through libsystemd"
     options = (
         Option("Path", "str", None, "journal directory or file; unset reads the local system journal"),

@@ -36,7 +36,8 @@ OPTIONS = (
     Option("Ignore_Older", "time", None, "ignore files not modified for this long (e.g. 1d)"),
     Option("Ignore_Active_Older_Files", "bool", "false",
            "also stop following files already followed once they are older than Ignore_Older"),
-    Option("Buffer_Chunk_Size", "size", "32k", "initial read buffer (accepted; reads are larger when behind)"),
+    Option("Buffer_Chunk_Size", "size", "32k",
+           "bytes read from a file at a time when it is behind (at least 512k: small reads cost CPU)"),
     Option("Buffer_Max_Size", "size", "32k", "longest line; longer lines are cut or skipped"),
     Option("Skip_Long_Lines", "bool", "off", "drop lines longer than Buffer_Max_Size instead of cutting them"),
     Option("Skip_Empty_Lines", "bool", "off", "drop empty lines"),
@@ -50,16 +51,19 @@ OPTIONS = (
     Option("DB.compare_filename", "bool", "false", "match DB rows on inode and file name, not inode alone"),
     Option("Inotify_Watcher", "bool", "true", "use inotify (off: stat polling)"),
     Option("Docker_Mode", "bool", "off", "recombine Docker json-file lines split at 16 KiB"),
-    Option("Docker_Mode_Flush", "time", "4",
-           "accepted for compatibility; the docker multiline parser's flush timeout (4s) applies"),
-    Option("Docker_Mode_Parser", "str", None, "accepted for compatibility; not used"),
+    Option("Docker_Mode_Flush", "time", "4", "seconds before a partial Docker line is flushed",
+           unsupported="Docker_Mode uses the built-in docker multiline parser and its 4 s flush timeout"),
+    Option("Docker_Mode_Parser", "str", None, "parser for the first line of a Docker multiline message",
+           unsupported="Docker_Mode uses the built-in docker multiline parser; use multiline.parser for more"),
     Option("File_Cache_Advise", "bool", "on", "drop already-read file pages from the page cache"),
-    Option("Static_Batch_Size", "size", "50M", "accepted for compatibility"),
+    Option("Static_Batch_Size", "size", "50M", "Fluent Bit's read budget for files found at start",
+           unsupported="every file is read in Buffer_Chunk_Size steps, backlog or not"),
     Option("Exit_On_Eof", "bool", "false", "stop once every file found at start was read to its end"),
     Option("Tag_Regex", "str", None, "regex with named groups on the file path; Tag uses <name> to refer to them"),
     Option("Multiline", "bool", "off", "old multiline mode: not supported, use multiline.parser"),
     Option("Parser_Firstline", "str", None, "old multiline mode: not supported, use multiline.parser"),
-    Option("Multiline_Flush", "time", "4", "old multiline mode: not supported, use multiline.parser"),
+    Option("Multiline_Flush", "time", "4", "old multiline mode's flush timeout",
+           unsupported="the old multiline mode is not supported: use multiline.parser"),
 )
 
 
@@ -87,6 +91,7 @@ class TailConfig:
     parser: Any  # a logfwd.parsers parser, or None
     ml: Any  # a multiline parser (or group), or None
     ml_timeout: float
+    ml_buffer_limit: int  # the service's multiline_buffer_limit: the largest record a multiline parser builds
     tag_regex: re.Pattern[str] | None
     db_path: str | None
     db_sync: str
@@ -95,7 +100,7 @@ class TailConfig:
     compare_filename: bool
 
 
-def load_config(s: Any, parsers: Any, log: Any) -> TailConfig:
+def load_config(s: Any, parsers: Any, log: Any, service: dict[str, Any] | None = None) -> TailConfig:
     """Validate the plugin's typed settings ``s``; ``ConfigValueError`` names the key at fault."""
     patterns = list(s.path or [])
     if not patterns:
@@ -130,6 +135,7 @@ def load_config(s: Any, parsers: Any, log: Any) -> TailConfig:
         parser=_parser(s, parsers) if ml is None else None,
         ml=ml,
         ml_timeout=float(getattr(ml, "flush_timeout", 4.0) or 4.0) if ml is not None else 4.0,
+        ml_buffer_limit=int((service or {}).get("multiline_buffer_limit") or 2 * 1024 * 1024),
         tag_regex=_tag_regex(s.tag_regex),
         db_path=s.db,
         db_sync=s.db_sync or "normal",

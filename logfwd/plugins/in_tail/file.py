@@ -155,7 +155,7 @@ def new_identity_after_truncation(state: TailState, f: TailFile) -> None:
     f.line_start = 0
     f.handed = 0
     if state.cfg.ml is not None:
-        f.ml = state.cfg.ml.stream(start_offset=0)
+        f.ml = state.cfg.ml.stream(start_offset=0, buffer_limit=state.cfg.ml_buffer_limit)
         f.unparsed_seen = 0
     f.long_seen = f.framer.long_lines
     # new content at old offsets must not get the old origin keys (an output would overwrite)

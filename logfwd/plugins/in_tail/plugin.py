@@ -74,11 +74,12 @@ _DBS_IN_USE: set[str] = set()  # DB files opened by tail inputs of this process
 
 class TailInput(Input):
     name = "tail"
+    replayable = True  # re-read from its checkpoint after a restart
     description = "Follow text files (tail -f) with rotation, offsets DB and parsers"
     options = OPTIONS
 
     def setup(self) -> None:
-        self.cfg: TailConfig = load_config(self.settings, self.ctx.parsers, self.log)
+        self.cfg: TailConfig = load_config(self.settings, self.ctx.parsers, self.log, self.ctx.service)
         self.db: OffsetDB | None = None
         self._watcher: Watcher | None = None
         self._state: TailState | None = None

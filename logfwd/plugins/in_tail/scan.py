@@ -179,13 +179,22 @@ class Scanner:
         f.head_len = head_len
         f.tag = s.tag_for(path)
         f.framer = LineFramer(s.cfg.max_line, s.cfg.skip_long, offset)
-        f.ml = s.cfg.ml.stream(start_offset=offset) if s.cfg.ml is not None else None
+        f.ml = (s.cfg.ml.stream(start_offset=offset, buffer_limit=s.cfg.ml_buffer_limit)
+                if s.cfg.ml is not None else None)
         f.unparsed_seen = 0
         db = s.db
+        # With filesystem storage a commit means "written to a chunk": write the offset at once,
+        # so a kill re-reads (duplicates) only the batch being written, not a second of input.
+        flush_now = s.emitter.durable and bool(s.cfg.db_path)
 
         def on_commit(pos: int, f: TailFile = f, rid: int = row_id) -> None:
             f.committed = pos
             db.set_offset(rid, pos)
+            if flush_now:
+                try:
+                    db.flush()
+                except Exception as e:  # noqa: BLE001 - the periodic flusher retries it
+                    s.warn("dbflush", "tail: writing offsets to %s failed: %s", s.cfg.db_path, e)
 
         f.tracker = s.emitter.tracker(on_commit)
         s.files[f.id] = f

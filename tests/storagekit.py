@@ -1,0 +1,168 @@
+"""Helpers for the storage tests: a daemon that can be SIGKILLed, numbered writers, an output reader.
+
+Every record carries ``n=<8 digits>;`` so that a line the daemon's file output left half
+written at a kill never counts as a different number.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import psutil
+
+ROOT = Path(__file__).resolve().parent.parent
+_SCRIPT = Path(sys.executable).with_name("logfwd")
+LOGFWD = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "logfwd"]
+NUM_RE = re.compile(rb"n=(\d{8});")
+
+
+def scale(default: int) -> int:
+    """``LOGFWD_E2E_N`` sets the record count of the torture runs (the CI default is smaller)."""
+    return int(os.environ.get("LOGFWD_E2E_N") or default)
+
+
+class Daemon:
+    """The real ``logfwd`` CLI on a config file; output appended to ``log``."""
+
+    def __init__(self, conf: Path, log: Path) -> None:
+        self.conf = conf
+        self.log = log
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.peak_rss = 0
+
+    def start(self) -> Daemon:
+        with open(self.log, "ab") as fh:
+            self.proc = subprocess.Popen([*LOGFWD, "-c", str(self.conf)], stdout=fh, stderr=subprocess.STDOUT,
+                                         stdin=subprocess.DEVNULL, cwd=ROOT)
+        return self
+
+    def kill9(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait()
+
+    def stop(self, timeout: float = 30) -> int:
+        assert self.proc is not None
+        wait_until(lambda: "starting" in self.text().rsplit("logfwd 0.", 1)[-1] or self.proc.poll() is not None, 10)
+        time.sleep(0.5)  # signal handlers are installed once the pipeline runs
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout)
+
+    def rss(self) -> int:
+        assert self.proc is not None
+        try:
+            rss = psutil.Process(self.proc.pid).memory_info().rss
+        except psutil.NoSuchProcess:
+            return 0
+        self.peak_rss = max(self.peak_rss, rss)
+        return int(rss)
+
+    def text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+def count_numbers(path: Path) -> Counter[int]:
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return Counter()
+    return Counter(int(m) for m in NUM_RE.findall(data))
+
+
+class FileWriter(threading.Thread):
+    """Appends ``n`` numbered lines to a file at about ``rate`` lines a second."""
+
+    def __init__(self, path: Path, n: int, rate: float) -> None:
+        super().__init__(daemon=True)
+        self.path, self.n, self.rate = path, n, rate
+        self.written = 0
+
+    def run(self) -> None:
+        step = max(1, int(self.rate / 50))
+        start = time.monotonic()
+        with open(self.path, "ab", buffering=0) as fh:
+            while self.written < self.n:
+                k = min(step, self.n - self.written)
+                fh.write(b"".join(b"record n=%08d; payload\n" % (self.written + i) for i in range(k)))
+                self.written += k
+                ahead = self.written / self.rate - (time.monotonic() - start)
+                if ahead > 0:
+                    time.sleep(ahead)
+
+
+class SyslogSender(threading.Thread):
+    """Sends numbered RFC 5424 messages over TCP; a number counts as sent once ``sendall`` returned.
+
+    When the daemon is killed the connection breaks; the sender reconnects and continues with
+    the next unsent number. ``sent_at`` records how many were sent when each kill happened.
+    """
+
+    def __init__(self, port: int, n: int, rate: float) -> None:
+        super().__init__(daemon=True)
+        self.port, self.n, self.rate = port, n, rate
+        self.sent = 0
+        self.reconnects = 0
+        self.sndbuf = 0
+        self.failed_at: list[int] = []  # numbers sent when a send first failed after each kill
+
+    def _connect(self) -> socket.socket:
+        while True:
+            try:
+                sock = socket.create_connection(("127.0.0.1", self.port), timeout=5)
+                self.sndbuf = max(self.sndbuf, sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF))
+                return sock
+            except OSError:
+                time.sleep(0.05)
+
+    def run(self) -> None:
+        step = max(1, int(self.rate / 50))
+        start = time.monotonic()
+        sock = self._connect()
+        while self.sent < self.n:
+            k = min(step, self.n - self.sent)
+            data = b"".join(b"<13>1 2024-01-01T00:00:00Z host app - - - n=%08d;\n" % (self.sent + i) for i in range(k))
+            try:
+                sock.sendall(data)
+            except OSError:
+                sock.close()
+                self.failed_at.append(self.sent)
+                self.reconnects += 1
+                sock = self._connect()
+                continue
+            self.sent += k
+            ahead = self.sent / self.rate - (time.monotonic() - start)
+            if ahead > 0:
+                time.sleep(ahead)
+        sock.close()
+
+
+def wait_until(check, timeout: float) -> bool:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(0.1)
+    return bool(check())
+
+
+def wait_stable(path: Path, quiet: float = 2.0, timeout: float = 60) -> None:
+    """Wait until ``path`` has stopped growing for ``quiet`` seconds."""
+    deadline = time.monotonic() + timeout
+    last, since = -1, time.monotonic()
+    while time.monotonic() < deadline:
+        size = path.stat().st_size if path.exists() else 0
+        if size != last:
+            last, since = size, time.monotonic()
+        elif time.monotonic() - since >= quiet:
+            return
+        time.sleep(0.1)
