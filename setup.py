@@ -11,7 +11,7 @@ from setuptools import Extension, setup
 _MODULES = {
     "logfwd._serial": "logfwd/_serial.pyx",
     "logfwd._fastparse": "logfwd/_fastparse.pyx",
-    "logfwd.plugins.out_es._bulk": "logfwd/plugins/out_es/_bulk.pyx",
+    "logfwd.plugins._es._bulk": "logfwd/plugins/_es/_bulk.pyx",
     "logfwd.plugins.out_influxdb._lineproto": "logfwd/plugins/out_influxdb/_lineproto.pyx",
     "logfwd.plugins.out_kafka._kafka": "logfwd/plugins/out_kafka/_kafka.pyx",
 }

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from types import SimpleNamespace
 from typing import Any
 
-from logfwd.plugins.out_es.bulk import BulkSettings, build_bulk, build_bulk_py
+from logfwd.plugins._es.bulk import BulkSettings, build_bulk, build_bulk_py
 from logfwd.plugins.out_influxdb.lineproto import LineEncoder
 from logfwd.plugins.out_kafka.messages import MessageEncoder
 

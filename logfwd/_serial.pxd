@@ -2,7 +2,7 @@
 """What the serializers share, declared once for every module that ``cimport``s it.
 
 ``logfwd._fastparse`` (the file and stdout outputs' ``out_file_lines`` / ``json_lines``) and
-the output plugins' own kernels (``plugins/out_es/_bulk``, ``plugins/out_influxdb/_lineproto``,
+the output plugins' own kernels (``plugins/_es/_bulk``, ``plugins/out_influxdb/_lineproto``,
 ``plugins/out_kafka/_kafka``) write records as JSON, times as text and results into one
 growing bytes object the same way: one definition keeps their outputs byte-identical to each
 other's Python reference paths when one of them changes. The small helpers are ``inline``

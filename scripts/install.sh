@@ -77,7 +77,7 @@ fi
 # Fail loudly if the hot path or a plugin's library did not install. Run from / so that the
 # installed package is imported, not the source tree of this checkout.
 venv_py=$PWD/.venv/bin/python
-(cd / && "$venv_py" -c 'import logfwd._fastparse, logfwd._serial, logfwd.plugins.out_es._bulk, logfwd.plugins.out_influxdb._lineproto, logfwd.plugins.out_kafka._kafka, logfwd.plugins.in_tail.db, confluent_kafka, elasticsearch, systemd.journal, httpx')
+(cd / && "$venv_py" -c 'import logfwd._fastparse, logfwd._serial, logfwd.plugins._es._bulk, logfwd.plugins.out_influxdb._lineproto, logfwd.plugins.out_kafka._kafka, logfwd.plugins.in_tail.db, confluent_kafka, elasticsearch, systemd.journal, httpx')
 if ((want_test)); then
   # The real OpenSearch node of tests/backends/opensearch.py is built by Maven from Maven
   # Central jars. Fetch them now so the first test run builds offline in seconds.

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from logfwd.plugins.out_es.bulk import BulkSettings, build_bulk, derived_id, replace_dots
+from logfwd.plugins._es.bulk import BulkSettings, build_bulk, derived_id, replace_dots
 
 T0 = calendar.timegm((2024, 3, 9, 23, 59, 58)) * 1_000_000_000 + 123_456_789  # 2024-03-09T23:59:58.123456789Z
 DAY = 86400 * 1_000_000_000
@@ -203,7 +203,7 @@ def test_time_key_format_is_json_escaped() -> None:
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from logfwd.plugins.out_es import bulk as esbulk  # noqa: E402
+from logfwd.plugins._es import bulk as esbulk  # noqa: E402
 
 _KEYS = st.sampled_from(["log", "a.b", "@timestamp", "ts", "tag", "id", "x.y.z", "n", "", "ü.日"])
 _LEAF = (

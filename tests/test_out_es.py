@@ -22,8 +22,8 @@ import trio
 
 from logfwd.batch import Chunk, Result
 from logfwd.plugin import ConfigValueError, find_plugin
+from logfwd.plugins._es.plugin import parse_cloud_id
 from logfwd.plugins.out_es import PLUGIN as EsOutput
-from logfwd.plugins.out_es.plugin import parse_cloud_id
 
 from .backends._proc import free_port
 from .backends.es import EsServer

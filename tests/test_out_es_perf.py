@@ -17,8 +17,8 @@ import pytest
 from elastic_transport import SerializationError
 
 from logfwd.batch import Chunk
+from logfwd.plugins._es import reply as out_es
 from logfwd.plugins.out_es import PLUGIN as EsOutput
-from logfwd.plugins.out_es import reply as out_es
 
 from .backends.es import EsServer
 from .faultproxy import FaultProxy

@@ -17,8 +17,8 @@ from logfwd import _fastparse as fp
 from logfwd.config import default_parsers, load_config
 from logfwd.parsers import NATIVE_REGEXES, PARSER_OPTIONS, Parser, ParserRegistry
 from logfwd.plugin import ConfigValueError
-from logfwd.plugins.out_es._bulk import ndjson_bulk
-from logfwd.plugins.out_es.bulk import BulkSettings, build_bulk
+from logfwd.plugins._es._bulk import ndjson_bulk
+from logfwd.plugins._es.bulk import BulkSettings, build_bulk
 from logfwd.regex import compile_onigmo
 
 DATA = Path(__file__).parent / "data" / "parsers"

@@ -1,5 +1,5 @@
-"""es output: Elasticsearch and OpenSearch bulk API. plugin (client, replies), bulk (NDJSON body and its Cython kernel)."""
+"""es output (alias ``elasticsearch``): Elasticsearch and OpenSearch bulk API; the code is in ``plugins._es``."""
 
-from .plugin import EsOutput as PLUGIN
+from logfwd.plugins._es.plugin import EsOutput as PLUGIN
 
 __all__ = ["PLUGIN"]

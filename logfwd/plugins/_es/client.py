@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import ssl
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import httpx
@@ -20,6 +21,9 @@ from elasticsearch import AsyncElasticsearch
 from logfwd.net.http import describe_exception
 
 from .reply import BULK_ANSWER, AllStored, serializers
+
+RequestHook = Callable[[httpx.Request], Awaitable[None]]
+"""Called with each request just before it is sent (headers final): request signing."""
 
 
 class _TrioClock:
@@ -62,7 +66,8 @@ class EsClient:
     """One client per output instance; ``request`` makes exactly one attempt."""
 
     def __init__(self, host: str, port: int, *, ssl_context: ssl.SSLContext | None, vhost: str | None,
-                 auth_header: str | None, connect_timeout: float | None, io_timeout: float | None) -> None:
+                 auth_header: str | None, connect_timeout: float | None, io_timeout: float | None,
+                 request_hooks: list[RequestHook] | None = None) -> None:
         _quiet_libraries()
         kwargs: dict[str, Any] = {"ssl_context": ssl_context} if ssl_context is not None else {}
         self.client = AsyncElasticsearch(
@@ -79,6 +84,7 @@ class EsClient:
         self.transport = self.client.transport
         timeout = httpx.Timeout(io_timeout, connect=connect_timeout)
         hooks = [_sni_hook(vhost)] if vhost and ssl_context is not None else []
+        hooks += request_hooks or []  # after the SNI hook: a signer must see the final Host header
         for node in self.transport.node_pool.all():
             node.client.timeout = timeout
             node.client.event_hooks = {"request": hooks, "response": []}

@@ -82,25 +82,31 @@ def basic_auth(user: str, password: str) -> str:
 
 
 def auth_header(s: Any) -> str | None:
-    """The Authorization header: HTTP_User wins over Cloud_Auth, which wins over HTTP_API_Key."""
+    """The Authorization header: HTTP_User wins over Cloud_Auth, which wins over HTTP_API_Key.
+
+    The opensearch output has neither Cloud_* nor HTTP_API_Key (Fluent Bit's does not): absent means unset.
+    """
     if s.http_user:
         return basic_auth(s.http_user, s.http_passwd or "")
-    if s.cloud_auth:
-        user, sep, pw = s.cloud_auth.partition(":")
+    cloud_auth = getattr(s, "cloud_auth", None)
+    if cloud_auth:
+        user, sep, pw = cloud_auth.partition(":")
         if not sep:
             raise ConfigValueError("cloud_auth", "expected user:password")
         return basic_auth(user, pw)
-    if s.http_api_key:
-        return f"ApiKey {s.http_api_key}"
+    api_key = getattr(s, "http_api_key", None)
+    if api_key:
+        return f"ApiKey {api_key}"
     return None
 
 
 def endpoint(s: Any) -> tuple[str, int, bool]:
     """(host, port, TLS?): Cloud_ID overrides Host and Port and implies TLS."""
-    if not s.cloud_id:
+    cloud_id = getattr(s, "cloud_id", None)
+    if not cloud_id:
         return s.host, s.port, bool(s.tls)
     try:
-        host, port = parse_cloud_id(s.cloud_id)
+        host, port = parse_cloud_id(cloud_id)
     except ValueError as e:
         raise ConfigValueError("cloud_id", f"invalid Cloud_ID: {e}") from None
     return host, port, True  # Elastic Cloud only speaks HTTPS

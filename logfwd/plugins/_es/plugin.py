@@ -41,7 +41,7 @@ from logfwd.recordpath import RecordPathError, compile_path
 
 from . import bulk as esbulk
 from . import settings as opts
-from .client import EsClient
+from .client import EsClient, RequestHook
 from .reply import AllStored, error_text, judge_items
 from .settings import parse_cloud_id
 
@@ -114,7 +114,12 @@ class EsOutput(Output):
         s = self.settings
         self.client = EsClient(
             self.host, self.port, ssl_context=self.ssl_context, vhost=s.tls_vhost, auth_header=self.auth_header,
-            connect_timeout=s.net_connect_timeout or None, io_timeout=s.net_io_timeout or None)
+            connect_timeout=s.net_connect_timeout or None, io_timeout=s.net_io_timeout or None,
+            request_hooks=self.request_hooks())
+
+    def request_hooks(self) -> list[RequestHook]:
+        """Hooks run on every request before it is sent; the opensearch output signs there (SigV4)."""
+        return []
 
     async def stop(self) -> None:
         if self.client is not None:
