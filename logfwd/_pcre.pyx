@@ -155,6 +155,28 @@ cdef inline bint _ascii(const unsigned char* p, Py_ssize_t n):
     return True
 
 
+cdef pcre2_code_8* _compile(str pattern, int re_flags) except NULL:
+    """Compile a (translated) expression as ``re`` would read it: UTF, Unicode properties, Ruby's
+    line anchors, and ``re``'s I/S/X flags; ``Pcre2Error`` with PCRE2's message when it cannot."""
+    cdef int err = 0
+    cdef PCRE2_SIZE erroff = 0
+    cdef unsigned char msg[256]
+    cdef uint32_t opts = PCRE2_UTF | PCRE2_UCP | PCRE2_MULTILINE | PCRE2_NEVER_BACKSLASH_C
+    cdef bytes pat = pattern.encode("utf-8", "surrogatepass")
+    cdef pcre2_code_8* code
+    if re_flags & _RE_I:
+        opts |= PCRE2_CASELESS
+    if re_flags & _RE_S:
+        opts |= PCRE2_DOTALL
+    if re_flags & _RE_X:
+        opts |= PCRE2_EXTENDED
+    code = pcre2_compile_8(<PCRE2_SPTR8>PyBytes_AS_STRING(pat), <PCRE2_SIZE>len(pat), opts, &err, &erroff, NULL)
+    if code == NULL:
+        pcre2_get_error_message_8(err, msg, sizeof(msg))
+        raise Pcre2Error(f"{(<bytes>msg).decode('utf-8', 'replace')} at offset {erroff}")
+    return code
+
+
 cdef class Pcre2Parser:
     """One compiled expression with its named groups (in ``re``'s group order) and their Types."""
 
@@ -181,25 +203,10 @@ cdef class Pcre2Parser:
 
     def __init__(self, str pattern, int re_flags, dict types, fallback, cast):
         """Compile ``pattern`` (already Onigmo → PCRE2 translated); Pcre2Error when PCRE2 cannot."""
-        cdef int err = 0
-        cdef PCRE2_SIZE erroff = 0
-        cdef unsigned char msg[256]
-        cdef uint32_t opts = PCRE2_UTF | PCRE2_UCP | PCRE2_MULTILINE | PCRE2_NEVER_BACKSLASH_C
-        cdef bytes pat = pattern.encode("utf-8", "surrogatepass")
-        if re_flags & _RE_I:
-            opts |= PCRE2_CASELESS
-        if re_flags & _RE_S:
-            opts |= PCRE2_DOTALL
-        if re_flags & _RE_X:
-            opts |= PCRE2_EXTENDED
         self.pattern = pattern
         self.fallback = fallback
         self.cast = cast
-        self.code = pcre2_compile_8(<PCRE2_SPTR8>PyBytes_AS_STRING(pat), <PCRE2_SIZE>len(pat), opts, &err, &erroff,
-                                    NULL)
-        if self.code == NULL:
-            pcre2_get_error_message_8(err, msg, sizeof(msg))
-            raise Pcre2Error(f"{(<bytes>msg).decode('utf-8', 'replace')} at offset {erroff}")
+        self.code = _compile(pattern, re_flags)
         self.jit = pcre2_jit_compile_8(self.code, PCRE2_JIT_COMPLETE) == 0
         self._names(types)
 
@@ -407,24 +414,9 @@ cdef class Pcre2Search:
         self.md = NULL
 
     def __init__(self, str pattern, int re_flags, fallback):
-        cdef int err = 0
-        cdef PCRE2_SIZE erroff = 0
-        cdef unsigned char msg[256]
-        cdef uint32_t opts = PCRE2_UTF | PCRE2_UCP | PCRE2_MULTILINE | PCRE2_NEVER_BACKSLASH_C
-        cdef bytes pat = pattern.encode("utf-8", "surrogatepass")
-        if re_flags & _RE_I:
-            opts |= PCRE2_CASELESS
-        if re_flags & _RE_S:
-            opts |= PCRE2_DOTALL
-        if re_flags & _RE_X:
-            opts |= PCRE2_EXTENDED
         self.pattern = pattern
         self.fallback = fallback
-        self.code = pcre2_compile_8(<PCRE2_SPTR8>PyBytes_AS_STRING(pat), <PCRE2_SIZE>len(pat), opts, &err, &erroff,
-                                    NULL)
-        if self.code == NULL:
-            pcre2_get_error_message_8(err, msg, sizeof(msg))
-            raise Pcre2Error(f"{(<bytes>msg).decode('utf-8', 'replace')} at offset {erroff}")
+        self.code = _compile(pattern, re_flags)
         self.jit = pcre2_jit_compile_8(self.code, PCRE2_JIT_COMPLETE) == 0
         # one match block for this expression: the daemon matches from one thread (trio)
         self.md = pcre2_match_data_create_from_pattern_8(self.code, NULL)
