@@ -38,6 +38,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from tests.backends._proc import free_port
 from tests.test_tail_cli import metrics, stop
 from tests.test_tail_support import LINE_RE, NumberedWriter
 
@@ -224,7 +225,6 @@ class Storm:
     # ------------------------------------------------------------ daemon
 
     def start(self) -> None:
-        from tests.backends._proc import free_port
 
         self.port = free_port()
         conf = storm_config(self.tmp, self.port, self.sink.path, self.inotify, self.rotate_wait)

@@ -10,6 +10,7 @@ import trio
 from trio.testing import MockClock
 
 from logfwd.batch import Batch, MemBudget
+from logfwd.options import OptionError
 from logfwd.plugin import ConfigValueError, find_plugin
 
 from .pluginkit import Collector, make_plugin
@@ -165,7 +166,6 @@ def test_invalid_json_is_a_config_error(raw: dict[str, str], key: str) -> None:
 
 
 def test_rate_zero_means_one_and_negative_is_refused() -> None:
-    from logfwd.options import OptionError
 
     assert make(Rate="0").interval_ns == NS
     with pytest.raises(OptionError):

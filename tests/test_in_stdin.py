@@ -13,9 +13,13 @@ from typing import Any
 
 import pytest
 import trio
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from logfwd.batch import Batch
+from logfwd.config import default_parsers
 from logfwd.plugin import ConfigValueError, find_plugin
+from logfwd.plugins import in_stdin
 
 from .pluginkit import Collector, make_plugin
 
@@ -181,7 +185,6 @@ def test_input_is_not_blocked_by_a_silent_writer() -> None:
 
 
 def test_parser_option() -> None:
-    from logfwd.config import default_parsers
 
     registry = default_parsers()
     p = make(0, parsers=registry, Parser="json")
@@ -210,10 +213,7 @@ def test_unknown_parser_is_a_config_error() -> None:
 
 def test_line_framing_across_arbitrary_reads() -> None:
     """Whatever the read boundaries, the lines are those of the whole stream."""
-    from hypothesis import given, settings
-    from hypothesis import strategies as st
 
-    from logfwd.plugins import in_stdin
 
     cls = in_stdin.LineFramer
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import calendar
+import ssl
 import subprocess
 import time
 import uuid
@@ -426,7 +427,6 @@ def certs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 @pytest.fixture
 def tls_proxy(es_server: EsServer, certs: dict[str, Path]):
-    import ssl
 
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.load_cert_chain(str(certs["crt"]), str(certs["key"]))
@@ -469,7 +469,6 @@ def test_tls_unknown_ca_fails_verify_then_off_works(es_server: EsServer, tls_pro
 
 
 def test_tls_client_certificate(es_server: EsServer, certs: dict[str, Path]) -> None:
-    import ssl
 
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.load_cert_chain(str(certs["crt"]), str(certs["key"]))

@@ -6,6 +6,7 @@ arrived is read back with ``/query``.
 
 from __future__ import annotations
 
+import random
 import time
 from typing import Any
 
@@ -15,6 +16,7 @@ import trio
 from logfwd.plugin import Chunk, Result
 from logfwd.plugins.out_influxdb.plugin import InfluxDBOutput
 
+from .backends._proc import free_port
 from .backends.influx import ADMIN_PASSWORD, ADMIN_USER, InfluxServer, VictoriaServer
 from .clikit import run_until
 from .pluginkit import flush_all, make_chunk, make_plugin
@@ -142,7 +144,6 @@ def test_names_influxdb_cannot_store_are_adapted_not_refused(influxdb: InfluxSer
 def test_random_names_never_break_the_line(influxdb: InfluxServer, influx_db: str) -> None:
     """Names and values built from every character line protocol treats specially are all
     accepted (no point refused, none merged into another), and string values read back exactly."""
-    import random
 
     rng = random.Random(4242)
     alphabet = [" ", ",", "=", "\\", '"', "\n", "\t", "a", "é", "\\ ", "\\,", "=\\"]
@@ -225,7 +226,6 @@ def test_unknown_database_is_retried(influxdb: InfluxServer) -> None:
 
 
 def test_nothing_listening_is_retried() -> None:
-    from .backends._proc import free_port
 
     out = make_output(host="127.0.0.1", port=str(free_port()))
     res = flush_all(out, chunk([{"v": 1}]))[0]

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from confluent_kafka import Consumer, TopicPartition
 
 from logfwd.plugin import Chunk
 from logfwd.plugins.out_kafka.plugin import KafkaOutput
@@ -47,7 +48,6 @@ def docs(msgs: list[KafkaMessage]) -> list[dict[str, Any]]:
 
 def high_watermarks(broker: NoidaKafka, topic: str) -> int:
     """Messages the broker holds in ``topic`` (sum of high watermarks; noida's are exact)."""
-    from confluent_kafka import Consumer, TopicPartition
 
     c = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": "wm-" + uuid.uuid4().hex})
     try:

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import time as _time
 from pathlib import Path
 
 import pytest
+import trio
 
+from logfwd.plugin import ConfigValueError
 from tests.test_tail_support import Harness, NumberedWriter, assert_exactly, run_tail
 
 
@@ -35,7 +39,6 @@ def test_startup_files_start_at_end_new_files_from_zero(tmp_path: Path) -> None:
     old.write(100)  # present at startup: skipped (Read_from_Head off)
 
     async def scenario(h: Harness) -> None:
-        import trio
 
         await trio.sleep(0.3)
         old.write(10)  # appended after start: read
@@ -56,7 +59,6 @@ def test_partial_last_line_waits_for_newline(tmp_path: Path) -> None:
     p.write_bytes(b"one\ntwo\nthr")
 
     async def scenario(h: Harness) -> None:
-        import trio
 
         await h.wait_count(2)
         await trio.sleep(0.5)
@@ -132,7 +134,6 @@ def test_skip_empty_lines_exclude_and_recursive(tmp_path: Path) -> None:
     (tmp_path / "a" / "skip.log").write_bytes(b"nope\n")
 
     async def scenario(h: Harness) -> None:
-        import trio
 
         await h.wait_count(3)
         await trio.sleep(0.3)
@@ -157,7 +158,6 @@ def test_exit_on_eof_flushes_everything(tmp_path: Path) -> None:
 
 
 def test_bad_config_is_reported() -> None:
-    from logfwd.plugin import ConfigValueError
 
     with pytest.raises(ConfigValueError) as e:
         Harness({"Path": "/tmp/x", "Multiline": "on"})
@@ -165,8 +165,6 @@ def test_bad_config_is_reported() -> None:
 
 
 def test_ignore_older(tmp_path: Path) -> None:
-    import os
-    import time as _time
 
     old, fresh = tmp_path / "old.log", tmp_path / "fresh.log"
     old.write_bytes(b"ancient 1\nancient 2\n")
@@ -175,7 +173,6 @@ def test_ignore_older(tmp_path: Path) -> None:
     os.utime(old, (past, past))
 
     async def scenario(h: Harness) -> None:
-        import trio
 
         await h.wait_count(1)
         await trio.sleep(0.3)

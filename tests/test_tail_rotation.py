@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from tests.test_tail_support import Harness, NumberedWriter, assert_exactly, run_tail
+from tests.test_tail_support import Collector, Harness, NumberedWriter, assert_exactly, run_tail
 
 
 @pytest.mark.parametrize("inotify", ["on", "off"])
@@ -92,7 +92,6 @@ def test_delete_while_reading(tmp_path: Path) -> None:
         await h.wait_count(60_000, timeout=30)
         await h.wait_for(lambda: h.metrics["files_watched"] == 0, 10, "the deleted file to be closed")
 
-    from tests.test_tail_support import Collector
 
     h = run_tail({"Path": str(log), "Read_from_Head": "on", "Rotate_Wait": "5"}, scenario,
                  mem_buf_limit=256 * 1024, collector=Collector(delay=0.01))
@@ -102,7 +101,6 @@ def test_delete_while_reading(tmp_path: Path) -> None:
 def test_rotation_while_paused_by_backpressure(tmp_path: Path) -> None:
     """Outputs acknowledge nothing for a while: the input pauses; rotation happens meanwhile;
     Rotate_Wait passes long before the old file is drained, and it must not be closed early."""
-    from tests.test_tail_support import Collector
 
     log = tmp_path / "app.log"
     w = NumberedWriter(log)

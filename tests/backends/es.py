@@ -30,7 +30,7 @@ from ._proc import ManagedProcess, free_port, wait_for
 
 def noida_binary() -> str:
     try:
-        import noida_db
+        import noida_db  # noqa: PLC0415 - installed by the test command only; fail with how to get it
     except ImportError:
         pytest.fail("noida-db is not installed: pip install noida-db==0.2.3 (the test command installs it)")
     path = os.path.join(os.path.dirname(noida_db.__file__), "noida-db")

@@ -27,6 +27,8 @@ from pathlib import Path
 from typing import NamedTuple
 
 import pytest
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
+from confluent_kafka.admin import AdminClient
 
 from ._proc import ManagedProcess, free_port, wait_for
 
@@ -76,7 +78,6 @@ class KafkaBroker:
         return self.proc is not None and self.proc.alive()
 
     def healthy(self) -> bool:
-        from confluent_kafka.admin import AdminClient
 
         md = AdminClient({"bootstrap.servers": self.bootstrap}).list_topics(timeout=2)
         return bool(md.brokers)
@@ -97,7 +98,6 @@ def consume(bootstrap: str, topic: str, n: int, timeout: float = 15.0, settle: f
     After ``n`` messages it keeps reading for ``settle`` seconds to catch duplicates (so a
     test can assert "exactly n"). Messages are returned in (partition, offset) order.
     """
-    from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
     c = Consumer(
         {

@@ -25,6 +25,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource, NewTopic, ResourceType
 
 from ._proc import ManagedProcess, free_port, wait_for
 from .es import noida_binary
@@ -58,7 +59,6 @@ class NoidaKafka:
             self.proc = None
 
     def healthy(self) -> bool:
-        from confluent_kafka.admin import AdminClient
 
         if self.proc is not None and not self.proc.alive():
             raise RuntimeError("noida-db exited")
@@ -66,13 +66,11 @@ class NoidaKafka:
         return bool(md.brokers)
 
     def _admin(self):  # type: ignore[no-untyped-def]
-        from confluent_kafka.admin import AdminClient
 
         return AdminClient({"bootstrap.servers": self.bootstrap})
 
     def broker_config(self) -> dict[str, str]:
         """The broker's configuration as DescribeConfigs reports it."""
-        from confluent_kafka.admin import ConfigResource, ResourceType
 
         admin = self._admin()
         broker_id = str(next(iter(admin.list_topics(timeout=5).brokers)))
@@ -81,7 +79,6 @@ class NoidaKafka:
 
     def auto_create(self, enabled: bool) -> None:
         """Switch the broker's ``auto.create.topics.enable`` (checked by reading it back)."""
-        from confluent_kafka.admin import AlterConfigOpType, ConfigEntry, ConfigResource, ResourceType
 
         admin = self._admin()
         broker_id = str(next(iter(admin.list_topics(timeout=5).brokers)))
@@ -94,7 +91,6 @@ class NoidaKafka:
             raise RuntimeError(f"noida-db kept auto.create.topics.enable={got!r} after setting {value!r}")
 
     def create_topic(self, name: str, partitions: int = 1) -> None:
-        from confluent_kafka.admin import NewTopic
 
         admin = self._admin()  # kept referenced: a collected client fails its futures with _DESTROY
         admin.create_topics([NewTopic(name, partitions, 1)])[name].result(10)
