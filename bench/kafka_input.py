@@ -25,6 +25,7 @@ import signal
 import statistics
 import subprocess
 import time
+import urllib.request
 from pathlib import Path
 
 from confluent_kafka import Producer
@@ -59,6 +60,16 @@ def fill(bootstrap: str, records: int) -> None:
     left = p.flush(120)
     if left:
         raise RuntimeError(f"{left} messages not delivered to the broker")
+
+
+def no_date_detection(port: int) -> None:
+    """The index with dynamic date detection off: a ``log`` text that starts with a timestamp
+    would otherwise map the field as a date and every later line would be refused."""
+    req = urllib.request.Request(f"http://127.0.0.1:{port}/fluent-bit", method="PUT",
+                                 data=json.dumps({"mappings": {"date_detection": False}}).encode(),
+                                 headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=30) as r:
+        r.read()
 
 
 def config(workdir: Path, bootstrap: str, port: int, output: str, target: str) -> Path:
@@ -102,6 +113,7 @@ def run_once(records: int, output: str) -> tuple[float, float, float]:
             es, es_port = start_es(workdir)
             servers.append(es)
             target = str(es_port)
+            no_date_detection(es_port)
         fill(bootstrap, records)
         port = free_port()
         log = open(workdir / "daemon.log", "wb")
