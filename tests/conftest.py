@@ -8,4 +8,4 @@ pytest_plugins = [
     f"tests.backends.{m.name}"
     for m in pkgutil.iter_modules([str(Path(__file__).parent / "backends")])
     if not m.name.startswith("_")
-]
+] + ["tests.e2ekit"]  # its ``logfwds`` fixture stops every daemon a test started

@@ -3,7 +3,7 @@
 Pieces, and why they look the way they do:
 
 - ``LiveFile``: one application log. The writer thread appends numbered lines
-  (``tests.test_tail_support.NumberedWriter`` numbering, ``<name>-<00000042>``)
+  (``tests.tailkit.NumberedWriter`` numbering, ``<name>-<00000042>``)
   through a handle it keeps open, like a real application; after a
   rename-and-create rotation it keeps writing to the renamed file for a few more
   batches before it reopens (the window between logrotate's ``mv`` and the
@@ -39,8 +39,8 @@ from pathlib import Path
 from typing import Any
 
 from tests.backends._proc import free_port
+from tests.tailkit import LINE_RE, NumberedWriter
 from tests.test_tail_cli import metrics, stop
-from tests.test_tail_support import LINE_RE, NumberedWriter
 
 ROOT = Path(__file__).resolve().parent.parent
 _SCRIPT = Path(sys.executable).with_name("logfwd")

@@ -33,7 +33,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from .backends._proc import free_port, wait_for
 from .backends.kafka import KafkaBroker
-from .test_e2e_outputs import Logfwd, logfwds  # noqa: F401 - fixture
+from .e2ekit import Logfwd
 
 N = int(os.environ.get("LOGFWD_E2E_N", "60000"))
 PARTITIONS = 6

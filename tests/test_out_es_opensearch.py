@@ -34,9 +34,7 @@ from typing import Any
 
 from .backends._proc import wait_for
 from .backends.opensearch import ADMIN, OpenSearchNode
-from .test_e2e_outputs import LOGFWD, LineWriter, Logfwd, es_numbers, logfwds, numbers_exact, tail_input
-
-__all__ = ["logfwds"]  # the fixture, imported to be used here
+from .e2ekit import LOGFWD, LineWriter, Logfwd, es_numbers, numbers_exact, tail_input
 
 N = int(os.environ.get("LOGFWD_E2E_N", "50000"))
 """Numbered records of the stream tests (CI size; soak runs raise it)."""

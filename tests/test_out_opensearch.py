@@ -34,9 +34,9 @@ from logfwd.plugins.out_opensearch import PLUGIN as OpenSearchOutput
 from logfwd.plugins.out_opensearch import sigv4
 
 from .backends.opensearch import OpenSearchNode
+from .e2ekit import LOGFWD
 from .faultproxy import FaultProxy, Recorded
 from .pluginkit import PluginConfigError, flush_all, make_chunk, make_plugin
-from .test_e2e_outputs import LOGFWD
 
 AK, SK, TOKEN = "AKIDLOGFWDTEST", "secret/for+tests", "session-token"
 

@@ -10,7 +10,7 @@ import pytest
 import trio
 
 from logfwd.plugin import ConfigValueError
-from tests.test_tail_support import Harness, NumberedWriter, assert_exactly, run_tail
+from tests.tailkit import Harness, NumberedWriter, assert_exactly, run_tail
 
 
 @pytest.mark.parametrize("inotify", ["on", "off"])

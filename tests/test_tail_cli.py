@@ -13,7 +13,7 @@ from collections import Counter
 from pathlib import Path
 
 from tests.backends._proc import free_port, wait_for
-from tests.test_tail_support import LINE_RE, NumberedWriter
+from tests.tailkit import LINE_RE, NumberedWriter
 
 LOGFWD = [sys.executable, "-m", "logfwd"]
 

@@ -10,7 +10,7 @@ import pytest
 import trio
 
 from logfwd.plugin import StartError
-from tests.test_tail_support import Collector, Harness, NumberedWriter, assert_exactly, run_tail
+from tests.tailkit import Collector, Harness, NumberedWriter, assert_exactly, run_tail
 
 
 def test_restart_resumes_from_db(tmp_path: Path) -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import trio
 
-from tests.test_tail_support import Harness, NumberedWriter, assert_exactly, run_tail
+from tests.tailkit import Harness, NumberedWriter, assert_exactly, run_tail
 
 
 def test_thousand_files(tmp_path: Path) -> None:
@@ -49,7 +49,7 @@ SCRIPT = textwrap.dedent(
     resource.setrlimit(resource.RLIMIT_NOFILE, (128, 128))
     import trio
     from pathlib import Path
-    from tests.test_tail_support import NumberedWriter, run_tail
+    from tests.tailkit import NumberedWriter, run_tail
     d = Path(sys.argv[1])
     ws = [NumberedWriter(d / f"f{i:03d}.log", name=f"F{i:03d}", payload=10) for i in range(300)]
     for w in ws:

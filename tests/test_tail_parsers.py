@@ -13,7 +13,7 @@ import pytest
 import trio
 
 from logfwd.config import default_parsers
-from tests.test_tail_support import Collector, Harness, run_tail
+from tests.tailkit import Collector, Harness, run_tail
 
 GEN = Path(__file__).resolve().parents[1] / "bench" / "gen.py"
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from tests.test_tail_support import Collector, Harness, NumberedWriter, assert_exactly, run_tail
+from tests.tailkit import Collector, Harness, NumberedWriter, assert_exactly, run_tail
 
 
 @pytest.mark.parametrize("inotify", ["on", "off"])
