@@ -18,9 +18,11 @@ from typing import Any
 
 import msgpack
 import pytest
+import trio
 from confluent_kafka import Consumer, Message, TopicPartition
 
-from logfwd.plugin import ConfigValueError
+from logfwd.batch import Batch, MemBudget
+from logfwd.plugin import ConfigValueError, Emitter
 from logfwd.plugins.in_kafka import PLUGIN as KafkaInput
 from logfwd.plugins.in_kafka.decode import DecodeSettings, decode_messages, parse_time
 
@@ -110,6 +112,66 @@ def test_options_are_checked_at_load() -> None:
     conf = p.consumer_conf()
     assert conf["group.id"] == "agg" and conf["enable.auto.commit"] is False
     assert conf["enable.auto.offset.store"] is False and conf["session.timeout.ms"] == "6000"
+
+
+# --------------------------------------------------------------------------- Mem_Buf_Limit (pause, never block)
+
+
+class _PausingConsumer:
+    """What ``_emit_within_budget`` calls on a consumer: assignment, pause, resume, consume.
+
+    The consume loop's own calls, recorded; ``consume`` while paused returns nothing, as
+    librdkafka does for paused partitions.
+    """
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def assignment(self) -> list[TopicPartition]:
+        return [TopicPartition("logs", p) for p in range(2)]
+
+    def pause(self, tps: list[TopicPartition]) -> None:
+        self.calls.append("pause")
+
+    def resume(self, tps: list[TopicPartition]) -> None:
+        self.calls.append("resume")
+
+    def consume(self, n: int, timeout: float) -> list[Message]:
+        self.calls.append("consume")
+        return []
+
+
+def test_a_cycle_that_outgrows_the_budget_pauses_instead_of_blocking_in_emit() -> None:
+    """Nothing outstanding, one cycle with two partitions worth more than Mem_Buf_Limit.
+
+    The first partition's batch is emitted (an empty budget admits one batch); the second must
+    not block inside ``emit`` (no polling then: the group would drop us) but pause the
+    partitions and keep polling until deliveries free room. Seen in CI as a daemon stuck in
+    emit with its ``pauses`` counter at 0.
+    """
+    plugin = make_plugin(KafkaInput, topics="logs", brokers="b:1", format="json", envelope="off")
+    emitted: list[int] = []
+    budget = MemBudget(20_000)
+
+    async def dispatch(batch: Batch) -> None:
+        batch.ack.add(1)  # an output holds it: never delivered
+        emitted.append(len(batch.records))
+
+    def part(p: int, n: int) -> list[Message]:
+        return [Message(topic="logs", partition=p, offset=i, value=b'{"pad": "%s"}' % (b"x" * 200),
+                        timestamp=(1, 1_700_000_000_000)) for i in range(n)]
+
+    consumer = _PausingConsumer()
+
+    async def main() -> None:
+        emitter = Emitter("t", budget, dispatch, plugin.metrics)
+        with trio.move_on_after(1):  # nothing is ever acknowledged: it must still be polling, paused
+            await plugin._emit_within_budget(emitter, consumer, part(0, 30) + part(1, 30))
+
+    trio.run(main)
+    assert emitted == [30]  # the second partition waits for room, outside emit
+    assert plugin.metrics.get("pauses") == 1 and consumer.calls[0] == "pause"
+    assert consumer.calls.count("consume") > 1  # it kept serving the group while paused
 
 
 # --------------------------------------------------------------------------- round trips (real CLI, tansu)

@@ -28,6 +28,7 @@ and resumed once deliveries free room, so memory does not grow with the backlog.
 from __future__ import annotations
 
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -143,24 +144,34 @@ class KafkaInput(Input):
         s = self.settings
         timeout = s.poll_timeout_ms / 1000.0
         idle = s.poll_ms / 1000.0
-        budget = emitter.budget
         while True:
             self._resume(consumer)
             msgs = await trio.to_thread.run_sync(self._poll_cycle, consumer, timeout)
             if not msgs:
                 await trio.sleep(idle)
                 continue
-            # Never block in emit: a blocked emit stops polling, librdkafka keeps prefetching and
-            # the group drops us after max.poll.interval.ms. While what we hold would not fit in
-            # Mem_Buf_Limit, pause the partitions and keep polling (which returns nothing for them).
-            need = _cost_estimate(msgs)
+            await self._emit_within_budget(emitter, consumer, msgs)
+
+    async def _emit_within_budget(self, emitter: Emitter, consumer: Consumer, msgs: list[Any]) -> None:
+        """Emit partition by partition, each once it fits in Mem_Buf_Limit.
+
+        Never block in emit: a blocked emit stops polling, librdkafka keeps prefetching and the
+        group drops us after max.poll.interval.ms. While the next partition's batch would not
+        fit, pause the partitions and keep polling (which returns nothing for them). The check
+        is per batch, not per poll cycle: a cycle that began with nothing outstanding could
+        otherwise emit its first batch and then block on the second.
+        """
+        budget = emitter.budget
+        queue = deque(self._by_partition(msgs).items())
+        while queue:
+            tp, batch = queue.popleft()
+            need = _cost_estimate(batch)
             while budget.limit and budget.used > 0 and budget.used + need > budget.limit:
                 self._pause(consumer)
                 more = await trio.to_thread.run_sync(consumer.consume, _PER_CALL, _PAUSE_POLL)
-                if more:  # partitions assigned since the pause are not paused yet
-                    msgs.extend(more)
-                    need = _cost_estimate(msgs)
-            await self._emit(emitter, msgs)
+                if more:  # partitions assigned since the pause are not paused yet; FIFO keeps order
+                    queue.extend(self._by_partition(more).items())
+            await self._emit(emitter, tp, batch)
 
     def _poll_cycle(self, consumer: Consumer, timeout: float) -> list[Any]:
         """Up to ``Buffer_Max_Size`` payload bytes of messages (worker thread)."""
@@ -194,8 +205,8 @@ class KafkaInput(Input):
             if assignment:
                 consumer.resume(assignment)
 
-    async def _emit(self, emitter: Emitter, msgs: list[Any]) -> None:
-        """One batch per partition, each with a handle on its tracker at its last offset."""
+    def _by_partition(self, msgs: list[Any]) -> dict[TP, list[Any]]:
+        """Messages grouped by partition, in offset order; errors counted and logged, EOFs skipped."""
         groups: dict[TP, list[Any]] = {}
         for m in msgs:
             err = m.error()
@@ -205,17 +216,19 @@ class KafkaInput(Input):
                     self.log.warning("consume: %s", err.str())
                 continue
             groups.setdefault((m.topic(), m.partition()), []).append(m)
-        now = time.time_ns()
-        tag_key = self.settings.tag_key
-        for (topic, part), batch in groups.items():
-            records, times, nbytes = decode_messages(batch, self.decode, now, self._decode_error)
-            keys = [f"{topic}:{part}:{m.offset()}" for m in batch]
-            tracker = self._trackers.get((topic, part))
-            handle = tracker.handle(batch[-1].offset()) if tracker is not None else None
-            tag = emitter.expand_tag(topic)
-            if tag_key is None:
-                await emitter.emit(records, times, tag=tag, handle=handle, nbytes=max(nbytes, 1), keys=keys)
-                continue
+        return groups
+
+    async def _emit(self, emitter: Emitter, tp: TP, batch: list[Any]) -> None:
+        """One partition's batch, with a handle on its tracker at its last offset."""
+        topic, part = tp
+        records, times, nbytes = decode_messages(batch, self.decode, time.time_ns(), self._decode_error)
+        keys = [f"{topic}:{part}:{m.offset()}" for m in batch]
+        tracker = self._trackers.get(tp)
+        handle = tracker.handle(batch[-1].offset()) if tracker is not None else None
+        tag = emitter.expand_tag(topic)
+        if self.settings.tag_key is None:
+            await emitter.emit(records, times, tag=tag, handle=handle, nbytes=max(nbytes, 1), keys=keys)
+        else:
             await self._emit_by_tag(emitter, records, times, keys, tag, handle, nbytes)
 
     async def _emit_by_tag(self, emitter: Emitter, records: list[dict[str, Any]], times: list[int],
