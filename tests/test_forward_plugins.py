@@ -297,26 +297,44 @@ def test_output_reconnects_after_the_server_closed_an_idle_connection() -> None:
     assert [r["n"] for r in c.records] == [0, 1]
 
 
-def test_upstream_failover(tmp_path: Path) -> None:
+def test_upstream_round_robin_skips_a_dead_node(tmp_path: Path) -> None:
+    """Fluent Bit's Upstream balances round-robin; a dead node costs no retry while another is up."""
     dead = free_port()
 
     async def main() -> Any:
-        c = Collector()
+        a, b = Collector(), Collector()
         async with trio.open_nursery() as n:
-            p = await serve(n, c, shared_key="s2")
+            pa = await serve(n, a, shared_key="s2")
+            pb = await serve(n, b)
             up = tmp_path / "upstream.conf"
-            up.write_text(f"[UPSTREAM]\n    name pool\n\n[NODE]\n    name dead\n    host 127.0.0.1\n    port {dead}\n\n"
-                          f"[NODE]\n    name live\n    host 127.0.0.1\n    port {p.port}\n    shared_key s2\n")
+            up.write_text(f"[UPSTREAM]\n    name pool\n\n"
+                          f"[NODE]\n    name a\n    host 127.0.0.1\n    port {pa.port}\n    shared_key s2\n\n"
+                          f"[NODE]\n    name dead\n    host 127.0.0.1\n    port {dead}\n\n"
+                          f"[NODE]\n    name b\n    host 127.0.0.1\n    port {pb.port}\n")
             out = make_plugin(ForwardOutput, upstream=str(up), require_ack_response="on")
-            r1 = await out.flush(make_chunk(records(1)))
-            r2 = await out.flush(make_chunk(records(1)))
-            await c.wait(1)
+            results = [await out.flush(make_chunk(records(1, start=i))) for i in range(6)]
+            await a.wait(1)
+            await b.wait(1)
+            await out.stop()
             n.cancel_scope.cancel()
-        return r1, r2
+        return results, a, b, out
 
-    r1, r2 = trio.run(main)
-    assert r1.retry_all and f"127.0.0.1:{dead}" in r1.reason
-    assert r2.delivered_all
+    results, a, b, out = trio.run(main)
+    assert all(r.delivered_all for r in results)  # the dead node's turn went to the next node at once
+    got = sorted(r["n"] for r in a.records + b.records)
+    assert got == list(range(6))
+    assert len(a.records) >= 2 and len(b.records) >= 2  # both live nodes took a share
+    assert out.metrics["errors"] == 1  # marked down after one failure, then skipped
+
+
+def test_upstream_every_node_down_is_one_retry_naming_them(tmp_path: Path) -> None:
+    d1, d2 = free_port(), free_port()
+    up = tmp_path / "upstream.conf"
+    up.write_text(f"[UPSTREAM]\n    name pool\n[NODE]\n    name one\n    host 127.0.0.1\n    port {d1}\n"
+                  f"[NODE]\n    name two\n    host 127.0.0.1\n    port {d2}\n")
+    out = make_plugin(ForwardOutput, upstream=str(up))
+    r = trio.run(out.flush, make_chunk(records(1)))
+    assert r.retry_all and f"127.0.0.1:{d1}" in r.reason and f"127.0.0.1:{d2}" in r.reason
 
 
 def test_upstream_file_errors() -> None:

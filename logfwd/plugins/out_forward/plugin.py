@@ -13,8 +13,11 @@ retried chunk may arrive twice (at-least-once). Without acks a successful write 
 delivery, as in Fluent Bit: records in flight when the peer dies can be lost.
 
 Connections are kept open between flushes (one per concurrent worker) and checked for
-a peer close before reuse. With ``Upstream`` the output sends to the file's first node
-and moves to the next one each time a node fails (failover, in file order, wrapping).
+a peer close before reuse. With ``Upstream`` the chunks are spread over the file's nodes
+round-robin, as Fluent Bit does, so an aggregator tier shares the load. A node that fails
+is marked down for ``_DOWN_SECONDS`` (skipped while others are up) and the same flush tries
+the next node at once, so one dead aggregator costs neither a retry backoff nor an order of
+the file; only when every node fails is the chunk handed back for retry.
 """
 
 from __future__ import annotations
@@ -68,6 +71,12 @@ class _Target:
     self_hostname: str
     username: str
     password: str
+    down_until: float = 0.0  # trio clock: skipped by the round-robin until then (unless all are down)
+
+
+# How long a node that failed is passed over while another is up: long enough that a dead
+# aggregator does not cost every flush a connect attempt, short enough to rejoin soon.
+_DOWN_SECONDS = 10.0
 
 
 class _Conn:
@@ -111,12 +120,12 @@ class _Conn:
 
 class ForwardOutput(Output):
     name = "forward"
-    description = "Fluentd/Fluent Bit forward protocol client, with acks, shared key, TLS and failover"
+    description = "Fluentd/Fluent Bit forward protocol client, with acks, shared key, TLS, round-robin and failover"
     options = (
         Option("Host", "str", "127.0.0.1", "server to send to"),
         Option("Port", "int", "24224", "its TCP port", **PORT),
         Option("Unix_Path", "str", None, "send over this Unix socket instead of Host/Port"),
-        Option("Upstream", "str", None, "Fluent Bit upstream file: several [NODE]s, failing over in order"),
+        Option("Upstream", "str", None, "Fluent Bit upstream file: several [NODE]s, used round-robin; a failed node is skipped"),
         Option("Time_as_Integer", "bool", "off", "send integer seconds instead of EventTime (Fluentd v0.12)"),
         Option("Send_options", "bool", "off", "always send the option map (with size)"),
         Option("Require_ack_response", "bool", "off",
@@ -153,7 +162,7 @@ class ForwardOutput(Output):
             self.targets = [self._target(n) for n in nodes]
         else:
             self.targets = [self._target(Node("default", s.host, s.port))]
-        self._current = 0
+        self._next = 0  # round-robin position
         self._idle: list[_Conn] = []
 
     def _target(self, node: Node) -> _Target:
@@ -176,19 +185,38 @@ class ForwardOutput(Output):
     async def flush(self, chunk: Chunk) -> Result:
         if not chunk.records:
             return Result.ok()
-        target = self.targets[self._current % len(self.targets)]
-        conn: _Conn | None = None
-        try:
-            conn = await self._acquire(target)
-            await self._send(conn, chunk)
-        except (*_NET_ERRORS, HandshakeError) as e:
-            if conn is not None:
-                await conn.aclose()
-            self._failover(target)
-            self.metrics.inc("errors")
-            return Result.retry_everything(f"forward {_where(target)}: {_reason(e)}")
-        self._idle.append(conn)
-        return Result.ok()
+        errors: list[str] = []
+        for target in self._order():
+            conn: _Conn | None = None
+            try:
+                conn = await self._acquire(target)
+                await self._send(conn, chunk)
+            except (*_NET_ERRORS, HandshakeError) as e:
+                if conn is not None:
+                    await conn.aclose()
+                self.metrics.inc("errors")
+                errors.append(f"forward {_where(target)}: {_reason(e)}")
+                self._mark_down(target, errors[-1])
+                continue
+            target.down_until = 0.0
+            self._idle.append(conn)
+            return Result.ok()
+        return Result.retry_everything("; ".join(errors))
+
+    def _order(self) -> list[_Target]:
+        """The nodes one flush tries: round-robin from the next one, nodes marked down last."""
+        n = len(self.targets)
+        start = self._next % n
+        self._next += 1
+        order = [self.targets[(start + i) % n] for i in range(n)]
+        now = trio.current_time()
+        return [t for t in order if t.down_until <= now] + [t for t in order if t.down_until > now]
+
+    def _mark_down(self, target: _Target, reason: str) -> None:
+        if len(self.targets) > 1:
+            if target.down_until <= trio.current_time():
+                self.log.warning("node %s down (%s); the other nodes take its chunks", target.name, reason)
+            target.down_until = trio.current_time() + _DOWN_SECONDS
 
     async def _send(self, conn: _Conn, chunk: Chunk) -> None:
         s = self.settings
@@ -204,13 +232,6 @@ class ForwardOutput(Output):
                         if isinstance(ev, Ack):
                             conn.acks.add(ev.chunk)
             conn.acks.discard(chunk_id)
-
-    def _failover(self, target: _Target) -> None:
-        if len(self.targets) > 1 and self.targets[self._current % len(self.targets)] is target:
-            self._current += 1
-            nxt = self.targets[self._current % len(self.targets)]
-            self.log.warning("forward: node %s failed; next flushes go to %s", target.name, nxt.name)
-            # Idle connections to the failed node are dropped on their next use check.
 
     async def _acquire(self, target: _Target) -> _Conn:
         while self._idle:
