@@ -292,6 +292,40 @@ def test_token_rotation_is_read_again(kube_api: KubeApiServer) -> None:
     assert f.metrics.get("unenriched_records", 0) == 0
 
 
+def test_kube_token_command_is_run_again_after_a_401(kube_api: KubeApiServer, tmp_path: Any) -> None:
+    """Kube_Token_Command's output is the token; a 401 runs it again (as after a rotation)."""
+    runs = tmp_path / "runs"
+    cmd = f"echo run >> {runs}; cat {kube_api.token_file}"
+    f = make_filter(kube_api, Kube_Token_File=str(tmp_path / "absent"), Kube_Token_Command=cmd)
+
+    async def body(f: KubernetesFilter) -> None:
+        [r] = await enrich(f, WEB_TAG, {"log": "x"})
+        assert "pod_id" in r["kubernetes"]
+        kube_api.rotate_token("test-token-2")
+        # The first request after the rotation gets a 401 and the filter backs off for a moment;
+        # once it tries again the command has run again and the new token is accepted.
+        with trio.fail_after(10):
+            while "pod_id" not in (r := (await enrich(f, API_TAG, {"log": "x"}))[0])["kubernetes"]:
+                await trio.sleep(0.05)
+        assert r["kubernetes"]["pod_id"] == "b7e2d1c0-3f4a-4b5c-8d9e-0a1b2c3d4e5f"
+
+    run(f, body)
+    assert runs.read_text().count("run") >= 2
+
+
+def test_kube_token_command_failing_passes_records_unenriched(kube_api: KubeApiServer,
+                                                             caplog: pytest.LogCaptureFixture) -> None:
+    f = make_filter(kube_api, Kube_Token_Command="echo nope >&2; exit 3")
+
+    async def body(f: KubernetesFilter) -> None:
+        [r] = await enrich(f, WEB_TAG, {"log": "x"})
+        assert "pod_id" not in r["kubernetes"]
+
+    run(f, body)
+    assert f.metrics["unenriched_records"] == 1
+    assert any("Kube_Token_Command failed (exit status 3: nope)" in m for m in caplog.messages)
+
+
 def test_wrong_token_401_passes_records_unenriched(kube_api: KubeApiServer) -> None:
     kube_api.token_file.write_text("not-the-token\n")
     f = make_filter(kube_api)

@@ -8,6 +8,7 @@ core dependency and trio streams give timeouts and cancellation that fit the eng
 
 from __future__ import annotations
 
+import logging
 import os
 import ssl
 import time
@@ -47,24 +48,38 @@ class Gone(ApiError):
 
 
 class TokenSource:
-    """The bearer token, read from a file and read again when it changes or ages.
+    """The bearer token: read from a file, or printed by a command, and fetched again in time.
 
     The kubelet rotates a projected service-account token by swapping a symlink, so the
     file's mtime (``stat`` follows the link) changes; ``ttl`` bounds how long a read is
     trusted even without a visible change, and ``invalidate`` forces a read after a 401.
+    With ``command`` (Fluent Bit's ``Kube_Token_Command``, e.g. ``aws-iam-authenticator
+    token -i CLUSTER --token-only`` outside a pod) its standard output is the token, run
+    again after ``ttl`` or a 401; it runs as a subprocess so the event loop never waits on it.
+    A failed read or command keeps the last good token and says why once per failure run.
     """
 
-    def __init__(self, path: str | None, ttl: float) -> None:
+    def __init__(self, path: str | None, ttl: float, command: str | None = None,
+                 log: logging.Logger | None = None) -> None:
         self.path = path
         self.ttl = ttl
+        self.command = command
+        self.log = log or logging.getLogger("logfwd.kubernetes")
         self._token: str | None = None
         self._stamp: tuple[float, int] | None = None
         self._read_at = 0.0
+        self._failing = False
 
     def invalidate(self) -> None:
         self._stamp = None
+        self._read_at = -self.ttl  # a command runs again at the next request too
 
-    def get(self) -> str | None:
+    async def get(self) -> str | None:
+        if self.command:
+            return await self._from_command()
+        return self._from_file()
+
+    def _from_file(self) -> str | None:
         if not self.path:
             return None
         try:
@@ -82,6 +97,39 @@ class TokenSource:
             self._stamp = stamp
             self._read_at = now
         return self._token
+
+    async def _from_command(self) -> str | None:
+        now = time.monotonic()
+        if self._token is not None and now - self._read_at < self.ttl:
+            return self._token
+        self._read_at = now  # a failing command is not run again before ttl (or a 401)
+        try:
+            with trio.fail_after(_TOKEN_COMMAND_TIMEOUT):
+                done = await trio.run_process(["/bin/sh", "-c", self.command or ""], capture_stdout=True,
+                                              capture_stderr=True, check=False, stdin=b"")
+        except (OSError, trio.TooSlowError) as e:
+            self._command_failed(str(e) or f"no answer in {_TOKEN_COMMAND_TIMEOUT:g} s")
+            return self._token
+        token = done.stdout.decode("utf-8", "replace").strip()
+        if done.returncode != 0 or not token:
+            why = done.stderr.decode("utf-8", "replace").strip().splitlines()
+            self._command_failed(f"exit status {done.returncode}" + (f": {why[-1]}" if why else "")
+                                 if done.returncode else "it printed no token")
+            return self._token
+        if self._failing:
+            self.log.info("Kube_Token_Command works again")
+        self._failing = False
+        self._token = token
+        return token
+
+    def _command_failed(self, why: str) -> None:
+        if not self._failing:
+            self.log.warning("Kube_Token_Command failed (%s); %s", why,
+                             "keeping the last token" if self._token else "requests go without a token")
+        self._failing = True
+
+
+_TOKEN_COMMAND_TIMEOUT = 30.0
 
 
 def _status_message(status: int, body: bytes) -> str:
@@ -177,7 +225,7 @@ class KubeApi:
         try:
             conn = h11.Connection(h11.CLIENT)
             headers = [("Host", self._host_header), ("Accept", "application/json"), ("User-Agent", "logfwd")]
-            tok = self.token.get()
+            tok = await self.token.get()
             if tok:
                 headers.append(("Authorization", f"Bearer {tok}"))
             req = h11.Request(method="GET", target=self.base + path, headers=headers)

@@ -14,9 +14,10 @@ OPTIONS: tuple[Option, ...] = (
     Option("Kube_CA_Path", "str", None, "directory of CA certificates (hashed names)"),
     Option("Kube_Token_File", "str", f"{SA_DIR}/token",
            "bearer token file; read again when it changes (projected tokens rotate) and after a 401"),
-    Option("Kube_Token_TTL", "time", "600", "read the token file again at least this often", minimum=1),
-    Option("Kube_Token_Command", "str", None, "command printing a token",
-           unsupported="the token is read from Kube_Token_File"),
+    Option("Kube_Token_TTL", "time", "600", "read the token file (or run Kube_Token_Command) again at least "
+           "this often", minimum=1),
+    Option("Kube_Token_Command", "str", None, "shell command printing the token (instead of Kube_Token_File); "
+           "run again after Kube_Token_TTL and after a 401"),
     Option("Kube_Tag_Prefix", "str", "kube.var.log.containers.",
            "tag prefix cut off before the file name is split into pod, namespace, container and id"),
     Option("Regex_Parser", "str", None,

@@ -86,7 +86,7 @@ class KubernetesFilter(Filter):
             ctx = tls_context(tls_conf)
         except ConfigValueError as e:
             raise ConfigValueError("kube_ca_file" if "ca" in e.key else e.key, e.message) from None
-        token = TokenSource(s.kube_token_file, s.kube_token_ttl)
+        token = TokenSource(s.kube_token_file, s.kube_token_ttl, s.kube_token_command or None, self.log)
         try:
             api = KubeApi(s.kube_url, ssl_context=ctx, token=token, timeout=s.kube_request_timeout, vhost=s.tls_vhost)
             kubelet = (KubeApi(f"https://{s.kubelet_host}:{s.kubelet_port}", ssl_context=ctx, token=token,
