@@ -19,7 +19,7 @@ from typing import Any
 import msgpack
 import pytest
 import trio
-from confluent_kafka import Consumer, Message, TopicPartition
+from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 
 from logfwd.batch import Batch, MemBudget
 from logfwd.plugin import ConfigValueError, Emitter
@@ -166,12 +166,102 @@ def test_a_cycle_that_outgrows_the_budget_pauses_instead_of_blocking_in_emit() -
     async def main() -> None:
         emitter = Emitter("t", budget, dispatch, plugin.metrics)
         with trio.move_on_after(1):  # nothing is ever acknowledged: it must still be polling, paused
-            await plugin._emit_within_budget(emitter, consumer, part(0, 30) + part(1, 30))
+            plugin._cb_assign(consumer, consumer.assignment())
+            owners = dict(plugin._trackers)
+            await plugin._emit_within_budget(emitter, consumer, [(part(0, 30) + part(1, 30), owners)])
 
     trio.run(main)
     assert emitted == [30]  # the second partition waits for room, outside emit
     assert plugin.metrics.get("pauses") == 1 and consumer.calls[0] == "pause"
     assert consumer.calls.count("consume") > 1  # it kept serving the group while paused
+
+
+# --------------------------------------------------------------------------- commits across failures and rebalances
+
+
+class _CommitConsumer(_PausingConsumer):
+    """Records what is committed (synchronous commits succeed)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.commits: list[list[tuple[str, int, int]]] = []
+
+    def commit(self, offsets: list[TopicPartition], asynchronous: bool = True) -> None:
+        self.commits.append([(tp.topic, tp.partition, tp.offset) for tp in offsets])
+
+    def close(self) -> None:
+        self.calls.append("close")
+
+
+def _kafka_plugin() -> Any:
+    return make_plugin(KafkaInput, topics="logs", brokers="b:1", format="json", envelope="off")
+
+
+def _deliver(plugin: Any, tp: tuple[str, int], offset: int) -> None:
+    """A batch of ``tp`` ending at ``offset``, delivered at once."""
+    plugin._trackers[tp].handle(offset).done()
+
+
+def test_a_batch_read_before_a_rebalance_does_not_ack_into_the_new_assignment() -> None:
+    """Read under one assignment, revoked and assigned back before it was emitted: dropped.
+
+    Acknowledged into the new assignment's tracker (whose fetch restarted at the committed
+    offset), its last offset would become that tracker's watermark and be committed while
+    the records before it, re-read by the new assignment, are not yet delivered.
+    """
+    plugin = _kafka_plugin()
+    consumer = _CommitConsumer()
+    tps = [TopicPartition("logs", 0)]
+    plugin._cb_assign(consumer, tps)
+    old_owner = dict(plugin._trackers)
+    plugin._cb_revoke(consumer, tps)
+    plugin._cb_assign(consumer, tps)
+    emitted: list[int] = []
+
+    async def dispatch(batch: Batch) -> None:
+        emitted.append(len(batch.records))
+
+    async def main() -> None:
+        emitter = Emitter("t", MemBudget(0), dispatch, plugin.metrics)
+        stale = [Message(topic="logs", partition=0, offset=i, value=b'{"n": 1}', timestamp=(1, 1)) for i in (40, 41)]
+        await plugin._emit_within_budget(emitter, consumer, [(stale, old_owner)])
+        fresh = [Message(topic="logs", partition=0, offset=i, value=b'{"n": 1}', timestamp=(1, 1)) for i in (10, 11)]
+        await plugin._emit_within_budget(emitter, consumer, [(fresh, dict(plugin._trackers))])
+
+    trio.run(main)
+    assert emitted == [2]  # only the batch read under the current assignment
+    assert plugin.metrics.get("stale_dropped") == 2
+    assert plugin._trackers[("logs", 0)].watermark == 11  # the stale offset 41 never reached it
+
+
+def test_a_late_commit_failure_requeues_the_current_position_not_its_older_offset() -> None:
+    plugin = _kafka_plugin()
+    consumer = _CommitConsumer()
+    plugin.consumer = consumer
+    tp = ("logs", 3)
+    plugin._cb_assign(consumer, [TopicPartition(*tp)])
+    _deliver(plugin, tp, 5)
+    first = plugin._take_offsets()  # an asynchronous commit of offset 6 goes out ...
+    _deliver(plugin, tp, 9)
+    plugin._commit(asynchronous=True)  # ... then one of 10, which succeeds
+    assert consumer.commits[-1] == [("logs", 3, 10)]
+    plugin._on_commit_result(KafkaError(KafkaError.REBALANCE_IN_PROGRESS), [TopicPartition("logs", 3, first[0].offset)])
+    assert plugin._to_commit == {tp: 10}  # never 6: the group's offset must not move back
+
+
+def test_revoke_and_close_commit_the_delivered_position_even_when_its_commit_is_in_flight() -> None:
+    plugin = _kafka_plugin()
+    consumer = _CommitConsumer()
+    plugin.consumer = consumer
+    a, b = ("logs", 0), ("logs", 1)
+    plugin._cb_assign(consumer, [TopicPartition(*a), TopicPartition(*b)])
+    _deliver(plugin, a, 4)
+    _deliver(plugin, b, 7)
+    plugin._take_offsets()  # both queued offsets are in an asynchronous commit that may yet fail
+    plugin._cb_revoke(consumer, [TopicPartition(*a)])
+    assert consumer.commits[-1] == [("logs", 0, 5)]
+    trio.run(plugin.close)
+    assert consumer.commits[-1] == [("logs", 1, 8)] and consumer.calls[-1] == "close"
 
 
 # --------------------------------------------------------------------------- round trips (real CLI, tansu)

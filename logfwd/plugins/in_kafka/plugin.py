@@ -19,6 +19,15 @@ is queued for commit; commits go out every ``Commit_Interval``, when partitions 
 was not yet committed, and never skips. A revoked partition's tracker is dropped: acks that
 arrive later for it commit nothing (the new owner re-reads from the committed offset).
 
+Three rules keep a commit from ever passing an undelivered record across rebalances:
+each read remembers the tracker of the assignment it was read under, and a batch whose
+partition was revoked since (even if assigned back to us: the fetch position then restarts
+at the committed offset) is discarded instead of being acknowledged into the new
+assignment's tracker; a commit that failed is retried with the partition's *current*
+delivered position (never an older offset re-queued over a newer one); and on revoke and at
+close each owned partition's delivered position is committed whether or not it is still
+queued (an asynchronous commit in flight may yet fail).
+
 librdkafka's ``consume`` blocks, so it runs in a worker thread; the rebalance callbacks run
 inside it and reach the trio thread through ``trio.from_thread``. When the input's
 ``Mem_Buf_Limit`` is used up, the assigned partitions are paused (librdkafka stops fetching)
@@ -45,6 +54,8 @@ _DEFAULT_STRATEGY = "cooperative-sticky"
 _PAUSE_POLL = 0.1  # seconds between polls while paused (serves rebalances, keeps the group)
 
 TP = tuple[str, int]
+Owners = dict[TP, AckTracker]  # the trackers of the assignment a read was made under
+Read = tuple[list[Any], Owners]  # messages of one consume() call, and whose they were
 
 
 class KafkaInput(Input):
@@ -146,13 +157,13 @@ class KafkaInput(Input):
         idle = s.poll_ms / 1000.0
         while True:
             self._resume(consumer)
-            msgs = await trio.to_thread.run_sync(self._poll_cycle, consumer, timeout)
-            if not msgs:
+            reads = await trio.to_thread.run_sync(self._poll_cycle, consumer, timeout)
+            if not any(msgs for msgs, _ in reads):
                 await trio.sleep(idle)
                 continue
-            await self._emit_within_budget(emitter, consumer, msgs)
+            await self._emit_within_budget(emitter, consumer, reads)
 
-    async def _emit_within_budget(self, emitter: Emitter, consumer: Consumer, msgs: list[Any]) -> None:
+    async def _emit_within_budget(self, emitter: Emitter, consumer: Consumer, reads: list[Read]) -> None:
         """Emit partition by partition, each once it fits in Mem_Buf_Limit.
 
         Never block in emit: a blocked emit stops polling, librdkafka keeps prefetching and the
@@ -162,25 +173,36 @@ class KafkaInput(Input):
         otherwise emit its first batch and then block on the second.
         """
         budget = emitter.budget
-        queue = deque(self._by_partition(msgs).items())
+        queue = deque(self._by_partition(reads).items())
         while queue:
-            tp, batch = queue.popleft()
+            (tp, owner), batch = queue.popleft()
             need = _cost_estimate(batch)
             while budget.limit and budget.used > 0 and budget.used + need > budget.limit:
                 self._pause(consumer)
-                more = await trio.to_thread.run_sync(consumer.consume, _PER_CALL, _PAUSE_POLL)
-                if more:  # partitions assigned since the pause are not paused yet; FIFO keeps order
-                    queue.extend(self._by_partition(more).items())
-            await self._emit(emitter, tp, batch)
+                more = await trio.to_thread.run_sync(self._consume, consumer, _PER_CALL, _PAUSE_POLL)
+                if more[0]:  # partitions assigned since the pause are not paused yet; FIFO keeps order
+                    queue.extend(self._by_partition([more]).items())
+            await self._emit(emitter, tp, owner, batch)
 
-    def _poll_cycle(self, consumer: Consumer, timeout: float) -> list[Any]:
+    def _consume(self, consumer: Consumer, n: int, timeout: float) -> Read:
+        """One ``consume`` call and the assignment its messages belong to (worker thread).
+
+        Rebalance callbacks run inside ``consume`` (and reach the trio thread, which is waiting
+        for this call, through ``from_thread``), so the trackers seen right after it are those
+        of the assignment the returned messages were fetched under.
+        """
+        got = consumer.consume(n, timeout)
+        return got, dict(self._trackers) if got else {}
+
+    def _poll_cycle(self, consumer: Consumer, timeout: float) -> list[Read]:
         """Up to ``Buffer_Max_Size`` payload bytes of messages (worker thread)."""
         limit = self.settings.buffer_max_size
-        out: list[Any] = []
+        out: list[Read] = []
         size = 0
         while size < limit:
-            got = consumer.consume(_PER_CALL, timeout)
-            out.extend(got)
+            got, owners = self._consume(consumer, _PER_CALL, timeout)
+            if got:
+                out.append((got, owners))
             for m in got:
                 v = m.value()
                 size += len(v) if v is not None else 0
@@ -205,25 +227,39 @@ class KafkaInput(Input):
             if assignment:
                 consumer.resume(assignment)
 
-    def _by_partition(self, msgs: list[Any]) -> dict[TP, list[Any]]:
-        """Messages grouped by partition, in offset order; errors counted and logged, EOFs skipped."""
-        groups: dict[TP, list[Any]] = {}
-        for m in msgs:
-            err = m.error()
-            if err is not None:
-                if err.code() != KafkaError._PARTITION_EOF:
-                    self.metrics.inc("errors")
-                    self.log.warning("consume: %s", err.str())
-                continue
-            groups.setdefault((m.topic(), m.partition()), []).append(m)
+    def _by_partition(self, reads: list[Read]) -> dict[tuple[TP, AckTracker | None], list[Any]]:
+        """Messages grouped by partition and the assignment they were read under, in offset order;
+        errors counted and logged, EOFs skipped."""
+        groups: dict[tuple[TP, AckTracker | None], list[Any]] = {}
+        for msgs, owners in reads:
+            for m in msgs:
+                err = m.error()
+                if err is not None:
+                    if err.code() != KafkaError._PARTITION_EOF:
+                        self.metrics.inc("errors")
+                        self.log.warning("consume: %s", err.str())
+                    continue
+                tp = (m.topic(), m.partition())
+                groups.setdefault((tp, owners.get(tp)), []).append(m)
         return groups
 
-    async def _emit(self, emitter: Emitter, tp: TP, batch: list[Any]) -> None:
-        """One partition's batch, with a handle on its tracker at its last offset."""
+    async def _emit(self, emitter: Emitter, tp: TP, owner: AckTracker | None, batch: list[Any]) -> None:
+        """One partition's batch, with a handle at its last offset on the tracker it was read under.
+
+        A batch whose partition was revoked since it was read is dropped: acknowledged into a
+        later assignment's tracker it could move that watermark past records the later
+        assignment has not delivered. Whoever owns the partition now reads it again from the
+        committed offset.
+        """
+        tracker = self._trackers.get(tp)
+        if not self.auto_commit and tracker is not owner:
+            self.metrics.inc("stale_dropped", len(batch))
+            self.log.debug("%s[%d]: %d message(s) read before a rebalance dropped; they are read again",
+                           tp[0], tp[1], len(batch))
+            return
         topic, part = tp
         records, times, nbytes = decode_messages(batch, self.decode, time.time_ns(), self._decode_error)
         keys = [f"{topic}:{part}:{m.offset()}" for m in batch]
-        tracker = self._trackers.get(tp)
         handle = tracker.handle(batch[-1].offset()) if tracker is not None else None
         tag = emitter.expand_tag(topic)
         if self.settings.tag_key is None:
@@ -264,10 +300,26 @@ class KafkaInput(Input):
         tracker = AckTracker(on_commit)
         self._trackers[tp] = tracker
 
-    def _take_offsets(self, tps: list[TP] | None = None) -> list[TopicPartition]:
-        """Offsets ready to commit (all, or those of ``tps``), removed from the queue."""
-        keys = list(self._to_commit) if tps is None else [tp for tp in tps if tp in self._to_commit]
+    def _take_offsets(self) -> list[TopicPartition]:
+        """Offsets ready to commit, removed from the queue."""
+        keys = list(self._to_commit)
         return [TopicPartition(t, p, self._to_commit.pop((t, p))) for t, p in keys]
+
+    def _positions(self, tps: list[TP] | None = None) -> list[TopicPartition]:
+        """The delivered position (watermark + 1) of every owned partition (or of ``tps``) that has one.
+
+        Used where a commit must not depend on the queue (revoke, close): a queued offset may
+        have been taken by an asynchronous commit that is still in flight and may yet fail.
+        Their queue entries go: the positions cover them.
+        """
+        keys = list(self._trackers) if tps is None else [tp for tp in tps if tp in self._trackers]
+        out = []
+        for tp in keys:
+            self._to_commit.pop(tp, None)
+            mark = self._trackers[tp].watermark
+            if mark is not None:
+                out.append(TopicPartition(tp[0], tp[1], mark + 1))
+        return out
 
     def _assigned(self, tps: list[TP]) -> None:
         if not self.auto_commit:
@@ -277,8 +329,8 @@ class KafkaInput(Input):
         self.log.info("assigned %s", _fmt(tps))
 
     def _revoked(self, tps: list[TP]) -> list[TopicPartition]:
-        """Drop the trackers of ``tps``; return what they acknowledged, to commit now."""
-        offsets = self._take_offsets(tps)
+        """Drop the trackers of ``tps``; return their delivered positions, to commit now."""
+        offsets = self._positions(tps)
         for tp in tps:
             self._trackers.pop(tp, None)
         self.log.info("revoked %s (committing %d offset(s))", _fmt(tps), len(offsets))
@@ -309,11 +361,18 @@ class KafkaInput(Input):
             self._commit_failed(offsets, e)
 
     def _commit_failed(self, offsets: list[TopicPartition], e: Exception) -> None:
-        # Put them back (unless newer ones arrived, or the partition is gone): retried next time.
+        """Queue the partitions' current delivered positions again, to be committed next time.
+
+        Not the failed offsets themselves: an asynchronous commit's answer can arrive after a
+        newer commit went out (re-queuing its older offset would move the group's offset
+        back), or after the partition was revoked and assigned again (its offset then belongs
+        to another assignment). The position is what this assignment delivered, never more.
+        """
         for tp in offsets:
             key = (tp.topic, tp.partition)
-            if key in self._trackers and key not in self._to_commit:
-                self._to_commit[key] = tp.offset
+            tracker = self._trackers.get(key)
+            if tracker is not None and tracker.watermark is not None and key not in self._to_commit:
+                self._to_commit[key] = tracker.watermark + 1
         self.log.warning("commit failed (will retry): %s", e)
 
     # ------------------------------------------------------------ librdkafka callbacks (worker thread)
@@ -354,7 +413,7 @@ class KafkaInput(Input):
         # rebalance with a short poll and try again; what is still owed goes back to the queue,
         # so the revoke that consumer.close() triggers commits it.
         for attempt in range(_FINAL_COMMIT_TRIES):
-            offsets = self._take_offsets()
+            offsets = self._positions()
             if not offsets:
                 break
             try:
