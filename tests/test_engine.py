@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import random
 import re
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -429,3 +430,46 @@ def test_filter_background_task(tmp_path: Path, fail: bool) -> None:
     assert OUTPUTS["c"].got == [{"n": 1}]
     assert p.registry.get("filter", "watching.0")["errors"] == (1 if fail else 0)
     assert Watching.events == (["started"] if fail else ["started", "cancelled"])
+
+
+class SlowToStopInput(Input):
+    """An input caught in a worker thread when the stop comes, which then uses its resource once more.
+
+    As the tail input does after a file read or a DB flush in a thread: the thread cannot be
+    cancelled, so the task goes on until its next checkpoint. ``close()`` releases the resource.
+    """
+
+    name = "slowstop"
+    options = ()
+    events: list[str] = []
+
+    async def run(self, emitter: Emitter, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        self.open = True
+        task_status.started()
+        while True:
+            await trio.to_thread.run_sync(time.sleep, 0.2)
+            if not self.open:
+                self.events.append("used after close")
+                raise RuntimeError("Cannot operate on a closed database.")
+            self.events.append("used")
+
+    async def close(self) -> None:
+        self.open = False
+        self.events.append("closed")
+
+
+def test_inputs_are_closed_only_after_their_run_returned(tmp_path: Path) -> None:
+    """A SIGTERM while an input sits in a worker thread ends cleanly: close() waits for run() to return."""
+    SlowToStopInput.events = []
+    cfg = config(section(SlowToStopInput), section(Collect, "c", match="*"), storage_path=str(tmp_path))
+    p = Pipeline(cfg)
+
+    async def main() -> None:
+        with trio.fail_after(20):
+            async with trio.open_nursery() as n:
+                await n.start(p.run)
+                await trio.sleep(0.1)  # inside the thread now
+                p.shutdown()
+
+    trio.run(main)
+    assert SlowToStopInput.events[-1] == "closed" and "used after close" not in SlowToStopInput.events

@@ -132,6 +132,7 @@ class Pipeline:
         self._output_limits: dict[str, int | None] = {}
         self._shutdown = trio.Event()
         self._inputs_cancel = trio.CancelScope()
+        self._inputs_done = trio.Event()  # every input's run() has returned (or none was started)
         self.started = trio.Event()
         self.stopped_cleanly = False
         self._scope: trio.CancelScope | None = None
@@ -304,8 +305,10 @@ class Pipeline:
                 nursery.start_soon(self.health.run)
             if not failures:
                 failures = await nursery.start(self._host_inputs)
+            else:
+                self._inputs_done.set()  # no input was started
             if failures:
-                self._inputs_cancel.cancel()
+                await self._stop_inputs()
                 await self._stop_plugins()
                 nursery.cancel_scope.cancel()
                 raise StartupError(failures)
@@ -314,6 +317,7 @@ class Pipeline:
             await self._shutdown.wait()
             self._inputs_cancel.cancel()
             await self._drain()
+            await self._stop_inputs()
             await self._stop_plugins()
             nursery.cancel_scope.cancel()
 
@@ -370,17 +374,35 @@ class Pipeline:
             except Exception as e:
                 f.plugin.log.error("close failed: %s", describe_error(e))
 
+    async def _stop_inputs(self) -> None:
+        """Cancel the inputs and wait until every ``run()`` has returned, before anything is closed.
+
+        Cancelling only asks: an input blocked in a worker thread (a file read, a stat scan, a
+        DB flush, a poll) carries on until the thread returns, and may then touch its DB or
+        socket once more. Closing it before that (``close()``) made such a late step fail on a
+        closed resource and ended a clean SIGTERM with an internal error. The wait is bounded
+        (threads here are short); past it the inputs are closed anyway, and it is logged.
+        """
+        self._inputs_cancel.cancel()
+        with trio.move_on_after(max(self.grace, 5.0)):
+            await self._inputs_done.wait()
+            return
+        log.warning("inputs still running after the stop was requested; closing them anyway")
+
     async def _host_inputs(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         """Start every input in turn (each reports when it is ready), then keep them running."""
         failures: list[tuple[logging.Logger, str]] = []
-        with self._inputs_cancel:
-            async with trio.open_nursery() as nursery:
-                for slot in self._inputs:
-                    try:
-                        await nursery.start(self._supervise_input, slot)
-                    except Exception as e:
-                        failures.append((slot.plugin.log, describe_error(e)))
-                task_status.started(failures)
+        try:
+            with self._inputs_cancel:
+                async with trio.open_nursery() as nursery:
+                    for slot in self._inputs:
+                        try:
+                            await nursery.start(self._supervise_input, slot)
+                        except Exception as e:
+                            failures.append((slot.plugin.log, describe_error(e)))
+                    task_status.started(failures)
+        finally:
+            self._inputs_done.set()
 
     async def _supervise_input(self, slot: _InputSlot, *, task_status: trio.TaskStatus[None]) -> None:
         """Run an input; restart it with backoff when it fails after it started.
