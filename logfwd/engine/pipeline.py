@@ -133,6 +133,7 @@ class Pipeline:
         self._shutdown = trio.Event()
         self._inputs_cancel = trio.CancelScope()
         self._inputs_done = trio.Event()  # every input's run() has returned (or none was started)
+        self._held_streams: dict[tuple[int, str], InputStream] = {}  # (holding filter, tag) -> chunk stream
         self.started = trio.Event()
         self.stopped_cleanly = False
         self._scope: trio.CancelScope | None = None
@@ -199,10 +200,11 @@ class Pipeline:
 
         return dispatch
 
-    async def _deliver(self, batch: Batch, stream: InputStream | None) -> None:
+    async def _deliver(self, batch: Batch, stream: InputStream | None, *, wait: bool = True) -> None:
         """Hand a filtered batch to its outputs: through its chunk files, or straight to memory."""
         bufs = [buf for match, buf in self._outputs if match(batch.tag)]
-        if stream is not None and self.storage is not None and await self.storage.store(stream, batch, bufs):
+        if stream is not None and self.storage is not None and await self.storage.store(stream, batch, bufs,
+                                                                                         wait=wait):
             return
         for buf in bufs:
             buf.add(batch)
@@ -218,12 +220,15 @@ class Pipeline:
         """Filters in config order (those whose Match fits the tag), then routing."""
         await self._route(batch, 0)
 
-    async def _route(self, batch: Batch | None, first_filter: int, stream: InputStream | None = None) -> None:
-        for slot in self._filters[first_filter:]:
+    async def _route(self, batch: Batch | None, first_filter: int, stream: InputStream | None = None,
+                     *, wait: bool = True) -> None:
+        for i, slot in enumerate(self._filters[first_filter:], first_filter):
             if batch is None or not batch.records:
                 return
             if not slot.match(batch.tag):
                 continue
+            if stream is not None and slot.plugin.holds_records:
+                self._held_streams[(i, batch.tag)] = stream  # where what it releases later must be stored
             before = len(batch.records)
             try:
                 if slot.plugin.is_async:
@@ -244,20 +249,25 @@ class Pipeline:
             batch = out
         if batch is None or not batch.records:
             return
-        await self._deliver(batch, stream)
+        await self._deliver(batch, stream, wait=wait)
 
     async def _flush_filters(self, force: bool = False) -> None:
         """Release records filters hold across batches (multiline): timed-out ones, or all at shutdown.
 
         Each batch a filter releases goes through the filters after it only, then to the
-        outputs; its handle's first reference is ours and is released after routing.
+        outputs; its handle's first reference is ours and is released after routing. With
+        filesystem storage it is written to the chunk stream of the input whose records it
+        holds (known by the filter and tag they came in with), so a kill after the release
+        loses nothing and the held input records are acknowledged once it is on disk. The
+        write does not wait for storage limits (the ticker must not block): the held records
+        were admitted with their input's batches already.
         """
         for i, slot in enumerate(self._filters):
             if not slot.plugin.holds_records:
                 continue
             for batch in slot.plugin.flush_pending(force):
                 try:
-                    await self._route(batch, i + 1)
+                    await self._route(batch, i + 1, self._held_streams.get((i, batch.tag)), wait=False)
                 finally:
                     batch.ack.done()
 

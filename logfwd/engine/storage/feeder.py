@@ -25,6 +25,9 @@ class FeederOwner(Protocol):
     """What a feeder needs of the storage manager (a Protocol, so that feeder does not import manager)."""
 
     backlog_budget: MemBudget
+    closed: bool  # after the shutdown drain: nothing more goes to the output buffers
+    stopping: bool  # the drain has begun
+    flush_on_shutdown: bool  # storage.backlog.flush_on_shutdown
 
     def unreadable(self, chunk: StoredChunk, reason: str) -> None: ...
 
@@ -78,12 +81,23 @@ class Feeder:
         cost = 0
         if data is None:
             cost = chunk.size
-            await self.manager.backlog_budget.acquire(cost)
+            # Reading a chunk back counts as in flight, so the shutdown drain waits for it; and
+            # if the storage closed meanwhile (grace ran out), the chunk goes back to the queue
+            # instead of into an output buffer that is closing (it is sent after the next start).
+            self.inflight += 1
             try:
-                data = await trio.to_thread.run_sync(load_chunk, chunk.path)
-            except (OSError, CorruptChunk, ValueError) as e:
+                await self.manager.backlog_budget.acquire(cost)
+                try:
+                    data = await trio.to_thread.run_sync(load_chunk, chunk.path)
+                except (OSError, CorruptChunk, ValueError) as e:
+                    self.manager.backlog_budget.release(cost)
+                    self.manager.unreadable(chunk, str(e))
+                    return
+            finally:
+                self.inflight -= 1
+            if self.manager.closed:
                 self.manager.backlog_budget.release(cost)
-                self.manager.unreadable(chunk, str(e))
+                self.queue.appendleft(chunk)
                 return
         handle = AckHandle(chunk.nbytes)
         self.inflight += 1

@@ -201,19 +201,23 @@ class StorageManager:
 
     # ------------------------------------------------------------ write path
 
-    async def store(self, stream: InputStream, batch: Batch, bufs: Sequence[OutputBuffer]) -> bool:
+    async def store(self, stream: InputStream, batch: Batch, bufs: Sequence[OutputBuffer], *,
+                    wait: bool = True) -> bool:
         """Write ``batch`` to its stream; False when it could not be and should stay in memory.
 
         The batch's handle completes once the write is durable, not on delivery. A replayable
         input whose write fails waits here (paused, nothing acknowledged) until the disk
         takes writes again; a push input gets False, and the caller keeps its records in memory.
+        ``wait=False`` (records a filter held and releases from the engine's ticker, which
+        must not block): no admission wait, one attempt, False on a write error.
         """
         outputs = tuple(b.instance for b in bufs)
         if not outputs:
             return True
         batch.ack.add()
         try:
-            await self._admit(stream, outputs)
+            if wait:
+                await self._admit(stream, outputs)
             delay = 0.2
             while True:
                 try:
@@ -221,7 +225,7 @@ class StorageManager:
                     return True
                 except OSError as e:
                     self._write_failed(stream, e)
-                    if not stream.replayable:
+                    if not stream.replayable or not wait:
                         return False
                 await trio.sleep(delay)
                 delay = min(delay * 2, 5.0)
