@@ -472,6 +472,15 @@ class MultilineParser:
         clone.members = [clone]
         return clone
 
+    def with_flush_timeout(self, seconds: float) -> MultilineParser:
+        """A copy whose held records are emitted after ``seconds`` (tail's ``Docker_Mode_Flush``)."""
+        if len(self.members) > 1 or self.members[0] is not self:
+            return group([m.with_flush_timeout(seconds) for m in self.members])
+        clone = copy.copy(self)
+        clone.flush_timeout = float(seconds)
+        clone.members = [clone]
+        return clone
+
     def stream(
         self,
         start_offset: int = 0,

@@ -202,6 +202,9 @@ class Option:
     # Set for a Fluent Bit option that loads (so a Fluent Bit config moves over unchanged) but
     # has no effect here: the reason, shown in --help-plugin and in a warning when it is used.
     unsupported: str | None = None
+    # The settings attribute, where the one derived from the name would collide with another
+    # option's (tail's ``Parser_`` prefix, for ``Parser_1``..``Parser_N``, beside ``Parser``).
+    attr: str | None = None
 
     def __post_init__(self) -> None:
         if self.type not in TYPES:
@@ -281,7 +284,7 @@ def settings_class(options: tuple[Option, ...], name: str = "Settings") -> type:
         fields = []
         seen: dict[str, str] = {}
         for o in options:
-            f = field_name(o.key)
+            f = o.attr or field_name(o.key)
             if f in seen:
                 raise ValueError(f"options {seen[f]!r} and {o.name!r} map to the same settings field {f!r}")
             seen[f] = o.name
@@ -296,7 +299,7 @@ def settings_class(options: tuple[Option, ...], name: str = "Settings") -> type:
 def make_settings(options: tuple[Option, ...], values: dict[str, Any], name: str = "Settings") -> Any:
     """An instance of ``settings_class(options)`` filled from converted ``values`` (keys lower-case)."""
     cls = settings_class(options, name)
-    return cls(**{field_name(o.key): values.get(o.key) for o in options})
+    return cls(**{o.attr or field_name(o.key): values.get(o.key) for o in options})
 
 
 _PY_TYPES: dict[str, Any] = {

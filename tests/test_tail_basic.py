@@ -160,8 +160,8 @@ def test_exit_on_eof_flushes_everything(tmp_path: Path) -> None:
 def test_bad_config_is_reported() -> None:
 
     with pytest.raises(ConfigValueError) as e:
-        Harness({"Path": "/tmp/x", "Multiline": "on"})
-    assert e.value.key == "multiline"
+        Harness({"Path": "/tmp/x", "Multiline": "on"})  # the old mode without Parser_Firstline
+    assert e.value.key == "parser_firstline"
 
 
 def test_ignore_older(tmp_path: Path) -> None:

@@ -18,6 +18,7 @@ from logfwd.plugin import ConfigValueError
 from logfwd.regex import compile_onigmo
 
 from .db import JOURNAL_MODES, SYNC_MODES
+from .multiline_legacy import LegacyMultiline
 
 __all__ = ["OPTIONS", "READ_SIZE", "TailConfig", "load_config"]
 
@@ -51,8 +52,7 @@ OPTIONS = (
     Option("DB.compare_filename", "bool", "false", "match DB rows on inode and file name, not inode alone"),
     Option("Inotify_Watcher", "bool", "true", "use inotify (off: stat polling)"),
     Option("Docker_Mode", "bool", "off", "recombine Docker json-file lines split at 16 KiB"),
-    Option("Docker_Mode_Flush", "time", "4", "seconds before a partial Docker line is flushed",
-           unsupported="Docker_Mode uses the built-in docker multiline parser and its 4 s flush timeout"),
+    Option("Docker_Mode_Flush", "time", "4", "seconds before a partial Docker line is flushed", minimum=0.001),
     Option("Docker_Mode_Parser", "str", None, "parser for the first line of a Docker multiline message",
            unsupported="Docker_Mode uses the built-in docker multiline parser; use multiline.parser for more"),
     Option("File_Cache_Advise", "bool", "on", "drop already-read file pages from the page cache"),
@@ -60,10 +60,15 @@ OPTIONS = (
            unsupported="every file is read in Buffer_Chunk_Size steps, backlog or not"),
     Option("Exit_On_Eof", "bool", "false", "stop once every file found at start was read to its end"),
     Option("Tag_Regex", "str", None, "regex with named groups on the file path; Tag uses <name> to refer to them"),
-    Option("Multiline", "bool", "off", "old multiline mode: not supported, use multiline.parser"),
-    Option("Parser_Firstline", "str", None, "old multiline mode: not supported, use multiline.parser"),
-    Option("Multiline_Flush", "time", "4", "old multiline mode's flush timeout",
-           unsupported="the old multiline mode is not supported: use multiline.parser"),
+    Option("Multiline", "bool", "off",
+           "old multiline mode: Parser_Firstline starts a record, Parser_N and plain lines continue it "
+           "(multiline.parser is the newer way and wins when both are set)"),
+    Option("Parser_Firstline", "str", None, "old multiline mode: parser that recognises (and parses) a record's "
+           "first line"),
+    Option("Parser_", "str", None, "old multiline mode: Parser_1, Parser_2 ...: parsers tried in order on "
+           "lines that are no first line; the first that matches adds its fields", prefix=True, attr="parser_n"),
+    Option("Multiline_Flush", "time", "4", "old multiline mode: seconds a record waits for more lines",
+           minimum=0.001),
 )
 
 
@@ -105,13 +110,7 @@ def load_config(s: Any, parsers: Any, log: Any, service: dict[str, Any] | None =
     patterns = list(s.path or [])
     if not patterns:
         raise ConfigValueError("path", "tail needs Path: one or more file glob patterns")
-    if s.multiline or s.parser_firstline:
-        raise ConfigValueError(
-            "multiline",
-            "the old Multiline/Parser_Firstline mode is not supported; use 'multiline.parser' "
-            "(built-ins: docker, cri, go, python, java, ruby, or a [MULTILINE_PARSER] section)",
-        )
-    ml = _multiline(s, parsers)
+    ml = _multiline(s, parsers, log)
     if ml is not None and s.parser:
         log.warning("tail: Parser is ignored when multiline.parser (or Docker_Mode) is set")
     return TailConfig(
@@ -145,9 +144,15 @@ def load_config(s: Any, parsers: Any, log: Any, service: dict[str, Any] | None =
     )
 
 
-def _multiline(s: Any, parsers: Any) -> Any:
+def _multiline(s: Any, parsers: Any, log: Any) -> Any:
+    """What joins lines into records: ``multiline.parser``, else the old mode, else ``Docker_Mode``."""
     names = [n.strip() for n in (s.multiline_parser or []) if n.strip()]
-    if s.docker_mode and not names:
+    if s.multiline and names:
+        log.warning("tail: multiline.parser is set: the old Multiline/Parser_Firstline mode is not used")
+    elif s.multiline:
+        return _legacy(s, parsers)
+    docker = s.docker_mode and not names
+    if docker:
         names = ["docker"]
     if not names:
         return None
@@ -160,7 +165,27 @@ def _multiline(s: Any, parsers: Any) -> Any:
         except KeyError:
             known = ", ".join(parsers.multiline_names())
             raise ConfigValueError("multiline.parser", f"unknown multiline parser {n!r} (known: {known})") from None
-    return mls[0] if len(mls) == 1 else group(mls)
+    ml = mls[0] if len(mls) == 1 else group(mls)
+    return ml.with_flush_timeout(float(s.docker_mode_flush)) if docker and s.docker_mode_flush else ml
+
+
+def _legacy(s: Any, parsers: Any) -> LegacyMultiline:
+    """``Multiline On``: Parser_Firstline is required (Fluent Bit refuses to start without it too)."""
+    if not s.parser_firstline:
+        raise ConfigValueError("parser_firstline", "Multiline On needs Parser_Firstline: the parser that "
+                               "recognises a record's first line")
+    firstline = _named_parser(parsers, s.parser_firstline, "parser_firstline")
+    continuations = [_named_parser(parsers, name, f"parser_{suffix}") for suffix, name in (s.parser_n or {}).items()]
+    return LegacyMultiline(firstline, continuations, float(s.multiline_flush or 4), s.key or "log")
+
+
+def _named_parser(parsers: Any, name: str, key: str) -> Any:
+    if parsers is None:
+        raise ConfigValueError(key, "no parser registry available")
+    try:
+        return parsers.get(str(name).strip())
+    except KeyError:
+        raise ConfigValueError(key, f"unknown parser {name!r} (known: {', '.join(parsers.names())})") from None
 
 
 def _parser(s: Any, parsers: Any) -> Any:

@@ -42,10 +42,15 @@ Differences from Fluent Bit, on purpose:
 - With ``DB`` and ``Read_from_Head off``, a file found at start under a name the DB
   followed before (it replaced a rotated file while we were stopped) is read from
   its start; a file reusing a known inode with different first bytes too.
-- ``Docker_Mode`` is served by the built-in ``docker`` multiline parser (its
-  4 s flush timeout; ``Docker_Mode_Flush`` and ``Docker_Mode_Parser`` are accepted
-  and not used). ``Parser`` is not applied when ``multiline.parser`` is set
-  (Fluent Bit asks not to combine them); the multiline parser's own parser is.
+- ``Docker_Mode`` is served by the built-in ``docker`` multiline parser, with
+  ``Docker_Mode_Flush`` as its flush timeout; ``Docker_Mode_Parser`` (joining whole
+  Docker lines by a first-line regex) is accepted with a warning and not used: the old
+  ``Multiline``/``Parser_Firstline`` mode or ``multiline.parser`` do that. ``Parser`` is
+  not applied when ``multiline.parser`` or ``Multiline On`` is set (Fluent Bit asks not
+  to combine them); the multiline parser's own parser is.
+- The old multiline mode (``Multiline On``, ``Parser_Firstline``, ``Parser_N``,
+  ``Multiline_Flush``) works as Fluent Bit's (``multiline_legacy``), with the two
+  differences its docstring gives.
 - ``Offset_Key`` with ``multiline.parser`` holds the checkpoint offset reported
   for the record (the end of its last line), not the start of its first line.
 """
