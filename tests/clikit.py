@@ -81,3 +81,20 @@ def delivered(port: int, n: int) -> Callable[[bytes], bool]:
         return sum(v.get("proc_records", 0) for v in metrics.get("output", {}).values()) >= n
 
     return check
+
+
+def metrics(port: int) -> dict:
+    """The daemon's /api/v1/metrics."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v1/metrics", timeout=2) as r:
+        return json.loads(r.read())
+
+
+def stop(p: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, then SIGKILL if it does not end within 15 s."""
+    if p.poll() is None:
+        p.send_signal(signal.SIGTERM)
+        try:
+            p.wait(15)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()

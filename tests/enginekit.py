@@ -7,10 +7,16 @@ exactly as the config layer does, so the engine is exercised on its own.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from logfwd.plugin import Plugin, all_options, create_plugin
+import trio
+
+from logfwd.batch import Chunk, Result
+from logfwd.engine.pipeline import Pipeline
+from logfwd.options import Option
+from logfwd.plugin import Emitter, Input, Output, Plugin, all_options, create_plugin
 
 
 @dataclass
@@ -54,3 +60,83 @@ def config(*sections: Section, **service: Any) -> EngineConfig:
         s.plugin = create_plugin(s.cls, s.options, instance=s.instance, service=svc, raw=s.raw)
         getattr(cfg, s.kind + "s").append(s)
     return cfg
+
+
+# --------------------------------------------------------------------------- scripted plugins and a runner
+
+class ListInput(Input):
+    """Emits ``batches`` (list of (tag, records)) then returns; positions are batch numbers."""
+
+    name = "listin"
+    options = (Option("delay", "float", "0"),)
+    batches: list[tuple[str, list[dict[str, Any]]]] = []
+    commits: list[Any] = []
+    closed_with: list[int] = []
+
+    async def run(self, emitter: Emitter, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        task_status.started()
+        tracker = emitter.tracker(self.commits.append)
+        self.tracker = tracker
+        for n, (tag, records) in enumerate(self.batches):
+            await emitter.emit(records, tag=tag, handle=tracker.handle(n), nbytes=sum(len(str(r)) for r in records))
+            if self.config["delay"]:
+                await trio.sleep(self.config["delay"])
+
+    def exit_when_done(self) -> bool:
+        return True  # the engine tests run until the scripted batches are delivered
+
+    async def close(self) -> None:
+        self.closed_with.append(self.tracker.watermark)
+
+
+class Collect(Output):
+    """Records every delivered record; behaviour scripted per test through class attributes."""
+
+    name = "collect"
+    options = (Option("delay", "float", "0"), Option("fail_first", "int", "0"), Option("always_retry", "bool", "off"))
+
+    def setup(self) -> None:
+        self.got: list[dict[str, Any]] = []
+        self.tags: list[str] = []
+        self.calls = 0
+        self.max_inflight = 0
+        OUTPUTS[self.ctx.instance] = self
+
+    async def flush(self, chunk: Chunk) -> Result:
+        self.calls += 1
+        if self.config["delay"]:
+            await trio.sleep(self.config["delay"])
+        if self.config["always_retry"] or self.calls <= self.config["fail_first"]:
+            return Result.retry_everything("backend said 503")
+        self.got.extend(chunk.records)
+        self.tags.extend([chunk.tag] * len(chunk))
+        return Result.ok()
+
+
+OUTPUTS: dict[str, Any] = {}
+
+
+
+
+def reset() -> None:
+    """Forget what the scripted plugins recorded (each engine test starts clean)."""
+    OUTPUTS.clear()
+    ListInput.commits = []
+    ListInput.closed_with = []
+
+
+def run(cfg: Any, timeout: float = 20, until: Callable[[Pipeline], bool] | None = None) -> Pipeline:
+    """Run a pipeline until its inputs end it (``exit_when_done``), or until ``until(p)`` holds, then stop it."""
+    p = Pipeline(cfg)
+
+    async def main() -> None:
+        with trio.fail_after(timeout):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(p.run)
+                if until is not None:
+                    while not until(p):
+                        await trio.sleep(0.01)
+                    p.shutdown()
+
+    trio.run(main)
+    return p

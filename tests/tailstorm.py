@@ -39,8 +39,8 @@ from pathlib import Path
 from typing import Any
 
 from tests.backends._proc import free_port
+from tests.clikit import metrics, stop
 from tests.tailkit import LINE_RE, NumberedWriter
-from tests.test_tail_cli import metrics, stop
 
 ROOT = Path(__file__).resolve().parent.parent
 _SCRIPT = Path(sys.executable).with_name("logfwd")

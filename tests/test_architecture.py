@@ -212,3 +212,27 @@ def test_late_imports_give_their_reason() -> None:
             continue
         bad += [f"{rel}:{line}: {text.strip()}" for line, text in _late_imports(path) if not _REASON.search(text)]
     assert bad == []
+
+
+def test_no_test_module_imports_another() -> None:
+    """What tests share lives in ``tests/*kit.py`` (and ``tests/backends``), not in a test module.
+
+    A test module imported by another runs its module-level code and fixtures twice and ties
+    two test files together; its helpers were hard to find.
+    """
+    offenders = []
+    for path in sorted((ROOT / "tests").glob("*.py")):
+        tree = ast.parse(path.read_text(), str(path))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            elif isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            else:
+                continue
+            for name in names:
+                last = name.rsplit(".", 1)[-1]
+                if last.startswith("test_") and (name.startswith("tests.") or node.__dict__.get("level", 0)
+                                                 or name == last):
+                    offenders.append(f"{path.name}:{node.lineno} imports {name}")
+    assert not offenders, offenders

@@ -17,7 +17,7 @@ import pytest
 
 from tests.backends._proc import ManagedProcess, free_port, port_open, wait_for
 from tests.backends.es import EsServer
-from tests.test_forward_fluentbit import DUMMY, LUA, N, fb_record
+from tests.fluentbitkit import DUMMY, LUA, N, fb_record
 
 FLUENT_BIT = shutil.which("fluent-bit")
 LOGFWD = str(Path(sys.executable).parent / "logfwd")

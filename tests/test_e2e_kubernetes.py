@@ -26,7 +26,7 @@ import pytest
 from .backends._proc import ManagedProcess, free_port, wait_for
 from .backends.es import EsServer
 from .backends.kubeapi import KubeApiServer, load_fixture
-from .test_filter_kubernetes import API_ID, SIDECAR_ID, WEB_ID, WEB_META
+from .kubekit import API_ID, SIDECAR_ID, WEB_ID, WEB_META
 
 pytestmark = pytest.mark.backend
 

@@ -6,7 +6,6 @@ import json
 import random
 import re
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,32 +21,7 @@ from logfwd.engine.router import TagMatcher
 from logfwd.options import Option
 from logfwd.plugin import Emitter, Filter, Input, Output, find_plugin
 
-from .enginekit import config, section
-
-
-class ListInput(Input):
-    """Emits ``batches`` (list of (tag, records)) then returns; positions are batch numbers."""
-
-    name = "listin"
-    options = (Option("delay", "float", "0"),)
-    batches: list[tuple[str, list[dict[str, Any]]]] = []
-    commits: list[Any] = []
-    closed_with: list[int] = []
-
-    async def run(self, emitter: Emitter, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
-        task_status.started()
-        tracker = emitter.tracker(self.commits.append)
-        self.tracker = tracker
-        for n, (tag, records) in enumerate(self.batches):
-            await emitter.emit(records, tag=tag, handle=tracker.handle(n), nbytes=sum(len(str(r)) for r in records))
-            if self.config["delay"]:
-                await trio.sleep(self.config["delay"])
-
-    def exit_when_done(self) -> bool:
-        return True  # the engine tests run until the scripted batches are delivered
-
-    async def close(self) -> None:
-        self.closed_with.append(self.tracker.watermark)
+from .enginekit import OUTPUTS, Collect, ListInput, config, reset, run, section
 
 
 class EndlessInput(Input):
@@ -64,30 +38,6 @@ class EndlessInput(Input):
             type(self).emitted = n + 1
             n += 1
             await trio.sleep(0.001)
-
-
-class Collect(Output):
-    """Records every delivered record; behaviour scripted per test through class attributes."""
-
-    name = "collect"
-    options = (Option("delay", "float", "0"), Option("fail_first", "int", "0"), Option("always_retry", "bool", "off"))
-
-    def setup(self) -> None:
-        self.got: list[dict[str, Any]] = []
-        self.tags: list[str] = []
-        self.calls = 0
-        self.max_inflight = 0
-        OUTPUTS[self.ctx.instance] = self
-
-    async def flush(self, chunk: Chunk) -> Result:
-        self.calls += 1
-        if self.config["delay"]:
-            await trio.sleep(self.config["delay"])
-        if self.config["always_retry"] or self.calls <= self.config["fail_first"]:
-            return Result.retry_everything("backend said 503")
-        self.got.extend(chunk.records)
-        self.tags.extend([chunk.tag] * len(chunk))
-        return Result.ok()
 
 
 class Picky(Output):
@@ -133,31 +83,9 @@ class Boom(Filter):
         raise ValueError("bug")
 
 
-OUTPUTS: dict[str, Any] = {}
-
-
 @pytest.fixture(autouse=True)
-def _reset(tmp_path: Path) -> None:
-    OUTPUTS.clear()
-    ListInput.commits = []
-    ListInput.closed_with = []
-
-
-def run(cfg: Any, timeout: float = 20, until: Callable[[Pipeline], bool] | None = None) -> Pipeline:
-    """Run a pipeline until its inputs end it (``exit_when_done``), or until ``until(p)`` holds, then stop it."""
-    p = Pipeline(cfg)
-
-    async def main() -> None:
-        with trio.fail_after(timeout):
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(p.run)
-                if until is not None:
-                    while not until(p):
-                        await trio.sleep(0.01)
-                    p.shutdown()
-
-    trio.run(main)
-    return p
+def _reset() -> None:
+    reset()
 
 
 def test_tag_matcher() -> None:

@@ -25,33 +25,11 @@ from logfwd.plugins.in_forward import PLUGIN as ForwardInput
 from logfwd.plugins.out_forward import PLUGIN as ForwardOutput
 from tests.backends._proc import ManagedProcess, free_port, port_open, wait_for
 from tests.enginekit import config, section
+from tests.fluentbitkit import DUMMY, LUA, NS, N, fb_record, fb_time
 from tests.pluginkit import Collector, make_plugin
 
 FLUENT_BIT = shutil.which("fluent-bit")
 pytestmark = pytest.mark.skipif(FLUENT_BIT is None, reason="fluent-bit is not on PATH")
-
-NS = 1_000_000_000
-N = 2000
-
-LUA = """
-n = 0
-function number(tag, ts, record)
-  n = n + 1
-  record["n"] = n
-  record["nested"] = {a = n, s = "x" .. n}
-  return 1, {sec = 1700000000 + n, nsec = (n * 7919) % 1000000000}, record
-end
-"""
-DUMMY = '{"msg":"hello \\u00e9","f":1.5,"b":true,"list":["a","b"]}'
-
-
-def fb_time(n: int) -> int:
-    return (1_700_000_000 + n) * NS + (n * 7919) % NS
-
-
-def fb_record(n: int) -> dict[str, Any]:
-    return {"msg": "hello é", "f": 1.5, "b": True, "list": ["a", "b"], "n": n, "nested": {"a": n, "s": f"x{n}"}}
-
 
 def start_fluent_bit(tmp: Path, body: str, name: str = "fb") -> ManagedProcess:
     (tmp / "number.lua").write_text(LUA)

@@ -6,10 +6,16 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from logfwd.plugins.filter_multiline import PLUGIN as MultilineFilter
-from tests.test_engine import OUTPUTS, Collect, ListInput, run
+import pytest
 
-from .enginekit import config, section
+from logfwd.plugins.filter_multiline import PLUGIN as MultilineFilter
+
+from .enginekit import OUTPUTS, Collect, ListInput, config, reset, run, section
+
+
+@pytest.fixture(autouse=True)
+def _reset() -> None:
+    reset()
 
 
 def test_checkpoint_follows_the_write_and_chunks_go_once_delivered(tmp_path: Path) -> None:
@@ -83,7 +89,8 @@ def test_records_a_filter_releases_later_are_stored_in_their_inputs_chunks(tmp_p
     ListInput.batches = []
     cfg = config(section(ListInput, **{"storage.type": "filesystem"}), section(MultilineFilter, match="*",
                  **{"multiline.parser": ["python"], "multiline.key_content": "log"}),
-                 section(Collect, "down", match="*"), storage_path=str(tmp_path))
-    run(cfg, until=lambda _p: len(OUTPUTS["down"].got) >= 2)
+                 section(Collect, "down", match="*"), storage_path=str(tmp_path),
+                 **{"storage.backlog.flush_on_shutdown": True})
+    run(cfg)  # the input ends at once; the backlog is delivered in the shutdown drain
     logs = [r["log"] for r in OUTPUTS["down"].got]
     assert logs[0] == "before" and logs[1].startswith(trace[0]) and "ValueError: boom" in logs[1]

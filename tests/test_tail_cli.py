@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
 import sys
 import time
-import urllib.request
 from collections import Counter
 from pathlib import Path
 
 from tests.backends._proc import free_port, wait_for
+from tests.clikit import metrics, stop
 from tests.tailkit import LINE_RE, NumberedWriter
 
 LOGFWD = [sys.executable, "-m", "logfwd"]
@@ -61,21 +60,6 @@ def delivered(tmp: Path) -> Counter[tuple[str, int]]:
             if m:
                 c[(m.group(1), int(m.group(2)))] += 1
     return c
-
-
-def metrics(port: int) -> dict:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v1/metrics", timeout=2) as r:
-        return json.loads(r.read())
-
-
-def stop(p: subprocess.Popen[bytes]) -> None:
-    if p.poll() is None:
-        p.send_signal(signal.SIGTERM)
-        try:
-            p.wait(15)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait()
 
 
 def test_kill9_then_restart_loses_nothing(tmp_path: Path) -> None:
