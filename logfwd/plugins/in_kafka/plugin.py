@@ -337,6 +337,12 @@ class KafkaInput(Input):
         return offsets
 
     def _lost(self, tps: list[TP]) -> None:
+        """Forget ``tps`` without committing: the group already gave them to another member.
+
+        A commit now would be refused at best, or move back the new owner's offset. Their
+        queued offsets go, and acks that arrive later for their batches commit nothing (the
+        trackers' ``on_commit`` checks they are still the partition's tracker).
+        """
         for tp in tps:
             self._trackers.pop(tp, None)
             self._to_commit.pop(tp, None)
@@ -366,12 +372,13 @@ class KafkaInput(Input):
         Not the failed offsets themselves: an asynchronous commit's answer can arrive after a
         newer commit went out (re-queuing its older offset would move the group's offset
         back), or after the partition was revoked and assigned again (its offset then belongs
-        to another assignment). The position is what this assignment delivered, never more.
+        to another assignment). The position is what this assignment delivered, never more; a
+        partition no longer owned (revoked, lost) queues nothing: its owner commits it.
         """
         for tp in offsets:
             key = (tp.topic, tp.partition)
             tracker = self._trackers.get(key)
-            if tracker is not None and tracker.watermark is not None and key not in self._to_commit:
+            if tracker is not None and tracker.watermark is not None:
                 self._to_commit[key] = tracker.watermark + 1
         self.log.warning("commit failed (will retry): %s", e)
 
