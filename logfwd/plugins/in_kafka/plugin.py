@@ -17,7 +17,9 @@ every batch of that partition a handle at its last offset. When every output has
 is queued for commit; commits go out every ``Commit_Interval``, when partitions are revoked
 (a rebalance), and at shutdown after the pipeline drained. A kill -9 therefore replays what
 was not yet committed, and never skips. A revoked partition's tracker is dropped: acks that
-arrive later for it commit nothing (the new owner re-reads from the committed offset).
+arrive later for it commit nothing (the new owner re-reads from the committed offset). A
+*lost* partition (session timed out: another member may own it already) is dropped the same
+way, with its queued offset and without a final commit.
 
 Three rules keep a commit from ever passing an undelivered record across rebalances:
 each read remembers the tracker of the assignment it was read under, and a batch whose
