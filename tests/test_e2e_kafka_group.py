@@ -5,14 +5,17 @@ The issue's torture run, with the real CLI and a real Kafka-protocol broker (tan
 input → file output, one group) consume it. A third of the way in, one is killed with
 SIGKILL; at two thirds a fourth one starts. Then:
 
-- every number 0..N-1 is in some output file (at least once);
+- every number 0..N-1 is in some output file (at least once), and the survivors delivered
+  every offset from the group's commit at the kill on (the takeover's re-reads, waited for
+  with a deadline before the survivors are stopped);
 - duplicates are counted and bounded: at least what the killed process had delivered past
   its last commit (measured on the broker right after the kill: its successor must read that
   again), at most that plus, for each rebalance, what one process can hold in flight (``Mem_Buf_Limit`` plus one poll cycle of
   ``Buffer_Max_Size``);
-- each partition's committed offset ends one past the last offset consumed from it, which
-  is also one past the last offset the producer was told about (delivery reports: tansu's
-  high watermark is wrong, so it is not used).
+- after the survivors' clean stop, each partition's committed offset equals its end: one
+  past the last offset consumed from it, which is also one past the last offset the producer
+  was told about (delivery reports: tansu's high watermark is wrong, so it is not used).
+  Nothing delivered is left uncommitted, and no commit passes what was delivered.
 
 ``N`` is 60,000 by default (a couple of minutes on a shared 2-core machine);
 ``LOGFWD_E2E_N`` raises it (300,000 is the issue's figure).
@@ -160,7 +163,8 @@ def test_three_aggregators_kill_and_join_lose_nothing(kafka_broker: KafkaBroker,
     victim.proc.send_signal(signal.SIGKILL)
     victim.proc.wait(10)
     # A commit the victim sent just before the kill may still land: read until the offsets settle.
-    uncommitted = _uncommitted(victim, _settled_committed(bootstrap, group, topic))
+    at_kill = _settled_committed(bootstrap, group, topic)
+    uncommitted = _uncommitted(victim, at_kill)
 
     wait_for(lambda: feeder.produced >= 2 * N // 3, 60, "two thirds produced")
     joiner = _aggregator(tmp_path / "d", bootstrap, topic, group)
@@ -172,10 +176,17 @@ def test_three_aggregators_kill_and_join_lose_nothing(kafka_broker: KafkaBroker,
     survivors = [procs[0], procs[2], joiner]
     everyone = [*procs, joiner]
 
-    def all_arrived() -> bool:
-        return len({r["n"] for p in everyone for r in _lines(p)}) >= N
+    def all_arrived_and_taken_over() -> bool:
+        """Every number is out, and the survivors delivered every offset from the group's commit
+        at the kill to each partition's end: the victim's uncommitted records were read again
+        (they are out already, from the victim, so "every number" alone does not wait for that)."""
+        if len({r["n"] for p in everyone for r in _lines(p)}) < N:
+            return False
+        seen = {(r["_k"]["partition"], r["_k"]["offset"]) for p in survivors for r in _lines(p)}  # type: ignore[index]
+        return all((part, o) in seen for part, end in feeder.ends.items() for o in range(at_kill.get(part, 0), end))
 
-    wait_for(all_arrived, 120, f"all {N} numbers", joiner.log)
+    wait_for(all_arrived_and_taken_over, 120, f"all {N} numbers, the victim's uncommitted ones read again",
+             joiner.log)
     for p in survivors:  # a clean stop commits what was delivered
         assert p.signal(signal.SIGTERM) == 0, p.log_tail()
 

@@ -264,6 +264,79 @@ def test_revoke_and_close_commit_the_delivered_position_even_when_its_commit_is_
     assert consumer.commits[-1] == [("logs", 1, 8)] and consumer.calls[-1] == "close"
 
 
+def test_acks_of_a_batch_in_flight_across_revoke_and_reassign_do_not_advance_the_new_assignment() -> None:
+    """Emitted under one assignment, still held by an output when the partition is revoked and
+    assigned back: its ack must not move the new assignment's watermark (offset 41 would be
+    committed while the new assignment, restarted at the committed offset, delivered only 11)."""
+    plugin = _kafka_plugin()
+    consumer = _CommitConsumer()
+    plugin.consumer = consumer
+    tp = ("logs", 0)
+    held: list[Batch] = []
+
+    async def dispatch(batch: Batch) -> None:
+        batch.ack.add(1)  # an output holds it until released below
+        held.append(batch)
+
+    def msgs(*offsets: int) -> list[Message]:
+        return [Message(topic="logs", partition=0, offset=i, value=b'{"n": 1}', timestamp=(1, 1)) for i in offsets]
+
+    async def main() -> None:
+        emitter = Emitter("t", MemBudget(0), dispatch, plugin.metrics)
+        plugin._cb_assign(consumer, [TopicPartition(*tp)])
+        await plugin._emit_within_budget(emitter, consumer, [(msgs(40, 41), dict(plugin._trackers))])
+        plugin._cb_revoke(consumer, [TopicPartition(*tp)])
+        plugin._cb_assign(consumer, [TopicPartition(*tp)])
+        await plugin._emit_within_budget(emitter, consumer, [(msgs(10, 11), dict(plugin._trackers))])
+
+    trio.run(main)
+    old, new = held
+    old.ack.done()  # the old assignment's batch is delivered late
+    assert plugin._trackers[tp].watermark is None and plugin._to_commit == {}
+    new.ack.done()
+    assert plugin._to_commit == {tp: 12}
+    assert consumer.commits == []  # the revoke had nothing delivered to commit
+
+
+def test_lost_partitions_commit_nothing_later() -> None:
+    """Lost (the group moved them without a revoke): their queued offsets are dropped, late acks
+    and late commit failures queue nothing, and close commits only what is still owned."""
+    plugin = _kafka_plugin()
+    consumer = _CommitConsumer()
+    plugin.consumer = consumer
+    a, b = ("logs", 0), ("logs", 1)
+    plugin._cb_assign(consumer, [TopicPartition(*a), TopicPartition(*b)])
+    _deliver(plugin, a, 4)
+    _deliver(plugin, b, 7)
+    late = plugin._trackers[a].handle(9)
+    plugin._cb_lost(consumer, [TopicPartition(*a)])
+    assert plugin._to_commit == {b: 8}
+    late.done()
+    plugin._on_commit_result(KafkaError(KafkaError.ILLEGAL_GENERATION), [TopicPartition("logs", 0, 5)])
+    assert plugin._to_commit == {b: 8}
+    trio.run(plugin.close)
+    assert consumer.commits == [[("logs", 1, 8)]]
+
+
+def test_a_commit_refused_in_a_rebalance_requeues_what_was_delivered_since() -> None:
+    """An asynchronous commit refused (ILLEGAL_GENERATION) while more was delivered and taken
+    by a commit that also failed: the retry carries the newest delivered position."""
+    plugin = _kafka_plugin()
+    consumer = _CommitConsumer()
+    plugin.consumer = consumer
+    tp = ("logs", 2)
+    plugin._cb_assign(consumer, [TopicPartition(*tp)])
+    _deliver(plugin, tp, 5)
+    first = plugin._take_offsets()  # 6 in flight
+    _deliver(plugin, tp, 9)
+    second = plugin._take_offsets()  # 10 in flight
+    plugin._on_commit_result(KafkaError(KafkaError.ILLEGAL_GENERATION), first)  # must not queue 6 ...
+    plugin._on_commit_result(KafkaError(KafkaError.REBALANCE_IN_PROGRESS), second)  # ... kept over 10
+    assert plugin._to_commit == {tp: 10}
+    plugin._commit(asynchronous=True)
+    assert consumer.commits == [[("logs", 2, 10)]]
+
+
 # --------------------------------------------------------------------------- round trips (real CLI, tansu)
 
 

@@ -17,7 +17,9 @@ every batch of that partition a handle at its last offset. When every output has
 is queued for commit; commits go out every ``Commit_Interval``, when partitions are revoked
 (a rebalance), and at shutdown after the pipeline drained. A kill -9 therefore replays what
 was not yet committed, and never skips. A revoked partition's tracker is dropped: acks that
-arrive later for it commit nothing (the new owner re-reads from the committed offset).
+arrive later for it commit nothing (the new owner re-reads from the committed offset). A
+*lost* partition (session timed out: another member may own it already) is dropped the same
+way, with its queued offset and without a final commit.
 
 Three rules keep a commit from ever passing an undelivered record across rebalances:
 each read remembers the tracker of the assignment it was read under, and a batch whose
@@ -337,6 +339,12 @@ class KafkaInput(Input):
         return offsets
 
     def _lost(self, tps: list[TP]) -> None:
+        """Forget ``tps`` without committing: the group already gave them to another member.
+
+        A commit now would be refused at best, or move back the new owner's offset. Their
+        queued offsets go, and acks that arrive later for their batches commit nothing (the
+        trackers' ``on_commit`` checks they are still the partition's tracker).
+        """
         for tp in tps:
             self._trackers.pop(tp, None)
             self._to_commit.pop(tp, None)
@@ -366,12 +374,13 @@ class KafkaInput(Input):
         Not the failed offsets themselves: an asynchronous commit's answer can arrive after a
         newer commit went out (re-queuing its older offset would move the group's offset
         back), or after the partition was revoked and assigned again (its offset then belongs
-        to another assignment). The position is what this assignment delivered, never more.
+        to another assignment). The position is what this assignment delivered, never more; a
+        partition no longer owned (revoked, lost) queues nothing: its owner commits it.
         """
         for tp in offsets:
             key = (tp.topic, tp.partition)
             tracker = self._trackers.get(key)
-            if tracker is not None and tracker.watermark is not None and key not in self._to_commit:
+            if tracker is not None and tracker.watermark is not None:
                 self._to_commit[key] = tracker.watermark + 1
         self.log.warning("commit failed (will retry): %s", e)
 
