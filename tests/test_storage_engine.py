@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from logfwd.plugins.filter_multiline import PLUGIN as MultilineFilter
 from tests.test_engine import OUTPUTS, Collect, ListInput, run
 
 from .enginekit import config, section
@@ -58,32 +57,3 @@ def test_keep_rejected_off_drops_and_counts(tmp_path: Path) -> None:
     assert m["dropped_records"] == 3 and m["dlq_records"] == 0
     assert not (tmp_path / "rejected").exists()
 
-
-def test_records_a_filter_releases_later_are_stored_in_their_inputs_chunks(tmp_path: Path) -> None:
-    """Multiline records released by the ticker (flush timeout) go to the input's chunk files.
-
-    Released straight to the outputs' memory instead, they bypassed storage: the input's held
-    records were acknowledged only on delivery (so a backend outage kept the checkpoint back),
-    and a push input lost them on a kill. Here the only output is down: the released record must
-    be on disk, the input's checkpoint past it, and a restart must deliver it.
-    """
-    trace = ["Traceback (most recent call last):", '  File "app.py", line 1, in <module>',
-             "ValueError: boom"]
-    ListInput.batches = [("t", [{"log": "before"}]), ("t", [{"log": line} for line in trace])]
-    ListInput.commits = []
-    ml = section(MultilineFilter, match="*", flush_ms=1, **{"multiline.parser": ["python"],
-                                                            "multiline.key_content": "log"})
-    cfg = config(section(ListInput, delay=0.5, **{"storage.type": "filesystem"}), ml,
-                 section(Collect, "down", match="*", always_retry=True, retry_limit=None),
-                 storage_path=str(tmp_path), grace=0.3)
-    p = run(cfg)
-    assert ListInput.commits and ListInput.commits[-1] == 1, "held lines acknowledged once their record is on disk"
-    assert p.storage is not None and p.storage.undelivered()[1] == 2  # "before" and the joined traceback
-
-    ListInput.batches = []
-    cfg = config(section(ListInput, **{"storage.type": "filesystem"}), section(MultilineFilter, match="*",
-                 **{"multiline.parser": ["python"], "multiline.key_content": "log"}),
-                 section(Collect, "down", match="*"), storage_path=str(tmp_path))
-    run(cfg, until=lambda _p: len(OUTPUTS["down"].got) >= 2)
-    logs = [r["log"] for r in OUTPUTS["down"].got]
-    assert logs[0] == "before" and logs[1].startswith(trace[0]) and "ValueError: boom" in logs[1]
