@@ -2,10 +2,12 @@
 
 The pipeline owns a trio nursery: one task per input, per-output worker tasks,
 the flush ticker and the HTTP server. Shutdown is structured: inputs are
-cancelled first, everything buffered is flushed within ``grace`` seconds, then
-inputs commit their checkpoints (``close``) and outputs disconnect. Whatever did
-not resolve within the grace period stays unacknowledged, so its input replays
-it on the next start: at-least-once is kept even by a shutdown that times out.
+cancelled first and awaited (every ``run()`` has returned), everything held and
+buffered is flushed within ``grace`` seconds, the outputs' workers are stopped
+(so no acknowledgement can arrive any more) and disconnect, and only then do
+inputs commit their checkpoints and close (``close``). Whatever did not resolve
+within the grace period stays unacknowledged, so its input replays it on the
+next start: at-least-once is kept even by a shutdown that times out.
 """
 
 from __future__ import annotations
@@ -457,6 +459,15 @@ class Pipeline:
                     return
                 gate = _Ready(None, on_ready=lambda s=slot: self._recovered(s))
                 continue
+            except BaseExceptionGroup as group:  # cancelled, and a task of its own nursery failed meanwhile
+                _, failed = group.split(trio.Cancelled)
+                if failed is None:
+                    raise
+                # A failure while being stopped is logged, not a crash of the daemon: its checkpoint is
+                # what was acknowledged, so nothing is skipped, and the drain goes on.
+                slot.plugin.metrics.inc("errors")
+                slot.plugin.log.error("input failed while stopping: %s", describe_error(failed))
+                return
             gate.started()
             slot.done.set()
             if slot.plugin.exit_when_done():
