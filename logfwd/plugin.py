@@ -236,8 +236,13 @@ class Emitter:
         batch = Batch(tag or self.tag, times, records, h, nbytes, keys)
         try:
             await self._dispatch(batch)
-        finally:
-            h.done()
+        except BaseException:
+            # Not routed in full (cancelled at shutdown while waiting for storage, an async
+            # filter or a full disk; or failed): its handle must not complete, or the input would
+            # checkpoint past records no output or chunk has. Its budget is given back.
+            self._acked(cost, n)
+            raise
+        h.done()
 
     def _acked(self, cost: int, n: int) -> None:
         self.budget.release(cost)

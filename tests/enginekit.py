@@ -140,3 +140,79 @@ def run(cfg: Any, timeout: float = 20, until: Callable[[Pipeline], bool] | None 
 
     trio.run(main)
     return p
+
+
+# ------------------------------------------------------------ scripted plugins for storage/shutdown tests
+
+
+class ScriptedInput(Input):
+    """Emits ``batches`` (tag, records) with tracker positions 0, 1, ... then keeps running until stopped.
+
+    ``commits`` records each checkpoint; ``on_commit`` (if set) is called with the position
+    first, so a test can look at what is stored at the moment a checkpoint moves.
+    """
+
+    name = "scripted"
+    options = (Option("delay", "float", "0"),)
+    batches: list[tuple[str, list[dict[str, Any]]]] = []
+    commits: list[Any] = []
+    on_commit: Callable[[Any], None] | None = None
+
+    async def run(self, emitter: Emitter, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        cls = type(self)
+
+        def commit(pos: Any) -> None:
+            if cls.on_commit is not None:
+                cls.on_commit(pos)
+            cls.commits.append(pos)
+
+        tracker = emitter.tracker(commit)
+        task_status.started()
+        for n, (tag, records) in enumerate(self.batches):
+            await emitter.emit(records, tag=tag, handle=tracker.handle(n), nbytes=sum(len(str(r)) for r in records))
+            if self.config["delay"]:
+                await trio.sleep(self.config["delay"])
+        await trio.sleep_forever()
+
+
+class Sink(Output):
+    """Keeps what it delivers in ``SINKS[instance]``; ``down`` (class attribute) asks for retries instead."""
+
+    name = "sink"
+    options = (Option("flush_delay", "float", "0"), Option("stop_delay", "float", "0"))
+    down = False
+
+    def setup(self) -> None:
+        self.got: list[dict[str, Any]] = []
+        SINKS[self.ctx.instance] = self
+
+    async def flush(self, chunk: Chunk) -> Result:
+        if self.config["flush_delay"]:
+            await trio.sleep(self.config["flush_delay"])
+        if type(self).down:
+            return Result.retry_everything("backend down")
+        self.got.extend(chunk.records)
+        return Result.ok()
+
+    async def stop(self) -> None:
+        if self.config["stop_delay"]:  # a graceful disconnect that takes a while
+            await trio.sleep(self.config["stop_delay"])
+
+
+SINKS: dict[str, Sink] = {}
+
+
+def run_until(cfg: Any, until: Callable[[Pipeline], bool], timeout: float = 20) -> Pipeline:
+    """Run a pipeline until ``until(p)`` holds (polled), then stop it as SIGTERM does and wait for the end."""
+    p = Pipeline(cfg)
+
+    async def main() -> None:
+        with trio.fail_after(timeout):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(p.run)
+                while not until(p):
+                    await trio.sleep(0.01)
+                p.shutdown()
+
+    trio.run(main)
+    return p

@@ -37,9 +37,11 @@ class Daemon:
         self.conf = conf
         self.log = log
         self.proc: subprocess.Popen[bytes] | None = None
+        self._mark = 0
         self.peak_rss = 0
 
     def start(self) -> Daemon:
+        self._mark = self.log.stat().st_size if self.log.exists() else 0  # this start's lines come after it
         with open(self.log, "ab") as fh:
             self.proc = subprocess.Popen([*LOGFWD, "-c", str(self.conf)], stdout=fh, stderr=subprocess.STDOUT,
                                          stdin=subprocess.DEVNULL, cwd=ROOT)
@@ -52,8 +54,10 @@ class Daemon:
 
     def stop(self, timeout: float = 30) -> int:
         assert self.proc is not None
-        wait_until(lambda: "starting" in self.text().rsplit("logfwd 0.", 1)[-1] or self.proc.poll() is not None, 10)
-        time.sleep(0.5)  # signal handlers are installed once the pipeline runs
+        # Signal handlers are installed before the pipeline reports "started:". Wait for that line of
+        # *this* start: a stop right after a restart found the previous start's line and sent SIGTERM to
+        # a process still importing (exit -15, no drain).
+        wait_until(lambda: b"] started: " in self.log.read_bytes()[self._mark:] or self.proc.poll() is not None, 30)
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
         return self.proc.wait(timeout)

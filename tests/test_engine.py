@@ -401,3 +401,30 @@ def test_inputs_are_closed_only_after_their_run_returned(tmp_path: Path) -> None
 
     trio.run(main)
     assert SlowToStopInput.events[-1] == "closed" and "used after close" not in SlowToStopInput.events
+
+
+class FailsWhileStopping(Input):
+    """An input whose own nursery has a task that fails as the stop's cancellation arrives (a worker thread
+    returning onto a resource that is gone): run() raises Cancelled and that error together."""
+
+    name = "failstop"
+    options = ()
+
+    async def run(self, emitter: Emitter, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        async def worker() -> None:
+            try:
+                await trio.sleep_forever()
+            finally:
+                raise RuntimeError("Cannot operate on a closed database.")
+
+        async with trio.open_nursery() as n:
+            n.start_soon(worker)
+            task_status.started()
+            await trio.sleep_forever()
+
+
+def test_an_input_failing_while_it_stops_does_not_crash_the_daemon(tmp_path: Path) -> None:
+    cfg = config(section(FailsWhileStopping), section(Collect, "c", match="*"), storage_path=str(tmp_path))
+    p = run(cfg, until=lambda p: p.started.is_set())
+    assert p.fatal is None and p.stopped_cleanly
+    assert p.registry.get("input", "failstop.0")["errors"] == 1

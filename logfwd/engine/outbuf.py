@@ -61,6 +61,7 @@ class OutputBuffer:
         self._idle = trio.Event()
         self._idle.set()
         self._nursery: trio.Nursery | None = None
+        self._stopped = trio.Event()  # run() has returned: no flush is in flight, no handle released later
         self.buffered_bytes = 0
         self.buffered_records = 0
 
@@ -120,11 +121,14 @@ class OutputBuffer:
     # ------------------------------------------------------------ workers
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        async with trio.open_nursery() as nursery:
-            self._nursery = nursery
-            for _ in range(self.workers):
-                nursery.start_soon(self._worker)
-            task_status.started()
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                for _ in range(self.workers):
+                    nursery.start_soon(self._worker)
+                task_status.started()
+        finally:
+            self._stopped.set()
 
     async def _worker(self) -> None:
         async for chunk in self._recv:
@@ -193,7 +197,10 @@ class OutputBuffer:
 
     async def _retry_later(self, chunk: Chunk, delay: float) -> None:
         await trio.sleep(delay)
-        self._send.send_nowait(chunk)
+        try:
+            self._send.send_nowait(chunk)
+        except trio.ClosedResourceError:
+            pass  # stopped meanwhile: left unacknowledged, so its input replays it (or it stays on disk)
 
     def _dead_letter(self, chunk: Chunk, indices: list[int], reasons: list[str]) -> None:
         try:
@@ -222,3 +229,19 @@ class OutputBuffer:
 
     def close(self) -> None:
         self._send.close()
+
+    async def stop_workers(self, timeout: float) -> None:
+        """Close the buffer and end its workers, waiting (bounded) until none runs any more.
+
+        After this no handle is released by this buffer: what was not resolved stays
+        unacknowledged. A flush blocked in a worker thread cannot be interrupted; past
+        ``timeout`` the caller goes on, and it is logged.
+        """
+        self.close()
+        if self._nursery is None:
+            return
+        self._nursery.cancel_scope.cancel()
+        with trio.move_on_after(timeout):
+            await self._stopped.wait()
+            return
+        self.log.warning("output still flushing %.1fs after the stop; not waiting for it", timeout)

@@ -2,10 +2,12 @@
 
 The pipeline owns a trio nursery: one task per input, per-output worker tasks,
 the flush ticker and the HTTP server. Shutdown is structured: inputs are
-cancelled first, everything buffered is flushed within ``grace`` seconds, then
-inputs commit their checkpoints (``close``) and outputs disconnect. Whatever did
-not resolve within the grace period stays unacknowledged, so its input replays
-it on the next start: at-least-once is kept even by a shutdown that times out.
+cancelled first and awaited (every ``run()`` has returned), everything held and
+buffered is flushed within ``grace`` seconds, the outputs' workers are stopped
+(so no acknowledgement can arrive any more) and disconnect, and only then do
+inputs commit their checkpoints and close (``close``). Whatever did not resolve
+within the grace period stays unacknowledged, so its input replays it on the
+next start: at-least-once is kept even by a shutdown that times out.
 """
 
 from __future__ import annotations
@@ -133,6 +135,7 @@ class Pipeline:
         self._shutdown = trio.Event()
         self._inputs_cancel = trio.CancelScope()
         self._inputs_done = trio.Event()  # every input's run() has returned (or none was started)
+        self._ticker_scope = trio.CancelScope()
         self._held_streams: dict[tuple[int, str], InputStream] = {}  # (holding filter, tag) -> chunk stream
         self.started = trio.Event()
         self.stopped_cleanly = False
@@ -266,14 +269,18 @@ class Pipeline:
             if not slot.plugin.holds_records:
                 continue
             for batch in slot.plugin.flush_pending(force):
-                try:
-                    await self._route(batch, i + 1, self._held_streams.get((i, batch.tag)), wait=False)
-                finally:
-                    batch.ack.done()
+                # Not in a ``finally``: a release cancelled before it was stored (the grace period
+                # ended) must leave its held input records unacknowledged, so they are read again.
+                await self._route(batch, i + 1, self._held_streams.get((i, batch.tag)), wait=False)
+                batch.ack.done()
 
     def _seal_all(self) -> None:
         for _, buf in self._outputs:
             buf.seal_all()
+
+    async def _run_ticker(self) -> None:
+        with self._ticker_scope:
+            await self._ticker()
 
     async def _ticker(self) -> None:
         while True:
@@ -308,7 +315,7 @@ class Pipeline:
                 await nursery.start(buf.run)
             if self.storage is not None and not failures:
                 await nursery.start(self.storage.run)  # the backlog is queued before any input runs
-            nursery.start_soon(self._ticker)
+            nursery.start_soon(self._run_ticker)
             for slot in self._filters:
                 nursery.start_soon(self._run_filter_task, slot)
             if self.health.enabled:
@@ -325,9 +332,11 @@ class Pipeline:
             task_status.started()
             self.started.set()
             await self._shutdown.wait()
-            self._inputs_cancel.cancel()
-            await self._drain()
+            # Order matters: inputs stop emitting first (every run() returned), then what is held
+            # and buffered is flushed, then the outputs stop (no acknowledgement can arrive after
+            # that), and only then do inputs commit their checkpoints and close their DBs.
             await self._stop_inputs()
+            await self._drain()
             await self._stop_plugins()
             nursery.cancel_scope.cancel()
 
@@ -366,18 +375,25 @@ class Pipeline:
         return failures
 
     async def _stop_plugins(self) -> None:
-        """Inputs commit their checkpoints, outputs disconnect, filters release resources."""
+        """Outputs stop, then inputs commit their checkpoints and close, then filters release resources.
+
+        The outputs' workers are stopped (and awaited) before any input closes: a flush still in
+        flight when the grace period ended could otherwise complete later and acknowledge into
+        an input that had closed its DB (a tail offset written to a closed SQLite connection).
+        Every acknowledgement that arrived until then is committed by the inputs' ``close``.
+        """
+        self._ticker_scope.cancel()  # a flush tick releases held records: none once the drain is over
+        for _, buf in self._outputs:
+            await buf.stop_workers(max(self.grace, 5.0))
+            try:
+                await buf.output.stop()
+            except Exception as e:
+                buf.output.log.error("stop failed: %s", describe_error(e))
         for slot in self._inputs:
             try:
                 await slot.plugin.close()
             except Exception as e:
                 slot.plugin.log.error("close failed: %s", describe_error(e))
-        for _, buf in self._outputs:
-            buf.close()
-            try:
-                await buf.output.stop()
-            except Exception as e:
-                buf.output.log.error("stop failed: %s", describe_error(e))
         for f in self._filters:
             try:
                 await f.plugin.close()
@@ -443,6 +459,15 @@ class Pipeline:
                     return
                 gate = _Ready(None, on_ready=lambda s=slot: self._recovered(s))
                 continue
+            except BaseExceptionGroup as group:  # cancelled, and a task of its own nursery failed meanwhile
+                _, failed = group.split(trio.Cancelled)
+                if failed is None:
+                    raise
+                # A failure while being stopped is logged, not a crash of the daemon: its checkpoint is
+                # what was acknowledged, so nothing is skipped, and the drain goes on.
+                slot.plugin.metrics.inc("errors")
+                slot.plugin.log.error("input failed while stopping: %s", describe_error(failed))
+                return
             gate.started()
             slot.done.set()
             if slot.plugin.exit_when_done():

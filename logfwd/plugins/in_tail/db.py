@@ -72,6 +72,7 @@ class OffsetDB:
         self._heads: dict[int, tuple[int, str, str | None]] = {}
         self._dlock = threading.Lock()  # guards _dirty against a flush running in a worker thread
         self.writes = 0
+        self.closed = False
         self._conn = sqlite3.connect(path or ":memory:", check_same_thread=False, isolation_level=None)
         c = self._conn
         if path:
@@ -166,13 +167,21 @@ class OffsetDB:
         return bool(self._dirty or self._heads)
 
     def flush(self) -> int:
-        """Write every dirty offset in one transaction (safe to call from a worker thread)."""
-        if not self._dirty and not self._heads:
+        """Write every dirty offset in one transaction (safe to call from a worker thread).
+
+        After ``close`` it writes nothing (the pending offsets stay pending, never a call on a
+        closed connection): the engine closes inputs only once no acknowledgement can arrive,
+        so this is a late straggler whose lines are read again after a restart.
+        """
+        if (not self._dirty and not self._heads) or self.closed:
             return 0
         with self._dlock:
             items, self._dirty = self._dirty, {}
             heads, self._heads = self._heads, {}
         with self._lock:
+            if self.closed:  # closed while this flush waited for the lock
+                self._restore(items, heads)
+                return 0
             c = self._conn
             c.execute("BEGIN")
             try:
@@ -184,18 +193,25 @@ class OffsetDB:
                 c.execute("COMMIT")
             except BaseException:
                 c.execute("ROLLBACK")
-                with self._dlock:  # keep them for the next attempt
-                    for k, v in items.items():
-                        self._dirty.setdefault(k, v)
-                    for k, hv in heads.items():
-                        self._heads.setdefault(k, hv)
+                self._restore(items, heads)  # kept for the next attempt
                 raise
             self.writes += 1
         return len(items)
 
+    def _restore(self, items: dict[int, int], heads: dict[int, tuple[int, str, str | None]]) -> None:
+        with self._dlock:
+            for k, v in items.items():
+                self._dirty.setdefault(k, v)
+            for k, hv in heads.items():
+                self._heads.setdefault(k, hv)
+
     def close(self) -> None:
+        """Write what is pending and close (idempotent; later writes are kept in memory only)."""
+        if self.closed:
+            return
         try:
             self.flush()
         finally:
             with self._lock:
+                self.closed = True
                 self._conn.close()

@@ -89,6 +89,7 @@ class TailInput(Input):
         self._watcher: Watcher | None = None
         self._state: TailState | None = None
         self._db_key: str | None = None
+        self._shared_db = False
 
     # ------------------------------------------------------------------ run
 
@@ -125,7 +126,12 @@ class TailInput(Input):
 
     async def run(self, emitter: Emitter, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Open the DB and scan Path (then ``started``), then follow files until cancelled or Exit_On_Eof."""
-        self.db, shared = self._open_db()
+        # The DB lives as long as the plugin, not one run(): after a runtime failure the restarted
+        # run() keeps it (acknowledgements of the failed run's batches still land in it), and only
+        # close() closes it, once the engine has stopped every source of acknowledgements.
+        if self.db is None:
+            self.db, self._shared_db = self._open_db()
+        shared = self._shared_db
         state = self._state = TailState(self.cfg, emitter, self.db, self.metrics, self.log)
         fds = Descriptors(state)
         reader = Reader(state, fds)
