@@ -60,7 +60,7 @@ cdef enum:
     CACHE_WINDOW = 4096
     CACHE_PAUSE = 65536
 
-__all__ = ["Pcre2Parser", "Pcre2Search", "Pcre2Error", "onigmo_to_pcre2"]
+__all__ = ["Pcre2Parser", "Pcre2Search", "Pcre2Error"]
 
 # Types codes (per named group)
 cdef enum:
@@ -81,45 +81,6 @@ _RE_X = 64
 
 class Pcre2Error(ValueError):
     """PCRE2 could not compile the expression (the caller falls back to ``re``)."""
-
-
-def onigmo_to_pcre2(str pattern):
-    """Onigmo (Ruby) → PCRE2: only ``\\h``/``\\H`` differ (a hex digit in Onigmo, horizontal
-    blank in PCRE2). Named groups ``(?<n>...)``, ``\\k<n>``, ``\\A``, ``\\z``, ``\\Z``, possessive
-    and atomic groups are the same in both."""
-    cdef list out = []
-    cdef Py_ssize_t i = 0, n = len(pattern)
-    cdef bint in_class = False
-    cdef str c, nxt
-    while i < n:
-        c = pattern[i]
-        if c == "\\" and i + 1 < n:
-            nxt = pattern[i + 1]
-            if nxt == "h":
-                out.append("0-9a-fA-F" if in_class else "[0-9a-fA-F]")
-            elif nxt == "H" and not in_class:
-                out.append("[^0-9a-fA-F]")
-            else:
-                out.append(pattern[i:i + 2])
-            i += 2
-            continue
-        if c == "[" and not in_class:
-            in_class = True
-            out.append(c)
-            i += 1
-            # a ] (or ^]) right after [ is a literal
-            if i < n and pattern[i] == "^":
-                out.append("^")
-                i += 1
-            if i < n and pattern[i] == "]":
-                out.append("]")
-                i += 1
-            continue
-        if c == "]" and in_class:
-            in_class = False
-        out.append(c)
-        i += 1
-    return "".join(out)
 
 
 cdef inline uint64_t _hash(const unsigned char* p, Py_ssize_t n):

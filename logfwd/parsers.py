@@ -45,8 +45,9 @@ from typing import Any
 import orjson
 
 from . import _fastparse as fp
-from ._pcre import Pcre2Error, Pcre2Parser, onigmo_to_pcre2
+from ._pcre import Pcre2Error, Pcre2Parser
 from .multiline import MultilineParser, builtin_multiline
+from .onigmo import to_pcre2
 from .options import ConfigValueError, Option, OptionError, parse_bool
 from .regex import compile_onigmo, split_flags
 
@@ -451,7 +452,7 @@ def _pcre2_for(parser: Parser, expr: str, flags: int) -> Pcre2Parser | None:
         return fp.regex_batch(regex, fp.decode_lines([value]), skip, False)[0]  # type: ignore[no-any-return]
 
     try:
-        matcher = Pcre2Parser(onigmo_to_pcre2(expr), flags, parser._types, fallback, _cast)
+        matcher = Pcre2Parser(to_pcre2(expr), flags, parser._types, fallback, _cast)
     except Pcre2Error as e:
         if expr not in _PCRE2_WARNED:
             _PCRE2_WARNED.add(expr)

@@ -20,10 +20,11 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from logfwd import _fastparse as fp
-from logfwd._pcre import Pcre2Error, Pcre2Parser, Pcre2Search, onigmo_to_pcre2
+from logfwd._pcre import Pcre2Error, Pcre2Parser, Pcre2Search
 from logfwd.config import config_from_cli
 from logfwd.config.loader import SHIPPED_PARSERS
 from logfwd.multiline import _BUILTIN_RULES
+from logfwd.onigmo import to_pcre2 as onigmo_to_pcre2
 from logfwd.parsers import PARSER_OPTIONS, Parser, _cast
 from logfwd.regex import compile_fluent_regex, compile_onigmo, fluent_searcher
 from logfwd.regex import split_flags as _split_ruby

@@ -13,9 +13,10 @@ import pytest
 
 from logfwd.engine.router import TagMatcher
 from logfwd.multiline import MultilineParser
+from logfwd.onigmo import to_pcre2, to_python
 from logfwd.options import Option, OptionError
 from logfwd.parsers import Parser
-from logfwd.regex import compile_fluent_regex, split_flags, translate
+from logfwd.regex import compile_fluent_regex, compile_onigmo, compile_search, split_flags, translate
 from tests.pluginkit import make_batch, make_filter
 
 
@@ -68,3 +69,33 @@ def test_every_user_reads_flags_the_same_way() -> None:
     grep = make_filter("grep", [("Regex", f"log {text}")])
     out = grep.filter(make_batch([{"log": "ERROR 1"}, {"log": "warn"}]))
     assert out is not None and [r["log"] for r in out.records] == ["ERROR 1"]
+
+
+# --------------------------------------------------------------------------- one Onigmo translation, two engines
+
+
+@pytest.mark.parametrize(("onigmo", "python", "pcre2"), [
+    (r"(?<word>\w+) \k<word>", r"(?P<word>\w+) (?P=word)", r"(?<word>\w+) \k<word>"),
+    (r"\h+[\h_]\H", r"[0-9a-fA-F]+[0-9a-fA-F_][^0-9a-fA-F]", r"[0-9a-fA-F]+[0-9a-fA-F_][^0-9a-fA-F]"),
+    (r"\Aab\z", r"\Aab\Z", r"\Aab\z"),
+    (r"ab\Z", r"ab(?=\n?\Z)", r"ab\Z"),
+    (r"(?<=x)(?<!y)(?<n>z)", r"(?<=x)(?<!y)(?P<n>z)", r"(?<=x)(?<!y)(?<n>z)"),
+    (r"[]\\(?<n>]", r"[]\\(?<n>]", r"[]\\(?<n>]"),  # inside a class nothing is a group or escape to rewrite
+    (r"[^]\h]", r"[^]0-9a-fA-F]", r"[^]0-9a-fA-F]"),
+    (r"^a", r"(?:\A|^(?!\Z))a", r"^a"),
+])
+def test_each_construct_is_spelled_for_each_engine(onigmo: str, python: str, pcre2: str) -> None:
+    assert to_python(onigmo) == python
+    assert to_pcre2(onigmo) == pcre2
+
+
+@pytest.mark.parametrize(("pattern", "text", "hit"), [
+    (r"ab\Z", "ab", True), (r"ab\Z", "ab\n", True), (r"ab\Z", "ab\n\n", False),  # Onigmo: end or before a final \n
+    (r"ab\z", "ab", True), (r"ab\z", "ab\n", False),
+    (r"^$", "0\n", False), (r"^$", "", True), (r"^$", "a\n\nb", True), (r"^b", "a\nb", True),
+    (r"^\h+$", "00ff", True), (r"^\h+$", "00fg", False),
+])
+def test_both_engines_agree_with_onigmo(pattern: str, text: str, hit: bool) -> None:
+    # re.M: Ruby's ^ and $ are always line anchors; every config regex is compiled so.
+    assert bool(compile_onigmo(pattern, re.M).search(text)) is hit
+    assert bool(compile_search(pattern, re.M)(text)) is hit  # PCRE2's JIT
