@@ -73,25 +73,24 @@ def _hex(text: str, in_class: bool) -> str | None:
     return None
 
 
-def to_python(pattern: str) -> str:
-    """The pattern for Python's ``re``."""
+def _python_escape(text: str, in_class: bool) -> str:
+    if text.startswith("\\k<"):
+        return f"(?P={text[3:-1]})"
+    if not in_class and text in ("\\z", "\\Z"):
+        return r"\Z" if text == "\\z" else r"(?=\n?\Z)"
+    return text
+
+
+def _spell(pattern: str, python: bool) -> str:
+    """One walk for both engines; ``python`` picks the ``re`` spellings of the table above."""
     out = []
     for kind, text, in_class in _tokens(pattern):
         if kind == "named":
-            out.append(f"(?P<{text}>")
+            out.append(f"(?P<{text}>" if python else f"(?<{text}>")
         elif kind == "esc":
             hx = _hex(text, in_class)
-            if hx is not None:
-                out.append(hx)
-            elif text.startswith("\\k<"):
-                out.append(f"(?P={text[3:-1]})")
-            elif text == "\\z" and not in_class:
-                out.append(r"\Z")
-            elif text == "\\Z" and not in_class:
-                out.append(r"(?=\n?\Z)")
-            else:
-                out.append(text)
-        elif kind == "lit" and text == "^" and not in_class:
+            out.append(hx if hx is not None else _python_escape(text, in_class) if python else text)
+        elif python and text == "^" and not in_class:
             # Onigmo's ^ (under Python's re.M) does not match at the very end after a final
             # newline: "0\n" has no empty last line for ^$ (its OP_BEGIN_LINE checks that).
             out.append(r"(?:\A|^(?!\Z))")
@@ -100,16 +99,12 @@ def to_python(pattern: str) -> str:
     return "".join(out)
 
 
+def to_python(pattern: str) -> str:
+    """The pattern for Python's ``re``."""
+    return _spell(pattern, python=True)
+
+
 def to_pcre2(pattern: str) -> str:
     """The pattern for PCRE2: only ``\\h``/``\\H`` differ; named groups, ``\\k<n>``, ``\\A``,
     ``\\z``, ``\\Z``, possessive and atomic groups mean the same in both."""
-    out = []
-    for kind, text, in_class in _tokens(pattern):
-        if kind == "named":
-            out.append(f"(?<{text}>")
-        elif kind == "esc":
-            hx = _hex(text, in_class)
-            out.append(text if hx is None else hx)
-        else:
-            out.append(text)
-    return "".join(out)
+    return _spell(pattern, python=False)

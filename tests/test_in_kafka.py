@@ -202,6 +202,18 @@ def _deliver(plugin: Any, tp: tuple[str, int], offset: int) -> None:
     plugin._trackers[tp].handle(offset).done()
 
 
+def _two_partitions_delivered() -> tuple[Any, _CommitConsumer, tuple[str, int], tuple[str, int]]:
+    """A member owning logs[0] and logs[1], with batches delivered up to offsets 4 and 7."""
+    plugin = _kafka_plugin()
+    consumer = _CommitConsumer()
+    plugin.consumer = consumer
+    a, b = ("logs", 0), ("logs", 1)
+    plugin._cb_assign(consumer, [TopicPartition(*a), TopicPartition(*b)])
+    _deliver(plugin, a, 4)
+    _deliver(plugin, b, 7)
+    return plugin, consumer, a, b
+
+
 def test_a_batch_read_before_a_rebalance_does_not_ack_into_the_new_assignment() -> None:
     """Read under one assignment, revoked and assigned back before it was emitted: dropped.
 
@@ -250,13 +262,7 @@ def test_a_late_commit_failure_requeues_the_current_position_not_its_older_offse
 
 
 def test_revoke_and_close_commit_the_delivered_position_even_when_its_commit_is_in_flight() -> None:
-    plugin = _kafka_plugin()
-    consumer = _CommitConsumer()
-    plugin.consumer = consumer
-    a, b = ("logs", 0), ("logs", 1)
-    plugin._cb_assign(consumer, [TopicPartition(*a), TopicPartition(*b)])
-    _deliver(plugin, a, 4)
-    _deliver(plugin, b, 7)
+    plugin, consumer, a, b = _two_partitions_delivered()
     plugin._take_offsets()  # both queued offsets are in an asynchronous commit that may yet fail
     plugin._cb_revoke(consumer, [TopicPartition(*a)])
     assert consumer.commits[-1] == [("logs", 0, 5)]
@@ -301,13 +307,7 @@ def test_acks_of_a_batch_in_flight_across_revoke_and_reassign_do_not_advance_the
 def test_lost_partitions_commit_nothing_later() -> None:
     """Lost (the group moved them without a revoke): their queued offsets are dropped, late acks
     and late commit failures queue nothing, and close commits only what is still owned."""
-    plugin = _kafka_plugin()
-    consumer = _CommitConsumer()
-    plugin.consumer = consumer
-    a, b = ("logs", 0), ("logs", 1)
-    plugin._cb_assign(consumer, [TopicPartition(*a), TopicPartition(*b)])
-    _deliver(plugin, a, 4)
-    _deliver(plugin, b, 7)
+    plugin, consumer, a, b = _two_partitions_delivered()
     late = plugin._trackers[a].handle(9)
     plugin._cb_lost(consumer, [TopicPartition(*a)])
     assert plugin._to_commit == {b: 8}
