@@ -13,7 +13,7 @@ import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,10 @@ from .backends.es import EsServer, noida_binary
 
 LOGFWD = str(Path(sys.executable).parent / "logfwd")
 DRAIN_TIMEOUT = 90.0
+# Safety net for waits on a real OpenSearch node (a JVM sharing a 2-core CI machine is
+# slow): the waits return as soon as their condition holds, so a generous deadline costs
+# nothing when the test is green and only stops a hung run.
+OPENSEARCH_DEADLINE = 300.0
 
 
 
@@ -59,8 +63,18 @@ class Logfwd:
         self.proc = subprocess.Popen([LOGFWD, "-c", str(self.conf)], stdout=fh, stderr=subprocess.STDOUT,
                                      stdin=subprocess.DEVNULL, start_new_session=True)
         fh.close()
-        wait_for(lambda: self.metrics() is not None, 30, "logfwd metrics API", self.log)
+        self.wait(lambda: self.metrics() is not None, 30, "logfwd metrics API")
         return self
+
+    def exited(self) -> str | None:
+        """Why waiting on this daemon is pointless (it exited, with its output's tail), or None."""
+        if self.proc is None or self.proc.poll() is None:
+            return None
+        return f"logfwd exited with {self.proc.returncode}:\n{self.log_tail()}"
+
+    def wait(self, check: Callable[[], bool], timeout: float, what: str) -> None:
+        """Wait for ``check`` with a deadline, but fail at once if the daemon has exited."""
+        wait_for(check, timeout, what, self.log, gone=self.exited)
 
     def metrics(self) -> dict[str, Any] | None:
         if self.proc is not None and self.proc.poll() is not None:
@@ -76,8 +90,8 @@ class Logfwd:
         return int(m.get(section, {}).get(name, {}).get(key, 0))
 
     def wait_counter(self, section: str, name: str, key: str, at_least: int, timeout: float = DRAIN_TIMEOUT) -> None:
-        wait_for(lambda: self.counter(section, name, key) >= at_least, timeout,
-                 f"{section} {name} {key} >= {at_least}", self.log)
+        self.wait(lambda: self.counter(section, name, key) >= at_least, timeout,
+                  f"{section} {name} {key} >= {at_least}")
 
     def signal(self, sig: int, timeout: float = 30) -> int:
         assert self.proc is not None

@@ -18,6 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from .backends._proc import free_port, wait_for
 from .clikit import file_lines, json_lines, run_until
+from .e2ekit import Logfwd
 
 LOGFWD = str(Path(sys.executable).parent / "logfwd")
 DATA = Path(__file__).parent / "data" / "e2e"
@@ -302,3 +303,19 @@ def test_multiline_buffer_limit_bounds_a_multiline_record(tmp_path: Path) -> Non
     text = "".join(records)
     assert len(records) > 3 and max(len(r) for r in records) < 2048 + 200
     assert text.count("File \"/srv/app/mod") == 200 and "ValueError: boom" in text
+
+
+@pytest.mark.timeout(120)
+def test_a_wait_on_an_exited_daemon_fails_at_once_with_its_output(tmp_path: Path) -> None:
+    """A daemon that died makes ``wait_counter`` fail at once, not after its (generous) deadline.
+
+    The deadline here is an hour and the test's own timeout two minutes: a wait that ignored
+    the exit would be killed by the timeout instead of raising with the daemon's output.
+    """
+    lf = Logfwd(tmp_path, "[INPUT]\n    Name dummy\n    Tag t\n\n[OUTPUT]\n    Name null\n    Match *\n").start()
+    try:
+        assert lf.signal(signal.SIGKILL) == -signal.SIGKILL
+        with pytest.raises(RuntimeError, match="logfwd exited with -9"):
+            lf.wait_counter("output", "null.0", "proc_records", 10**9, timeout=3600)
+    finally:
+        lf.stop()

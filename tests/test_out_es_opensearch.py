@@ -34,7 +34,7 @@ from typing import Any
 
 from .backends._proc import wait_for
 from .backends.opensearch import ADMIN, OpenSearchNode
-from .e2ekit import LOGFWD, LineWriter, Logfwd, es_numbers, numbers_exact, tail_input
+from .e2ekit import LOGFWD, OPENSEARCH_DEADLINE, LineWriter, Logfwd, es_numbers, numbers_exact, tail_input
 
 N = int(os.environ.get("LOGFWD_E2E_N", "50000"))
 """Numbered records of the stream tests (CI size; soak runs raise it)."""
@@ -61,7 +61,7 @@ def os_output(node: OpenSearchNode, index: str, extra: str = "", retry_limit: st
 
 def _run_stdin(conf: Path, lines: list[dict[str, Any]]) -> subprocess.CompletedProcess[bytes]:
     data = b"".join(json.dumps(x).encode() + b"\n" for x in lines)
-    return subprocess.run([LOGFWD, "-c", str(conf)], input=data, capture_output=True, timeout=120)
+    return subprocess.run([LOGFWD, "-c", str(conf)], input=data, capture_output=True, timeout=OPENSEARCH_DEADLINE)
 
 
 def _dead_letters(storage: Path, output: str) -> list[dict[str, Any]]:
@@ -108,10 +108,10 @@ def test_node_starting_after_logfwd_gets_every_record_once(
     writer = LineWriter(data, N)
     writer.start()
     # The forwarder has read records and failed to deliver them (twice) before the node exists.
-    lf.wait_counter("output", "es_os", "retries", 2, timeout=60)
+    lf.wait_counter("output", "es_os", "retries", 2, timeout=OPENSEARCH_DEADLINE)
     node.start()
     writer.finish()
-    lf.wait_counter("output", "es_os", "proc_records", N, timeout=300)
+    lf.wait_counter("output", "es_os", "proc_records", N, timeout=OPENSEARCH_DEADLINE)
     out = (lf.metrics() or {})["output"]["es_os"]
     assert out.get("dlq_records", 0) == 0, out
     _assert_exactly(node, index, N)
@@ -144,7 +144,7 @@ def test_saturated_write_pool_real_429s_every_record_once(
     conf = "\n".join(inputs) + "\n" + os_output(node, index, "    Workers            4\n")
     lf = Logfwd(tmp_path / "lf", conf).start()
     logfwds.append(lf)
-    lf.wait_counter("output", "es_os", "proc_records", total, timeout=300)
+    lf.wait_counter("output", "es_os", "proc_records", total, timeout=OPENSEARCH_DEADLINE)
     out = (lf.metrics() or {})["output"]["es_os"]
     rejected = node.thread_pool()["rejected"] - before
     assert rejected > 0, f"the write pool never rejected: {node.thread_pool()}"
@@ -254,7 +254,7 @@ def test_node_stops_by_pid_and_starts_again_with_its_data(
     assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text()
     node.start()
     assert node.pid != pid
-    wait_for(lambda: node.count("kept") == 1, 30, "the document after a restart")
+    wait_for(lambda: node.count("kept") == 1, OPENSEARCH_DEADLINE, "the document after a restart")
 
 
 # --------------------------------------------------------------------------- 5. security plugin (TLS, basic auth)
@@ -283,7 +283,7 @@ def test_tls_and_basic_auth_user_created_while_logfwd_retries(
     logfwds.append(lf)
     writer = LineWriter(data, n)
     writer.start()
-    lf.wait_counter("output", "es_os", "retries", 2, timeout=60)  # refused: no such user yet
+    lf.wait_counter("output", "es_os", "retries", 2, timeout=OPENSEARCH_DEADLINE)  # refused: no such user yet
     assert node.count(index) == 0
     role = f"writer-{index}"
     status, body = node.request("PUT", f"/_plugins/_security/api/roles/{role}", {
@@ -296,7 +296,7 @@ def test_tls_and_basic_auth_user_created_while_logfwd_retries(
     assert status in (200, 201), body
     assert node.request("GET", "/", auth=(user, password))[0] == 403  # the role really is that narrow
     writer.finish()
-    lf.wait_counter("output", "es_os", "proc_records", n, timeout=300)
+    lf.wait_counter("output", "es_os", "proc_records", n, timeout=OPENSEARCH_DEADLINE)
     m = (lf.metrics() or {})["output"]["es_os"]
     assert m.get("dlq_records", 0) == 0, m
     _assert_exactly(node, index, n)

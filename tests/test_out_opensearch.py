@@ -34,7 +34,7 @@ from logfwd.plugins.out_opensearch import PLUGIN as OpenSearchOutput
 from logfwd.plugins.out_opensearch import sigv4
 
 from .backends.opensearch import OpenSearchNode
-from .e2ekit import LOGFWD
+from .e2ekit import LOGFWD, OPENSEARCH_DEADLINE
 from .faultproxy import FaultProxy, Recorded
 from .pluginkit import PluginConfigError, flush_all, make_chunk, make_plugin
 
@@ -165,7 +165,7 @@ def test_cli_signed_stdin_to_the_node(opensearch: OpenSearchNode, proxy: FaultPr
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
     env["AWS_SHARED_CREDENTIALS_FILE"] = str(creds)
     data = b"".join(json.dumps({"n": i}).encode() + b"\n" for i in range(500))
-    done = subprocess.run([LOGFWD, "-c", str(conf)], input=data, capture_output=True, timeout=120, env=env)
+    done = subprocess.run([LOGFWD, "-c", str(conf)], input=data, capture_output=True, timeout=OPENSEARCH_DEADLINE, env=env)
     assert done.returncode == 0, done.stderr.decode()
     assert opensearch.count(idx) == 500
     assert {s["_flb-key"] for s in opensearch.sources(idx)} == {"app"}  # Fluent Bit's opensearch Tag_Key

@@ -28,11 +28,20 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def wait_for(check: Callable[[], bool], timeout: float, what: str, log: Path | None = None) -> None:
-    """Poll ``check`` until true; on timeout fail with the server's log attached."""
+def wait_for(check: Callable[[], bool], timeout: float, what: str, log: Path | None = None,
+             gone: Callable[[], str | None] | None = None) -> None:
+    """Poll ``check`` until true; on timeout fail with the server's log attached.
+
+    ``gone`` says why waiting is pointless (e.g. the process under test exited) or None:
+    when it says so the wait fails at once with that reason instead of waiting out a
+    generous deadline for a condition that can no longer come true.
+    """
     deadline = time.monotonic() + timeout
     last: Exception | None = None
     while time.monotonic() < deadline:
+        reason = gone() if gone is not None else None
+        if reason is not None:
+            raise RuntimeError(f"{what}: gave up waiting, {reason}")
         try:
             if check():
                 return
