@@ -55,6 +55,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("Buffer_Size", "str", "512k", "how much of an error answer is logged (False: all of it)"),
     Option("Trace_Output", "bool", "off", "print every bulk body to standard output"),
     Option("Trace_Error", "bool", "off", "log the request and the answer when Elasticsearch reports errors"),
+    # Fluent Bit's es output runs 2 workers by default (since 1.8.12): two bulk requests in
+    # flight, so a reply's round trip does not idle the output. Acks stay in order per input.
+    Option("Workers", "int", "2", "concurrent flushes (bulk requests in flight)", minimum=1),
     *TLS_OPTIONS,
     Option("net.connect_timeout", "time", "10s", "TCP/TLS connect timeout"),
     Option("net.io_timeout", "time", "60s", "time to wait for an answer (0: no limit)"),

@@ -15,7 +15,7 @@ from logfwd.plugins._es.settings import OPTIONS as ES_OPTIONS
 
 _ELASTIC_ONLY = frozenset({"cloud_id", "cloud_auth", "http_api_key"})
 
-_DEFAULTS = {"tag_key": "_flb-key"}
+_DEFAULTS = {"tag_key": "_flb-key", "workers": "1"}  # Fluent Bit's opensearch output has no workers by default
 
 _HELP = {"suppress_type_name": "omit the mapping type; unset: ask the server once (GET /), omit for OpenSearch "
                                "and Elasticsearch 7+"}
