@@ -208,3 +208,20 @@ def test_map_subclass_and_odd_keys_in_fast_path() -> None:
     fast = enc.encode("m", [T], [rec])
     assert fast.lines == [f'm a.b=1,k=2,3="x" {T}'] and fast.dropped_values == 1
     assert fast.lines == enc.encode_py("m", [T], [rec]).lines
+
+
+@settings(max_examples=200, deadline=None)
+@given(recs=st.lists(_record, min_size=1, max_size=8), data=st.data())
+def test_body_of_any_group_is_those_points(recs: list, data: st.DataObject) -> None:
+    """A split request's body (bisection sends halves, then single points) is exactly the
+    reference lines of that group, joined; negative times are floored as ``//`` does."""
+    enc = LineEncoder(precision="ms")
+    times = [-T + 1_000_003 * j for j in range(len(recs))]
+    fast = enc.encode("m", times, recs)
+    ref = enc.encode_py("m", times, recs)
+    assert fast.lines == ref.lines and fast.body() == ref.body()
+    group = sorted(data.draw(st.sets(st.integers(0, max(len(fast) - 1, 0)), max_size=len(fast))))
+    group = [j for j in group if j < len(fast)]
+    want = "\n".join(ref.lines[j] for j in group).encode("utf-8", "surrogatepass")
+    assert fast.body(group) == want
+    assert fast.body(range(len(fast))) == fast.body()

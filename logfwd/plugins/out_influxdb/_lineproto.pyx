@@ -1,14 +1,26 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
-"""The influxdb output's Cython kernels: line-protocol escaping (see ``lineproto.py``)."""
+"""The influxdb output's Cython kernels: line-protocol escaping and a chunk's points in one
+pass (see ``lineproto.py``, whose Python encoder is the reference they must match)."""
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
+from cpython.dict cimport PyDict_GetItem
+from cpython.float cimport PyFloat_AS_DOUBLE
+from cpython.long cimport PyLong_AsLongLongAndOverflow
+from cpython.mem cimport PyMem_Free
+from cpython.object cimport PyObject
 from cpython.unicode cimport PyUnicode_DecodeUTF8
+from libc.stdint cimport int64_t, uint64_t
 from libc.stdlib cimport free, malloc
-from libc.string cimport memchr, memcpy
+from libc.string cimport memchr, memcpy, strlen
 
-from logfwd._serial cimport _view
+from logfwd._serial cimport _as_int64, _BytesOut, _view
 
-__all__ = ["influx_escape", "influx_string"]
+__all__ = ["influx_escape", "influx_string", "encode_points"]
+
+
+cdef extern from "Python.h":
+    char* PyOS_double_to_string(double val, char format_code, int precision, int flags, int* ptype) except NULL
+    int Py_DTSF_ADD_DOT_0
 
 
 cdef inline bint _influx_special(unsigned char c, bint measurement):
@@ -48,13 +60,13 @@ def influx_escape(str name, bint measurement=False):
     if buf == NULL:
         raise MemoryError()
     try:
-        return _escape_into(buf, p, n, measurement, has_bs)
+        return PyUnicode_DecodeUTF8(buf, _escape_into(buf, p, n, measurement, has_bs), "surrogatepass")
     finally:
         free(buf)
 
 
-cdef str _escape_into(char* out, const char* p, Py_ssize_t n, bint measurement, bint has_bs):
-    """The escaping loop of ``influx_escape``, into ``out`` (3n + 2 bytes)."""
+cdef Py_ssize_t _escape_into(char* out, const char* p, Py_ssize_t n, bint measurement, bint has_bs) noexcept:
+    """The escaping loop of ``influx_escape``, into ``out`` (3n + 2 bytes); the length written."""
     cdef Py_ssize_t i = 0, k = 0, j, run
     cdef unsigned char c
     while i < n:
@@ -90,7 +102,7 @@ cdef str _escape_into(char* out, const char* p, Py_ssize_t n, bint measurement, 
     if has_bs and k > 0 and out[k - 1] == b'\\':
         out[k] = b'_'
         k += 1
-    return PyUnicode_DecodeUTF8(out, k, "surrogatepass")
+    return k
 
 
 def influx_string(str value):
@@ -120,3 +132,257 @@ def influx_string(str value):
         return PyUnicode_DecodeUTF8(buf, k + 1, NULL)
     finally:
         free(buf)
+
+
+cdef inline Py_ssize_t _put_u64(uint64_t v, char* o) noexcept:
+    """Decimal digits of ``v`` into ``o`` (at most 20 bytes); the length written."""
+    cdef char digs[24]
+    cdef int nd = 0, j
+    while True:
+        digs[nd] = <char>(48 + v % 10)
+        v //= 10
+        nd += 1
+        if v == 0:
+            break
+    for j in range(nd):
+        o[j] = digs[nd - 1 - j]
+    return nd
+
+
+cdef inline Py_ssize_t _put_i64(int64_t v, char* o) noexcept:
+    """Decimal digits of ``v``, with its sign, into ``o`` (at most 21 bytes)."""
+    if v < 0:
+        o[0] = b'-'
+        return 1 + _put_u64(<uint64_t>(-(v + 1)) + 1, o + 1)
+    return _put_u64(<uint64_t>v, o)
+
+
+cdef class _Points:
+    """One chunk's points written into one growing body (see ``encode_points``).
+
+    A record the kernel does not take (see there) is written by the Python encoder's
+    line for it instead, in its place, so the body is in chunk order either way.
+    """
+
+    cdef _BytesOut out
+    cdef bytes head
+    cdef bytes seq_head
+    cdef frozenset tag_keys
+    cdef bint auto_tags, tagging, suffix
+    cdef int64_t divisor
+    cdef dict prefixes
+    cdef object make_prefix
+    cdef list ends
+    cdef Py_ssize_t remaining
+    cdef Py_ssize_t lost
+
+    cdef bytes _prefix(self, object key):
+        """``escaped key=`` as bytes, from the encoder's cache (filled by ``make_prefix``)."""
+        cdef PyObject* hit = PyDict_GetItem(self.prefixes, key)
+        if hit != NULL:
+            return <bytes>hit
+        return self.make_prefix(key)
+
+    cdef bint _is_tag(self, object key, object v):
+        return self.tagging and (key in self.tag_keys or (self.auto_tags and type(v) is str))
+
+    cdef int _tags(self, dict rec) except -1:
+        """``,key=value`` for each tag of the record; 0 when it holds a key or tag value
+        the kernel leaves to Python (anything but a str), else 1."""
+        cdef const char* p
+        cdef Py_ssize_t n
+        cdef bytes prefix
+        for key, v in rec.items():
+            if type(key) is not str:
+                return 0  # the Python encoder turns it into text first
+            if not key or not self._is_tag(key, v):
+                continue  # an empty key is never written, as a tag or a field
+            if type(v) is not str or _view(v, &p, &n) < 0:
+                return 0
+            if n == 0:
+                continue  # tags cannot be empty: none is written
+            prefix = self._prefix(key)
+            self.out.reserve(1 + PyBytes_GET_SIZE(prefix) + 3 * n + 2, self.remaining)
+            self.out.put1(b',')
+            self.out.put(PyBytes_AS_STRING(prefix), PyBytes_GET_SIZE(prefix))
+            self.out.k += _escape_into(self.out.w + self.out.k, p, n, False, memchr(p, b'\\', n) != NULL)
+        return 1
+
+    cdef int _field(self, bytes prefix, object v) except -2:
+        """One ``key=value`` (after a ``,`` when not the first): 1 written, 0 nothing to
+        write (None, NaN, infinities: these count as lost), -1 a value left to Python."""
+        cdef const char* p
+        cdef Py_ssize_t n, i, pl = PyBytes_GET_SIZE(prefix)
+        cdef long long iv
+        cdef int overflow
+        cdef double d
+        cdef char* text
+        cdef object t = type(v)
+        cdef unsigned char c
+        if t is str:
+            if _view(v, &p, &n) < 0:
+                return -1
+            self.out.reserve(pl + 2 * n + 2, self.remaining)
+            self.out.put(PyBytes_AS_STRING(prefix), pl)
+            self.out.put1(b'"')
+            if memchr(p, b'"', n) == NULL and memchr(p, b'\\', n) == NULL:
+                self.out.put(p, n)
+            else:
+                for i in range(n):
+                    c = <unsigned char>p[i]
+                    if c == b'"' or c == b'\\':
+                        self.out.put1(b'\\')
+                    self.out.put1(<char>c)
+            self.out.put1(b'"')
+            return 1
+        if t is bool:
+            self.out.reserve(pl + 5, self.remaining)
+            self.out.put(PyBytes_AS_STRING(prefix), pl)
+            if v:
+                self.out.put(b"true", 4)
+            else:
+                self.out.put(b"false", 5)
+            return 1
+        if t is int:
+            iv = PyLong_AsLongLongAndOverflow(v, &overflow)
+            if overflow:
+                return -1
+            self.out.reserve(pl + 22, self.remaining)
+            self.out.put(PyBytes_AS_STRING(prefix), pl)
+            self.out.k += _put_i64(iv, self.out.w + self.out.k)
+            if self.suffix:
+                self.out.put1(b'i')
+            return 1
+        if t is float:
+            d = PyFloat_AS_DOUBLE(v)
+            if not (d - d == 0.0):  # NaN and infinities have no line-protocol form
+                self.lost += 1
+                return 0
+            text = PyOS_double_to_string(d, b'r', 0, Py_DTSF_ADD_DOT_0, NULL)  # repr(float)
+            try:
+                n = <Py_ssize_t>strlen(text)
+                self.out.reserve(pl + n, self.remaining)
+                self.out.put(PyBytes_AS_STRING(prefix), pl)
+                self.out.put(text, n)
+            finally:
+                PyMem_Free(text)
+            return 1
+        if v is None:
+            return 0
+        return -1
+
+    cdef int _fields(self, dict rec) except -2:
+        """The record's fields after the blank; the number written, -1 when a key or value
+        is left to Python."""
+        cdef int nf = 0, r
+        for key, v in rec.items():
+            if type(key) is not str:
+                return -1
+            if not key:
+                if isinstance(v, dict):
+                    return -1  # flattened without a prefix: its keys are the record's
+                continue
+            if self._is_tag(key, v):
+                continue
+            if nf:
+                self.out.reserve(1, self.remaining)
+                self.out.put1(b',')
+            r = self._field(self._prefix(key), v)
+            if r < 0:
+                return -1
+            if r == 0 and nf:
+                self.out.k -= 1  # the ',' written for a field that has nothing to write
+            nf += r
+        return nf
+
+    cdef int point(self, dict rec, object t, object seq) except -2:
+        """The record's point (after a newline unless it is the first): 1 written, 0 the
+        record has no field (nothing written), -1 left to Python (nothing written)."""
+        cdef Py_ssize_t start = self.out.k, lost0 = self.lost
+        cdef int64_t ns, q
+        cdef int nf
+        if not _as_int64(t, &ns):
+            return -1
+        if self.ends:
+            self.out.reserve(1, self.remaining)
+            self.out.put1(b'\n')
+        self.out.reserve(PyBytes_GET_SIZE(self.head) + 1, self.remaining)
+        self.out.put(PyBytes_AS_STRING(self.head), PyBytes_GET_SIZE(self.head))
+        if self.seq_head is not None:
+            self.out.reserve(PyBytes_GET_SIZE(self.seq_head) + 22, self.remaining)
+            self.out.put1(b',')
+            self.out.put(PyBytes_AS_STRING(self.seq_head), PyBytes_GET_SIZE(self.seq_head))
+            self.out.k += _put_i64(<int64_t>seq, self.out.w + self.out.k)
+        if self.tagging and self._tags(rec) == 0:
+            self.out.k = start
+            return -1
+        self.out.reserve(1, self.remaining)
+        self.out.put1(b' ')
+        nf = self._fields(rec)
+        if nf <= 0:
+            self.out.k = start
+            if nf < 0:
+                self.lost = lost0
+            return nf
+        q = ns // self.divisor  # C division truncates: floor it as Python's // does
+        if q * self.divisor > ns:
+            q -= 1
+        self.out.reserve(22, self.remaining)
+        self.out.put1(b' ')
+        self.out.k += _put_i64(q, self.out.w + self.out.k)
+        return 1
+
+    cdef void put_line(self, bytes line):
+        """A line the Python encoder wrote (after a newline unless it is the first)."""
+        cdef Py_ssize_t n = PyBytes_GET_SIZE(line)
+        self.out.reserve(n + 1, self.remaining)
+        if self.ends:
+            self.out.put1(b'\n')
+        self.out.put(PyBytes_AS_STRING(line), n)
+
+
+def encode_points(bytes head, bytes seq_head, list times, list records, list seqs, int64_t divisor,
+                  bint suffix, frozenset tag_keys, bint auto_tags, dict prefixes, make_prefix, slow):
+    """A chunk's points as one line-protocol body, as ``LineEncoder.encode_py`` writes them.
+
+    ``head`` is the escaped measurement; ``seq_head`` the escaped sequence tag and ``=``
+    (None: no sequence tag; ``seqs[i]`` is then not read). ``prefixes`` caches
+    ``escaped key=`` per key (``make_prefix(key)`` fills it). Records with a dict value,
+    a key that is not a str, a value of another type (bytes, list...), an int beyond 64
+    bits, a tag value that is not a str, or text with lone surrogates are written by
+    ``slow(i)`` instead: ``(line bytes or None, values lost)``, the Python encoder's line.
+
+    Returns ``(body, ends, index, skipped, lost)``: ``ends[j]`` is the offset just past
+    line j (lines are joined by ``\\n``), ``index[j]`` its record, ``skipped`` the records
+    with no field to write, ``lost`` the values left out (NaN, infinities).
+    """
+    cdef Py_ssize_t i, n = len(records)
+    cdef list index = [], skipped = []
+    cdef object rec, line
+    cdef int r
+    cdef _Points pts = _Points.__new__(_Points)
+    if len(times) != n or (seq_head is not None and len(seqs) != n):
+        raise ValueError("times, records (and seqs) must have the same length")
+    pts.out = _BytesOut(n * 200 + 64)
+    pts.head, pts.seq_head, pts.tag_keys, pts.auto_tags = head, seq_head, tag_keys, auto_tags
+    pts.tagging = auto_tags or bool(tag_keys)
+    pts.suffix, pts.divisor, pts.prefixes, pts.make_prefix = suffix, divisor, prefixes, make_prefix
+    pts.ends = []
+    pts.lost = 0
+    for i in range(n):
+        pts.remaining = n - i
+        rec = records[i]
+        r = pts.point(rec, times[i], seqs[i] if seq_head is not None else None) if type(rec) is dict else -1
+        if r < 0:
+            line, lost = slow(i)
+            pts.lost += lost
+            if line is None:
+                skipped.append(i)
+                continue
+            pts.put_line(line)
+        elif r == 0:
+            skipped.append(i)
+            continue
+        pts.ends.append(pts.out.k)
+        index.append(i)
+    return pts.out.finish(), pts.ends, index, skipped, pts.lost

@@ -35,12 +35,16 @@ point to point (wrapping at 100000) so that points with the same timestamp stay 
 series instead of overwriting each other. The caller passes the values in (``seqs``) so
 that a re-sent record keeps its value and re-sending stays idempotent.
 
-It is the inner loop of the InfluxDB output: escaping is done by the Cython kernels
-(``_lineproto.influx_escape`` / ``influx_string``, about 10x faster than ``str.translate``
-plus regex), escaped keys are cached across records, and values are dispatched on their
-exact type in one loop (the whole encoder is about 3.5x faster: bench/serializers.py). The original pure-Python functions stay as the reference
-(``py_escape_*``, ``LineEncoder.encode_py``): the output must match them byte for byte
-(the tests check it with hypothesis; bench/serializers.py measures one against the other).
+It is the inner loop of the InfluxDB output. A chunk is written in one C pass
+(``_lineproto.encode_points``) straight into the request body: flat records of str, int,
+float, bool and None values, with the sequence tag, ``Tag_Keys`` and ``Auto_Tags``. What
+that pass does not take (nested maps, lists, bytes, non-str keys or tag values, ints beyond
+64 bits, lone surrogates, and the per-record ``Measurement_Key``/``Tags_List_Key``) goes
+through the Python encoder (``_encode_lines``: Cython escaping, cached keys, exact-type
+dispatch), record by record in its place. The original pure-Python functions stay as the
+reference (``py_escape_*``, ``LineEncoder.encode_py``): the output must match them byte for
+byte (the tests check it with hypothesis; bench/serializers.py measures one against the
+other).
 """
 
 from __future__ import annotations
@@ -48,12 +52,13 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
+from ._lineproto import encode_points as _encode_points
 from ._lineproto import influx_escape as _influx_escape
 from ._lineproto import influx_string as _influx_string
 
@@ -189,22 +194,60 @@ def _flatten(record: dict[Any, Any], prefix: str = "") -> Iterator[tuple[str, An
 class Encoded:
     """What ``LineEncoder.encode`` produced for a chunk.
 
-    ``lines[j]`` is the point for record ``index[j]`` of the chunk; ``skipped`` lists the
-    records that had no field to write; ``dropped_values`` counts values left out (NaN,
-    infinities) so the caller can report them.
+    ``data`` is every point, joined by newlines, as the request body; ``ends[j]`` is the
+    offset just past point j, the point for record ``index[j]`` of the chunk, so a split
+    request takes slices instead of re-encoding. ``skipped`` lists the records that had
+    no field to write; ``dropped_values`` counts values left out (NaN, infinities) so the
+    caller can report them.
     """
 
-    lines: list[str] = field(default_factory=list)
+    data: bytes = b""
+    ends: list[int] = field(default_factory=list)
     index: list[int] = field(default_factory=list)
     skipped: list[int] = field(default_factory=list)
     dropped_values: int = 0
 
-    def body(self, positions: Iterable[int] | None = None) -> bytes:
-        """The request body for all lines, or only the lines at ``positions``."""
+    @classmethod
+    def from_lines(cls, lines: list[str], index: list[int], skipped: list[int], dropped: int) -> Encoded:
+        """The result of the Python encoders, whose points are text lines."""
+        raw = [line.encode("utf-8", "surrogatepass") for line in lines]
+        ends: list[int] = []
+        k = -1
+        for r in raw:
+            k += len(r) + 1
+            ends.append(k)
+        return cls(b"\n".join(raw), ends, index, skipped, dropped)
+
+    def __len__(self) -> int:
+        return len(self.ends)
+
+    def point(self, j: int) -> bytes:
+        """Point j without its newline."""
+        return self.data[self.ends[j - 1] + 1 if j else 0 : self.ends[j]]
+
+    @property
+    def lines(self) -> list[str]:
+        """The points as text (tests and diagnostics)."""
+        return [self.point(j).decode("utf-8", "surrogatepass") for j in range(len(self.ends))]
+
+    def body(self, positions: Sequence[int] | None = None) -> bytes:
+        """The request body for all points, or only the points at ``positions``
+        (a run of consecutive points, as bisection makes, is one slice)."""
+        ends = self.ends
         if positions is None:
-            return "\n".join(self.lines).encode("utf-8", "surrogatepass")
-        lines = self.lines
-        return "\n".join([lines[j] for j in positions]).encode("utf-8", "surrogatepass")
+            return self.data
+        if positions and _consecutive(positions):
+            first = positions[0]
+            return self.data[ends[first - 1] + 1 if first else 0 : ends[positions[-1]]]
+        return b"\n".join([self.point(j) for j in positions])
+
+
+def _consecutive(positions: Sequence[int]) -> bool:
+    """``positions`` is first, first + 1, ..., last (compared in C, not point by point)."""
+    first, last = positions[0], positions[-1]
+    if last - first != len(positions) - 1:
+        return False
+    return isinstance(positions, range) or list(positions) == list(range(first, last + 1))
 
 
 class LineEncoder:
@@ -246,8 +289,10 @@ class LineEncoder:
         self._sequence_tag_raw = sequence_tag or None
         self.sequence_tag = escape_key(sequence_tag) if sequence_tag else None
         self._escaped_measurements: dict[str, str] = {}
-        # raw key -> escaped key + "=": chunks repeat the same few keys.
+        # raw key -> escaped key + "=": chunks repeat the same few keys (text for the
+        # Python encoder, bytes for the C pass).
         self._key_prefixes: dict[str, str] = {}
+        self._key_prefix_bytes: dict[str, bytes] = {}
 
     def _measurement(self, name: str) -> str:
         m = self._escaped_measurements.get(name)
@@ -296,15 +341,50 @@ class LineEncoder:
     ) -> Encoded:
         """Serialize a chunk. ``seqs[i]`` is record i's sequence-tag value (if enabled).
 
-        Same output as ``encode_py``, restructured for speed: a flat record (the usual
-        case) is walked with ``dict.items()`` instead of a generator, escaped keys come
-        from a cache, and the common value types are dispatched on their exact type
-        before the general ``field_value``.
+        Same output as ``encode_py``: the C pass for the chunk, with ``_encode_lines``
+        for each record it leaves to Python; with ``Measurement_Key`` or ``Tags_List_Key``
+        (a measurement or tag set per record) the Python encoder for the whole chunk.
         """
-        out = Encoded()
-        lines = out.lines
-        index = out.index
-        skipped = out.skipped
+        if self.measurement_key is not None or self.tags_list_key is not None:
+            return Encoded.from_lines(*self._encode_lines(tag, times, records, seqs))
+        seq_tag = self.sequence_tag
+        with_seq = seq_tag is not None and seqs is not None
+
+        def slow(i: int) -> tuple[bytes | None, int]:
+            lines, _, _, lost = self._encode_lines(tag, [times[i]], [records[i]], [seqs[i]] if with_seq else None)  # type: ignore[index]
+            return (lines[0].encode("utf-8", "surrogatepass") if lines else None), lost
+
+        head = self._measurement(self.measurement or tag or "logfwd").encode("utf-8", "surrogatepass")
+        data, ends, index, skipped, lost = _encode_points(
+            head, (seq_tag + "=").encode("utf-8", "surrogatepass") if with_seq else None,  # type: ignore[operator]
+            times, records, seqs if with_seq else None, self.divisor, self.add_integer_suffix,
+            self.tag_keys, self.auto_tags, self._key_prefix_bytes, self._make_prefix, slow,
+        )
+        return Encoded(data, ends, index, skipped, lost)
+
+    def _make_prefix(self, key: str) -> bytes:
+        """``escaped key=`` as the C pass writes it, cached (a chunk repeats the same few keys)."""
+        prefix = (escape_key(key) + "=").encode("utf-8", "surrogatepass")
+        if len(self._key_prefix_bytes) < 10_000:
+            self._key_prefix_bytes[key] = prefix
+        return prefix
+
+    def _encode_lines(
+        self,
+        tag: str,
+        times: list[int],
+        records: list[dict[str, Any]],
+        seqs: list[int] | None = None,
+    ) -> tuple[list[str], list[int], list[int], int]:
+        """The Python encoder: ``(lines, index, skipped, values lost)``, as ``encode_py``.
+
+        Restructured for speed: a flat record is walked with ``dict.items()`` instead of a
+        generator, escaped keys come from a cache, and the common value types are
+        dispatched on their exact type before the general ``field_value``.
+        """
+        lines: list[str] = []
+        index: list[int] = []
+        skipped: list[int] = []
         default_measurement = self._measurement(self.measurement or tag or "logfwd")
         mkey = self.measurement_key
         tlkey = self.tags_list_key
@@ -389,8 +469,7 @@ class LineEncoder:
             lines.append(f"{head} {','.join(fields)} {ts}")
             index.append(i)
 
-        out.dropped_values = dropped
-        return out
+        return lines, index, skipped, dropped
 
     def encode_py(
         self,
@@ -400,9 +479,9 @@ class LineEncoder:
         seqs: list[int] | None = None,
     ) -> Encoded:
         """The reference (pure-Python) serializer ``encode`` must match byte for byte."""
-        out = Encoded()
-        lines = out.lines
-        index = out.index
+        lines: list[str] = []
+        index: list[int] = []
+        skipped: list[int] = []
         default_measurement = py_escape_measurement(self.measurement or tag or "logfwd")
         mkey = self.measurement_key
         tlkey = self.tags_list_key
@@ -450,15 +529,14 @@ class LineEncoder:
                 fields.append(py_escape_key(key) + "=" + fv)
 
             if not fields:
-                out.skipped.append(i)
+                skipped.append(i)
                 continue
             head = measurement + "," + ",".join(tags) if tags else measurement
             ts = times[i] // divisor if divisor != 1 else times[i]
             lines.append(f"{head} {','.join(fields)} {ts}")
             index.append(i)
 
-        out.dropped_values = dropped
-        return out
+        return Encoded.from_lines(lines, index, skipped, dropped)
 
 
 def _record_tags(rec: dict[str, Any], tlkey: str, tag_keys: frozenset[str]) -> frozenset[str]:

@@ -51,7 +51,7 @@ from logfwd.options import Option
 from logfwd.plugin import Chunk, ConfigValueError, Output, Result
 
 from .client import InfluxClient
-from .lineproto import Encoded, LineEncoder, next_seq
+from .lineproto import SEQ_WRAP, Encoded, LineEncoder, next_seq
 
 _BAD_DATA = (400, 413, 422)
 _RETRY_STATUSES = (401, 403, 404)
@@ -87,6 +87,11 @@ class InfluxDBOutput(Output):
                choices=("ns", "us", "ms", "s", "n", "u")),
         Option("Measurement", "str", None, "measurement name (default: the record's tag)"),
         Option("Measurement_Key", "str", None, "record key whose value is the measurement (not written)"),
+        # Fluent Bit flushes each chunk to InfluxDB in a coroutine of its own, so several
+        # writes are in flight while the server parses one; one worker here kept one write
+        # at a time and left the server's second core idle (bench/README.md). Two is what
+        # the es output runs too; acks stay in order per input whatever the count.
+        Option("Workers", "int", "2", "concurrent flushes (write requests in flight)", minimum=1),
         *TLS_OPTIONS,
         Option("net.connect_timeout", "time", "10s", "TCP connect timeout"),
         Option("net.io_timeout", "time", "60s", "timeout for a whole request; 0 waits forever"),
@@ -172,51 +177,84 @@ class InfluxDBOutput(Output):
     # ------------------------------------------------------------ sequence tag
 
     def _seqs_for(self, records: list[dict[str, Any]]) -> list[int]:
-        """Each record's sequence value: new records get the next one, re-sent ones keep theirs."""
+        """Each record's sequence value: new records get the next ones, re-sent ones keep theirs.
+
+        Only records that must be re-sent are remembered (``_settle``), so while nothing
+        is being retried a chunk's values are one run of the counter, with no per-record
+        bookkeeping.
+        """
         memo = self._seq_memo
+        if not memo:
+            return self._take_seqs(len(records))
         out: list[int] = []
         for r in records:
             e = memo.get(id(r))
             if e is None or e[1] is not r:
-                e = (self._seq, r)
+                out.append(self._seq)
                 self._seq = next_seq(self._seq)
-                memo[id(r)] = e
-            out.append(e[0])
-        while len(memo) > _SEQ_MEMO_MAX:  # records the engine gave up on without telling us
-            del memo[next(iter(memo))]
+            else:
+                out.append(e[0])
         return out
 
-    def _forget(self, records: list[dict[str, Any]], keep: set[int]) -> None:
+    def _take_seqs(self, n: int) -> list[int]:
+        """The counter's next ``n`` values (wrapping as ``next_seq`` does)."""
+        out: list[int] = []
+        while n > 0:
+            run = min(n, SEQ_WRAP - self._seq)
+            out.extend(range(self._seq, self._seq + run))
+            self._seq = (self._seq + run) % SEQ_WRAP
+            n -= run
+        return out
+
+    def _settle(self, records: list[dict[str, Any]], seqs: list[int], retry: Sequence[int]) -> None:
+        """Remember the values of the records at ``retry`` for their next attempt, forget
+        those of the others (written, refused or skipped)."""
         memo = self._seq_memo
-        for i, r in enumerate(records):
-            if i not in keep:
-                e = memo.get(id(r))
-                if e is not None and e[1] is r:
-                    del memo[id(r)]
+        if memo:
+            keep = set(retry)
+            for i, r in enumerate(records):
+                if i not in keep:
+                    e = memo.get(id(r))
+                    if e is not None and e[1] is r:
+                        del memo[id(r)]
+        for i in retry:
+            memo[id(records[i])] = (seqs[i], records[i])
+        while len(memo) > _SEQ_MEMO_MAX:  # records the engine gave up on without telling us
+            del memo[next(iter(memo))]
 
     # ------------------------------------------------------------ flush
 
     async def flush(self, chunk: Chunk) -> Result:
         records = chunk.records
-        seqs = self._seqs_for(records) if self.encoder.sequence_tag else None
-        enc = self.encoder.encode(chunk.tag, chunk.times, records, seqs)
+        if not self.encoder.sequence_tag:
+            return (await self._deliver(chunk, None))[0]
+        seqs = self._seqs_for(records)
+        try:
+            result, retry = await self._deliver(chunk, seqs)
+        except BaseException:
+            # Cancelled or failed mid-flush: a request may have been written, so every
+            # record keeps its value for the attempt that re-sends it.
+            self._settle(records, seqs, range(len(records)))
+            raise
+        self._settle(records, seqs, retry)
+        return result
+
+    async def _deliver(self, chunk: Chunk, seqs: list[int] | None) -> tuple[Result, Sequence[int]]:
+        """Encode and send the chunk: its result and the records to be retried."""
+        enc = self.encoder.encode(chunk.tag, chunk.times, chunk.records, seqs)
         if enc.skipped:
             self.metrics.inc("skipped_records", len(enc.skipped))
             self.log.warning("skipped %d record(s) with no field to write (e.g. all keys are tags)", len(enc.skipped))
         if enc.dropped_values:
             self.log.debug("left out %d value(s) line protocol cannot represent (NaN, infinity)", enc.dropped_values)
-        if not enc.lines:
-            if seqs is not None:
-                self._forget(records, set())
-            return Result.ok()
+        if len(enc) == 0:
+            return Result.ok(), ()
 
         async def send(group: Sequence[int]) -> Answer:
             return await self._send(enc, group)
 
-        outcomes = (await bisect_send(range(len(enc.lines)), send)).remap(enc.index)
-        if seqs is not None:
-            self._forget(records, set(outcomes.retry))
-        return outcomes.result(len(enc.lines))  # all lines retried: the whole chunk is
+        outcomes = (await bisect_send(range(len(enc)), send)).remap(enc.index)
+        return outcomes.result(len(enc)), outcomes.retry  # all lines retried: the whole chunk is
 
     async def _send(self, enc: Encoded, group: Sequence[int]) -> Answer:
         """One write of the lines at ``group``; a partial write (400/413/422) is split further."""
