@@ -181,29 +181,33 @@ cdef inline Py_ssize_t _iso_quoted(int64_t ns, int digits, char* o):
 
 
 @cython.cdivision(True)
+cdef inline Py_ssize_t _put_u64(uint64_t v, char* o) noexcept:
+    """Decimal digits of ``v`` into ``o`` (at most 20 bytes); the length written."""
+    cdef char digs[24]
+    cdef int nd = 0, j
+    while True:
+        digs[nd] = <char>(48 + v % 10)
+        v //= 10
+        nd += 1
+        if v == 0:
+            break
+    for j in range(nd):
+        o[j] = digs[nd - 1 - j]
+    return nd
+
+
+cdef inline Py_ssize_t _put_i64(int64_t v, char* o) noexcept:
+    """Decimal digits of ``v``, with its sign, into ``o`` (at most 21 bytes; INT64_MIN too)."""
+    if v < 0:
+        o[0] = b'-'
+        return 1 + _put_u64(<uint64_t>(-(v + 1)) + 1, o + 1)
+    return _put_u64(<uint64_t>v, o)
+
+
 cdef inline Py_ssize_t _sec_nsec(int64_t ns, char* o):
     """``sec.nnnnnnnnn`` (seconds floored, so ``-1.5s`` is ``-2.500000000``) into ``o`` (≤ 31 bytes)."""
     cdef int64_t frac
-    cdef int64_t sec = _split_ns(ns, &frac)
-    cdef uint64_t usec
-    cdef char digs[24]
-    cdef int nd = 0, j
-    cdef Py_ssize_t k = 0
-    if sec < 0:
-        o[0] = b'-'
-        k = 1
-        usec = <uint64_t>(-(sec + 1)) + 1
-    else:
-        usec = <uint64_t>sec
-    while True:
-        digs[nd] = <char>(48 + usec % 10)
-        usec //= 10
-        nd += 1
-        if usec == 0:
-            break
-    for j in range(nd):
-        o[k + j] = digs[nd - 1 - j]
-    k += nd
+    cdef Py_ssize_t k = _put_i64(_split_ns(ns, &frac), o)
     return k + _put_frac(frac, 9, o + k)
 
 

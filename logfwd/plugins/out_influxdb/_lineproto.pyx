@@ -9,11 +9,11 @@ from cpython.long cimport PyLong_AsLongLongAndOverflow
 from cpython.mem cimport PyMem_Free
 from cpython.object cimport PyObject
 from cpython.unicode cimport PyUnicode_DecodeUTF8
-from libc.stdint cimport int64_t, uint64_t
+from libc.stdint cimport int64_t
 from libc.stdlib cimport free, malloc
 from libc.string cimport memchr, memcpy, strlen
 
-from logfwd._serial cimport _as_int64, _BytesOut, _view
+from logfwd._serial cimport _as_int64, _BytesOut, _put_i64, _view
 
 __all__ = ["influx_escape", "influx_string", "encode_points"]
 
@@ -132,29 +132,6 @@ def influx_string(str value):
         return PyUnicode_DecodeUTF8(buf, k + 1, NULL)
     finally:
         free(buf)
-
-
-cdef inline Py_ssize_t _put_u64(uint64_t v, char* o) noexcept:
-    """Decimal digits of ``v`` into ``o`` (at most 20 bytes); the length written."""
-    cdef char digs[24]
-    cdef int nd = 0, j
-    while True:
-        digs[nd] = <char>(48 + v % 10)
-        v //= 10
-        nd += 1
-        if v == 0:
-            break
-    for j in range(nd):
-        o[j] = digs[nd - 1 - j]
-    return nd
-
-
-cdef inline Py_ssize_t _put_i64(int64_t v, char* o) noexcept:
-    """Decimal digits of ``v``, with its sign, into ``o`` (at most 21 bytes)."""
-    if v < 0:
-        o[0] = b'-'
-        return 1 + _put_u64(<uint64_t>(-(v + 1)) + 1, o + 1)
-    return _put_u64(<uint64_t>v, o)
 
 
 cdef class _Points:
