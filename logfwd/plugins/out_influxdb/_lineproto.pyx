@@ -105,11 +105,31 @@ cdef Py_ssize_t _escape_into(char* out, const char* p, Py_ssize_t n, bint measur
     return k
 
 
+cdef Py_ssize_t _string_into(char* out, const char* p, Py_ssize_t n) noexcept:
+    """A string field value into ``out`` (2n + 2 bytes): quoted, ``"`` and ``\\``
+    backslash-escaped; the length written."""
+    cdef Py_ssize_t i, k = 1
+    cdef unsigned char c
+    out[0] = b'"'
+    if memchr(p, b'"', n) == NULL and memchr(p, b'\\', n) == NULL:
+        memcpy(out + 1, p, n)
+        k += n
+    else:
+        for i in range(n):
+            c = <unsigned char>p[i]
+            if c == b'"' or c == b'\\':
+                out[k] = b'\\'
+                k += 1
+            out[k] = <char>c
+            k += 1
+    out[k] = b'"'
+    return k + 1
+
+
 def influx_string(str value):
     """A line-protocol string field value with its quotes: ``"`` and ``\\`` backslash-escaped."""
     cdef const char* p
-    cdef Py_ssize_t n, i, k
-    cdef unsigned char c
+    cdef Py_ssize_t n
     cdef char* buf
     if _view(value, &p, &n) < 0:
         return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
@@ -119,17 +139,7 @@ def influx_string(str value):
     if buf == NULL:
         raise MemoryError()
     try:
-        buf[0] = b'"'
-        k = 1
-        for i in range(n):
-            c = <unsigned char>p[i]
-            if c == b'"' or c == b'\\':
-                buf[k] = b'\\'
-                k += 1
-            buf[k] = <char>c
-            k += 1
-        buf[k] = b'"'
-        return PyUnicode_DecodeUTF8(buf, k + 1, NULL)
+        return PyUnicode_DecodeUTF8(buf, _string_into(buf, p, n), NULL)
     finally:
         free(buf)
 
@@ -189,28 +199,18 @@ cdef class _Points:
         """One ``key=value`` (after a ``,`` when not the first): 1 written, 0 nothing to
         write (None, NaN, infinities: these count as lost), -1 a value left to Python."""
         cdef const char* p
-        cdef Py_ssize_t n, i, pl = PyBytes_GET_SIZE(prefix)
+        cdef Py_ssize_t n, pl = PyBytes_GET_SIZE(prefix)
         cdef long long iv
         cdef int overflow
         cdef double d
         cdef char* text
         cdef object t = type(v)
-        cdef unsigned char c
         if t is str:
             if _view(v, &p, &n) < 0:
                 return -1
             self.out.reserve(pl + 2 * n + 2, self.remaining)
             self.out.put(PyBytes_AS_STRING(prefix), pl)
-            self.out.put1(b'"')
-            if memchr(p, b'"', n) == NULL and memchr(p, b'\\', n) == NULL:
-                self.out.put(p, n)
-            else:
-                for i in range(n):
-                    c = <unsigned char>p[i]
-                    if c == b'"' or c == b'\\':
-                        self.out.put1(b'\\')
-                    self.out.put1(<char>c)
-            self.out.put1(b'"')
+            self.out.k += _string_into(self.out.w + self.out.k, p, n)
             return 1
         if t is bool:
             self.out.reserve(pl + 5, self.remaining)
