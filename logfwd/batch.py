@@ -22,6 +22,8 @@ from typing import Any
 
 import trio
 
+from .originkeys import KeyColumn, take
+
 __all__ = ["Batch", "Chunk", "Result", "AckHandle", "AckTracker", "MemBudget"]
 
 
@@ -169,7 +171,7 @@ class Batch:
     records: list[dict[str, Any]]
     ack: AckHandle = field(default_factory=AckHandle)
     nbytes: int = 0
-    keys: list[str] | None = None
+    keys: Sequence[str | None] | None = None  # a list, or tail's lazy OriginKeys
 
     def __len__(self) -> int:
         return len(self.records)
@@ -180,7 +182,7 @@ class Batch:
         self.times = [self.times[i] for i in idx]
         self.records = [self.records[i] for i in idx]
         if self.keys is not None:
-            self.keys = [self.keys[i] for i in idx]
+            self.keys = take(self.keys, idx)
 
 
 _chunk_ids = itertools.count(1)
@@ -199,7 +201,7 @@ class Chunk:
     tag: str
     times: list[int] = field(default_factory=list)
     records: list[dict[str, Any]] = field(default_factory=list)
-    keys: list[str | None] = field(default_factory=list)
+    keys: Sequence[str | None] = field(default_factory=KeyColumn)
     handles: list[AckHandle] = field(default_factory=list)
     nbytes: int = 0
     attempts: int = 0
@@ -211,10 +213,10 @@ class Chunk:
     def add(self, batch: Batch) -> None:
         self.times.extend(batch.times)
         self.records.extend(batch.records)
-        if batch.keys is not None:
-            self.keys.extend(batch.keys)
-        else:
-            self.keys.extend([None] * len(batch.records))
+        keys = self.keys
+        if not isinstance(keys, KeyColumn):  # given as a list (tests, subset): keep adding to a column
+            keys = self.keys = KeyColumn(keys)
+        keys.add(batch.keys, len(batch.records))
         self.nbytes += batch.nbytes
 
     def subset(self, indices: Sequence[int]) -> Chunk:
@@ -224,7 +226,7 @@ class Chunk:
             tag=self.tag,
             times=[self.times[i] for i in indices],
             records=[self.records[i] for i in indices],
-            keys=[self.keys[i] for i in indices],
+            keys=take(self.keys, indices),
             handles=self.handles,
             nbytes=self.nbytes * len(indices) // n,
             attempts=self.attempts,

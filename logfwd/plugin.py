@@ -30,6 +30,7 @@ from .batch import AckHandle, AckTracker, Batch, Chunk, MemBudget, Result
 from .log import parse_level, plugin_logger
 from .metrics import Counters, new_counters
 from .options import ConfigValueError, Option, closest, make_settings
+from .originkeys import OriginKeys, as_list
 
 __all__ = [
     "Plugin",
@@ -54,6 +55,8 @@ __all__ = [
     "AckHandle",
     "AckTracker",
     "Option",
+    "OriginKeys",
+    "as_list",
 ]
 
 KINDS = ("input", "filter", "output")

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import trio
 
+from ...originkeys import as_list
 from .chunk import StoredChunk, chunk_name
 from .format import ChunkMeta, frame_head, pack_batch
 
@@ -56,7 +57,7 @@ class InputStream:
     async def write(self, batch: Batch, outputs: tuple[str, ...]) -> StoredChunk:
         """Append ``batch`` durably; raises OSError (disk full, read-only, permissions)."""
         mgr = self.manager
-        payload = pack_batch(batch.times, batch.records, batch.keys)
+        payload = pack_batch(batch.times, batch.records, as_list(batch.keys))
         head = frame_head(payload, len(batch.records))
         async with self.lock:
             key = (batch.tag, outputs)

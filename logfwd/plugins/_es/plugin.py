@@ -36,7 +36,7 @@ import trio
 from logfwd.net.bisect import Answer, bisect_send
 from logfwd.net.http import Verdict, classify
 from logfwd.net.tls import tls_context
-from logfwd.plugin import Chunk, ConfigValueError, Output, Result
+from logfwd.plugin import Chunk, ConfigValueError, Output, Result, as_list
 from logfwd.recordpath import RecordPathError, compile_path
 
 from . import bulk as esbulk
@@ -174,7 +174,7 @@ class EsOutput(Output):
         whole = len(idx) == len(chunk.records)
         times = chunk.times if whole else [chunk.times[i] for i in idx]
         records = chunk.records if whole else [chunk.records[i] for i in idx]
-        keys = (chunk.keys or None) if whole else [chunk.keys[i] for i in idx] if chunk.keys else None
+        keys = (as_list(chunk.keys) or None) if whole else [chunk.keys[i] for i in idx] if chunk.keys else None
 
         def build() -> esbulk.BulkRequest:
             return esbulk.build_bulk(settings, chunk.tag, times, records, keys)

@@ -17,6 +17,8 @@ from typing import Any
 
 import trio
 
+from logfwd.plugin import OriginKeys
+
 from . import multiline, watch
 from .file import TailFile, TailState, new_identity_after_truncation
 from .fingerprint import HEAD_BYTES, head_hash, read_head
@@ -281,8 +283,7 @@ class Reader:
                 r[ok] = o
         if commit is None and not records:
             return
-        kid = f.key_id
-        keys = [f"{kid}:{o}" for o in offs] if records else None
+        keys = OriginKeys(f.key_id, offs) if records else None
         # records that complete no checkpoint (a multiline record still open) repeat the previous position
         if commit is not None:
             f.handed = commit
