@@ -174,7 +174,9 @@ class EsOutput(Output):
         whole = len(idx) == len(chunk.records)
         times = chunk.times if whole else [chunk.times[i] for i in idx]
         records = chunk.records if whole else [chunk.records[i] for i in idx]
-        keys = (as_list(chunk.keys) or None) if whole else [chunk.keys[i] for i in idx] if chunk.keys else None
+        keys = None
+        if settings.id_mode == "derived" and chunk.keys:  # only derived ids read them: format them only then
+            keys = as_list(chunk.keys) if whole else [chunk.keys[i] for i in idx]
 
         def build() -> esbulk.BulkRequest:
             return esbulk.build_bulk(settings, chunk.tag, times, records, keys)
