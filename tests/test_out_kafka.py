@@ -118,10 +118,13 @@ def test_raw_msgpack_and_gelf_formats(kafka_broker: KafkaBroker, kafka_topic: st
     }
 
 
+@pytest.mark.parametrize("only_error", ["true", "false"])
 def test_concurrent_flushes_each_get_their_own_reports(
-    kafka_broker: KafkaBroker, kafka_topic: str, kafka_consume: Consume
+    only_error: str, kafka_broker: KafkaBroker, kafka_topic: str, kafka_consume: Consume
 ) -> None:
-    out = make_output(brokers=kafka_broker.bootstrap, topics=kafka_topic)
+    # with failure-only reports (the default) and with every success reported too
+    out = make_output(brokers=kafka_broker.bootstrap, topics=kafka_topic,
+                      options={"rdkafka.delivery.report.only.error": only_error})
     results: list[Result] = []
 
     async def main() -> None:
@@ -149,6 +152,10 @@ def test_rdkafka_properties_pass_through(kafka_broker: KafkaBroker, kafka_topic:
                       options={"rdkafka.compression.codec": "gzip", "rdkafka.linger.ms": "5"})
     assert flush_all(out, chunk([{"i": i, "pad": "x" * 500} for i in range(20)]))[0].delivered_all
     assert len(kafka_consume(kafka_broker.bootstrap, kafka_topic, 20)) == 20
+
+    with pytest.raises(ConfigValueError, match="expected true or false") as e:
+        make_output(brokers=kafka_broker.bootstrap, options={"rdkafka.delivery.report.only.error": "maybe"})
+    assert e.value.key == "rdkafka.delivery.report.only.error"
 
     bad = make_output(brokers=kafka_broker.bootstrap, options={"rdkafka.no.such.property": "1"})
     with pytest.raises(ConfigValueError, match="no.such.property"):

@@ -1,8 +1,8 @@
-"""The kafka output's batched hot path: native JSON values, ``produce_batch``, per-message callbacks.
+"""The kafka output's batched hot path: native JSON values, ``produce_batch``, failure-only reports.
 
 The fast path must send exactly what the per-record Python code sends, and map every
-delivery report back to its own record even when a chunk spans several produce calls and
-topics. Checked against a real Kafka-protocol broker (tansu), with the native kernels and
+refusal and failed delivery back to its own record even when a chunk spans several produce
+calls and topics. Checked against a real Kafka-protocol broker (tansu), with the native kernels and
 with the pure-Python fallback the plugin uses when the extension is not built.
 """
 
@@ -16,6 +16,8 @@ from typing import Any
 
 import pytest
 import trio
+import trio.testing
+from confluent_kafka import KafkaError
 
 from logfwd.metrics import OUTPUT_COUNTERS, Counters
 from logfwd.plugin import Chunk, PluginContext, Result
@@ -70,7 +72,6 @@ def path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str
     else:
         monkeypatch.setattr(out_messages, "_json_values", None)
         monkeypatch.setattr(out_reports, "kafka_messages", out_reports.py_kafka_messages)
-        monkeypatch.setattr(out_reports, "new_reports", out_reports.Reports)
     return str(request.param)
 
 
@@ -95,12 +96,12 @@ def test_native_values_match_the_per_record_code(ts_format: str) -> None:
     assert json.loads(got[0])["ts"] is not None and got[1].startswith(b'{"ts":') and got[1].endswith(b"}")
 
 
-def test_per_message_callbacks_are_not_gc_tracked() -> None:
+def test_message_dicts_carry_their_index_and_are_not_gc_tracked() -> None:
     # A GC-tracked object per in-flight message made full collections scan them all.
-    reports = out_reports.new_reports(None)
-    [m] = out_reports.kafka_messages([b"v"], None, reports, 7)
-    assert not gc.is_tracked(m["callback"]) and not gc.is_tracked(m)
-    assert m["callback"].index == 7 and m["value"] == b"v" and "key" not in m
+    for make in (out_reports.kafka_messages, out_reports.py_kafka_messages):
+        [m, k] = make([b"v", None, b"w"], [None, b"x", b"kw"], 7)
+        assert m == {"value": b"v", "i": 7} and k == {"value": b"w", "i": 9, "key": b"kw"}
+        assert not gc.is_tracked(m) and not gc.is_tracked(k)
 
 
 def test_big_chunk_two_topics_refusals_map_to_their_records(
@@ -129,3 +130,61 @@ def test_big_chunk_two_topics_refusals_map_to_their_records(
     assert {m.key for m in got_a} == {a.encode()} and {m.key for m in got_b} == {b.encode()}
     first = min(got_b, key=lambda m: json.loads(m.value or b"")["i"])
     assert first.value == b'{"@timestamp":%s,"i":0,"to":"%s"}' % (repr(T0 / 1e9).encode(), b.encode())
+
+
+# ---------------------------------------------------------------- failure-only reports
+
+
+class _Msg:
+    def __init__(self, topic: str, key: bytes | None, value: bytes) -> None:
+        self._t, self._k, self._v = topic, key, value
+
+    def topic(self) -> str:
+        return self._t
+
+    def key(self) -> bytes | None:
+        return self._k
+
+    def value(self) -> bytes:
+        return self._v
+
+
+def test_failures_map_to_distinct_records_even_when_messages_repeat() -> None:
+    r = out_reports.FlushReports(None)  # type: ignore[arg-type]
+    r.sent = [("a", out_reports.py_kafka_messages([b"x", b"y", b"x"], None, 0)),
+              ("b", out_reports.py_kafka_messages([b"x"], [b"k"], 3))]
+    r(None, _Msg("a", None, b"y"))  # a success reported anyway: ignored
+    err = KafkaError(KafkaError._MSG_TIMED_OUT)
+    r(err, _Msg("a", None, b"x"))
+    r(err, _Msg("a", None, b"x"))
+    r(err, _Msg("b", b"k", b"x"))
+    found, unmatched = r.match()
+    assert sorted(found) == [0, 2, 3] and unmatched == 0
+    r(err, _Msg("a", None, b"never sent"))
+    assert r.match()[1] == 1
+
+
+def test_only_closed_flushes_settle_and_only_on_an_empty_queue() -> None:
+    async def main() -> None:
+        token = trio.lowlevel.current_trio_token()
+        waiting = out_reports.Waiting()
+        closed, queuing = out_reports.FlushReports(token), out_reports.FlushReports(token)
+        waiting.add(closed)
+        waiting.add(queuing)
+        closed.closed = True
+        lengths = iter([3, 0])
+
+        def queue_length() -> int:
+            # a flush that closes after the closed ones were read is not settled by this check
+            queuing.closed = True
+            return next(lengths)
+
+        await trio.to_thread.run_sync(waiting.check, queue_length)  # messages outstanding
+        await trio.testing.wait_all_tasks_blocked()
+        assert not closed.done.is_set()
+        queuing.closed = False
+        await trio.to_thread.run_sync(waiting.check, queue_length)  # empty queue
+        await trio.testing.wait_all_tasks_blocked()
+        assert closed.done.is_set() and not queuing.done.is_set()
+
+    trio.run(main)

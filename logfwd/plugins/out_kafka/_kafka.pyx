@@ -1,13 +1,11 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
-"""The kafka output's Cython kernels: JSON message values, and per-message delivery callbacks
-the cyclic GC does not track (see ``messages.py`` and ``reports.py``)."""
+"""The kafka output's Cython kernels: JSON message values and ``produce_batch`` message dicts
+(see ``messages.py`` and ``reports.py``)."""
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_CheckExact, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.list cimport PyList_New, PyList_SET_ITEM
 from cpython.ref cimport Py_INCREF
 from libc.stdint cimport int64_t
-
-cimport cython
 
 from logfwd._serial cimport _as_int64, _dump_record, _first_field_size, _iso_quoted, _put_first_field
 
@@ -15,90 +13,21 @@ import orjson
 
 cdef object _orjson_dumps = orjson.dumps
 
-__all__ = ["KafkaReports", "KafkaReport", "kafka_messages", "kafka_json_values"]
-
-
-cdef class KafkaReports:
-    """Delivery reports of one kafka flush, counted by the per-message ``KafkaReport`` callbacks.
-
-    librdkafka's delivery callbacks run in the output's poller thread, with the GIL held;
-    the counters here are C integers updated without giving the GIL up between the update
-    and the "was that the last one?" test, so no lock is needed (the pure-Python version
-    needs one). ``expected`` grows as messages are queued; once the flush has queued
-    everything it calls ``close()``; the flush's ``done`` event is set (through the trio
-    token) when every queued message has been reported.
-    """
-
-    cdef public Py_ssize_t expected
-    cdef public Py_ssize_t reported
-    cdef public bint closed
-    cdef readonly dict errors
-    cdef readonly object done
-    cdef object token
-
-    def __init__(self, token, done):
-        self.errors = {}
-        self.expected = 0
-        self.reported = 0
-        self.closed = False
-        self.done = done
-        self.token = token
-
-    def queued(self, Py_ssize_t n=1):
-        self.expected += n
-
-    cdef void _report(self, Py_ssize_t index, object err) except *:
-        if err is not None:
-            self.errors[index] = err
-        self.reported += 1
-        if self.closed and self.reported == self.expected:
-            try:
-                self.token.run_sync_soon(self.done.set)
-            except Exception:  # trio.RunFinishedError: nobody is waiting any more
-                pass
-
-    def report(self, Py_ssize_t index, err, msg=None):
-        self._report(index, err)
-
-    def close(self):
-        """Called from the trio thread once everything that could be queued is."""
-        self.closed = True
-        if self.reported == self.expected:
-            self.done.set()
-
-
-@cython.no_gc
-@cython.freelist(1024)
-cdef class KafkaReport:
-    """The delivery callback of one message: ``(err, msg)`` → its flush's reports, by index.
-
-    One per message, because librdkafka's report carries nothing else that maps back
-    to the record reliably (values may repeat; keys are the user's). Not tracked by the
-    cyclic GC (it only points at its ``KafkaReports``, which never points back) and
-    recycled through a freelist: a ``functools.partial`` per message made the GC run
-    over the whole heap every few chunks.
-    """
-
-    cdef readonly KafkaReports reports
-    cdef readonly Py_ssize_t index
-
-    def __cinit__(self, KafkaReports reports, Py_ssize_t index):
-        self.reports = reports
-        self.index = index
-
-    def __call__(self, err, msg):
-        self.reports._report(self.index, err)
+__all__ = ["kafka_messages", "kafka_json_values"]
 
 
 cdef str K_VALUE = "value"
 cdef str K_KEY = "key"
-cdef str K_CALLBACK = "callback"
+cdef str K_INDEX = "i"
 
 
-def kafka_messages(list values, keys, KafkaReports reports, Py_ssize_t base=0):
+def kafka_messages(list values, keys, Py_ssize_t base=0):
     """``Producer.produce_batch`` message dicts for ``values`` (None entries are skipped):
-    ``{"value", "callback"[, "key"]}``, the callback reporting index ``base + position``.
+    ``{"value", "i"[, "key"]}``, ``"i"`` being the record's index ``base + position``.
 
+    confluent-kafka reads only the keys it knows, so ``"i"`` travels with the message dict
+    for the output's own bookkeeping (which record a refusal belongs to). The dicts hold
+    bytes and ints only, so the cyclic GC does not track them.
     ``keys`` is None (no message keys) or a list parallel to ``values`` (None: no key).
     """
     cdef Py_ssize_t i, n = len(values)
@@ -112,7 +41,7 @@ def kafka_messages(list values, keys, KafkaReports reports, Py_ssize_t base=0):
         v = values[i]
         if v is None:
             continue
-        m = {K_VALUE: v, K_CALLBACK: KafkaReport(reports, base + i)}
+        m = {K_VALUE: v, K_INDEX: base + i}
         if has_keys:
             k = keys[i]
             if k is not None:

@@ -184,7 +184,7 @@ class MessageEncoder:
             return v
         return default
 
-    def messages(self, values: list[bytes | None], records: list[dict[str, Any]], reports: Any,
+    def messages(self, values: list[bytes | None], records: list[dict[str, Any]],
                  base: int) -> list[tuple[str, list[dict[str, Any]]]]:
         """``produce_batch`` message dicts, grouped by topic, in record order within each topic."""
         keys: list[bytes | None] | None = None
@@ -192,12 +192,12 @@ class MessageEncoder:
             keys = [self.key(rec) for rec in records]
         elif self.message_key is not None:
             keys = [self.message_key] * len(values)
-        msgs = rep.kafka_messages(values, keys, reports, base)
+        msgs = rep.kafka_messages(values, keys, base)
         if self.topic_key is None:
             return [(self.topics[0], msgs)]
         by_topic: dict[str, list[dict[str, Any]]] = {}
         for m in msgs:
-            by_topic.setdefault(self.topic(records[m["callback"].index - base]), []).append(m)
+            by_topic.setdefault(self.topic(records[m["i"] - base]), []).append(m)
         return list(by_topic.items())
 
 

@@ -7,8 +7,8 @@ and ``Dynamic_Topic``, ``Message_Key`` / ``Message_Key_Field``, ``Timestamp_Key`
 ``queue_full_retries`` and any ``rdkafka.<property>``, passed to librdkafka unchanged.
 
 Unlike Fluent Bit, which reports a chunk delivered once librdkafka has *queued* it, a
-chunk here is resolved only when librdkafka has a delivery report for every one of its
-messages (at-least-once end to end):
+chunk here is resolved only when librdkafka has settled every one of its messages
+(at-least-once end to end; ``reports.py`` says how, with failure reports only):
 
 - delivered reports: delivered;
 - errors that retrying cannot fix (message too large, invalid topic, unknown topic with
@@ -21,6 +21,8 @@ Messages go to librdkafka with ``Producer.produce_batch``, one call per topic pe
 the chunk (per-record ``produce`` calls and a ``functools.partial`` callback per message
 cost more CPU than everything else in a tail → kafka pipeline). Values, keys and topics are
 ``messages.py``; delivery reports ``reports.py``. Headers are not used.
+``rdkafka.delivery.report.only.error`` defaults to true here (set it false and the successes
+are reported to the output, which ignores them).
 
 A full local queue (``_QUEUE_FULL``, or ``BufferError``) stops the flush from queuing
 more: the records not yet queued are handed back to the engine, which retries them with
@@ -107,6 +109,7 @@ class _Queueing:
     """What one flush learned while queuing: verdicts so far, and whether the queue filled up."""
 
     outcomes: Outcomes
+    reports: rep.FlushReports
     full: bool = False
 
 
@@ -159,9 +162,14 @@ class KafkaOutput(Output):
             self._report_deadline = float(timeout_ms) / 1000.0 + 60.0
         except ValueError:
             raise ConfigValueError("rdkafka.message.timeout.ms", f"expected milliseconds, got {timeout_ms!r}") from None
+        only_error = self.rdkafka.pop("delivery.report.only.error", "true").strip().lower()
+        if only_error not in ("true", "false", "1", "0", "yes", "no", "on", "off"):
+            raise ConfigValueError("rdkafka.delivery.report.only.error", f"expected true or false, got {only_error!r}")
+        self._only_error = only_error in ("true", "1", "yes", "on")
         self.producer: Producer | None = None
         self._poller: threading.Thread | None = None
         self._stop_polling = threading.Event()
+        self._waiting = rep.Waiting()
 
     # ------------------------------------------------------------ lifecycle
 
@@ -171,6 +179,7 @@ class KafkaOutput(Output):
             conf["bootstrap.servers"] = ",".join(self.brokers)
         conf.update(self.tls)
         conf.update(self.rdkafka)  # rdkafka.* wins over what the tls.* options say
+        conf["delivery.report.only.error"] = self._only_error  # confluent-kafka takes a bool, not text
         conf["logger"] = self.log
         conf["error_cb"] = self._on_error
         return conf
@@ -196,6 +205,7 @@ class KafkaOutput(Output):
         while not self._stop_polling.is_set():
             try:
                 producer.poll(0.1)
+                self._waiting.check(producer.__len__)
             except Exception as e:  # a callback bug must not kill delivery reports
                 self.log.error("delivery report handling failed: %s", e)
 
@@ -220,72 +230,79 @@ class KafkaOutput(Output):
 
     async def flush(self, chunk: Chunk) -> Result:
         assert self.producer is not None, "flush before start"
-        reports = rep.new_reports(trio.lowlevel.current_trio_token())
-        state = _Queueing(Outcomes())
+        reports = rep.FlushReports(trio.lowlevel.current_trio_token())
+        state = _Queueing(Outcomes(), reports)
         n = len(chunk.records)
-        for base in range(0, n, _SLICE):
+        self._waiting.add(reports)
+        try:
+            for base in range(0, n, _SLICE):
+                if state.full:
+                    state.outcomes.add_retry(range(base, min(base + _SLICE, n)))
+                    continue
+                self._queue_slice(chunk, base, state)
+                await trio.lowlevel.checkpoint()  # a big chunk must not hog the loop
             if state.full:
-                state.outcomes.add_retry(range(base, min(base + _SLICE, n)))
-                continue
-            self._queue_slice(chunk, base, reports, state)
-            await trio.lowlevel.checkpoint()  # a big chunk must not hog the loop
-        if state.full:
-            self.metrics.inc("queue_full")
-            self.log.warning("librdkafka queue is full: %d record(s) handed back for a later retry",
-                             len(state.outcomes.retry))
-        reports.close()
-        # Wait for our own reports only. librdkafka reports every queued message within
-        # message.timeout.ms; the deadline is a safety net against a lost callback.
-        with trio.move_on_after(self._report_deadline) as scope:
-            await reports.done.wait()
+                self.metrics.inc("queue_full")
+                self.log.warning("librdkafka queue is full: %d record(s) handed back for a later retry",
+                                 len(state.outcomes.retry))
+            # Closed only now that every produce_batch call has returned (reports.py says why).
+            reports.closed = True
+            if len(self.producer) == 0:
+                reports.done.set()
+            # librdkafka settles every queued message within message.timeout.ms; the
+            # deadline is a safety net against a report that never comes.
+            with trio.move_on_after(self._report_deadline) as scope:
+                await reports.done.wait()
+        finally:
+            self._waiting.remove(reports)
         if scope.cancelled_caught:
-            # Reports missing past the deadline: retry those records (may duplicate, never lose).
-            with reports.lock:
-                missing = reports.expected - reports.reported
-            self.log.error("%d delivery report(s) missing after %.0fs; retrying their records",
-                           missing, self._report_deadline)
+            # Not settled past the deadline: retry the records (may duplicate, never lose).
+            self.log.error("%d message(s) still unsettled after %.0fs; retrying the chunk",
+                           len(self.producer), self._report_deadline)
             return Result.retry_everything("delivery reports missing")
         return self._result(state.outcomes, reports, n)
 
-    def _queue_slice(self, chunk: Chunk, base: int, reports: Any, state: _Queueing) -> None:
+    def _queue_slice(self, chunk: Chunk, base: int, state: _Queueing) -> None:
         """Serialize the records of one slice and hand them to librdkafka, topic by topic."""
         records = chunk.records[base:base + _SLICE]
         refused: list[tuple[int, str]] = []
         values = self.encoder.values(chunk.times[base:base + _SLICE], records, base, refused)
         state.outcomes.refused.extend(refused)
-        for topic, pending in self.encoder.messages(values, records, reports, base):
+        for topic, pending in self.encoder.messages(values, records, base):
             if state.full:
-                state.outcomes.add_retry(m["callback"].index for m in pending)
+                state.outcomes.add_retry(m["i"] for m in pending)
             else:
-                self._produce(topic, pending, reports, state)
+                self._produce(topic, pending, state)
 
-    def _produce(self, topic: str, pending: list[dict[str, Any]], reports: Any, state: _Queueing) -> None:
+    def _produce(self, topic: str, pending: list[dict[str, Any]], state: _Queueing) -> None:
         """One ``produce_batch`` call; what librdkafka did not take is refused or retried."""
         assert self.producer is not None
         out = state.outcomes
         try:
-            good = self.producer.produce_batch(topic, pending)
+            good = self.producer.produce_batch(topic, pending, on_delivery=state.reports)
         except KafkaException as e:  # the whole batch: e.g. a topic librdkafka rejects outright
             err = e.args[0]
             if isinstance(err, KafkaError) and err.code() in _REFUSE_CODES:
-                out.add_refused((m["callback"].index for m in pending), f"{err.name()}: {err.str()}")
+                out.add_refused((m["i"] for m in pending), f"{err.name()}: {err.str()}")
             else:
-                out.add_retry((m["callback"].index for m in pending),
+                out.add_retry((m["i"] for m in pending),
                               str(err.str() if isinstance(err, KafkaError) else e))
             return
         except BufferError:  # documented, though 2.16 flags each message instead: nothing queued
             good = 0
             for m in pending:
                 m["_error"] = KafkaError(_QUEUE_FULL)
-        reports.queued(good)
         if good == len(pending):
+            state.reports.sent.append((topic, pending))
             return
+        # the queued ones, kept to map failure reports back to records
+        state.reports.sent.append((topic, [m for m in pending if "_error" not in m]))
         # Messages librdkafka did not take carry an "_error"; the others are queued.
         for m in pending:
             err = m.pop("_error", None)
             if err is None:
                 continue
-            index = m["callback"].index
+            index = m["i"]
             if err.code() == _QUEUE_FULL:
                 state.full = True
                 out.add_retry((index,), "librdkafka queue is full")
@@ -294,9 +311,13 @@ class KafkaOutput(Output):
             else:
                 out.add_retry((index,), err.str())
 
-    def _result(self, out: Outcomes, reports: Any, n: int) -> Result:
+    def _result(self, out: Outcomes, reports: rep.FlushReports, n: int) -> Result:
         """Queuing verdicts plus delivery reports, as the chunk's Result."""
-        for i, err in reports.errors.items():
+        failed, unmatched = reports.match() if reports.failures else ({}, 0)
+        if unmatched:  # cannot happen with librdkafka's reports; never resolve what we cannot place
+            self.log.error("%d failure report(s) match no queued message; retrying the chunk", unmatched)
+            return Result.retry_everything("unmatched delivery reports")
+        for i, err in failed.items():
             if err.code() in _REFUSE_CODES:
                 out.add_refused((i,), f"{err.name()}: {err.str()}")
             else:
