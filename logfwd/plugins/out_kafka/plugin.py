@@ -48,7 +48,7 @@ from confluent_kafka import KafkaError, KafkaException, Producer
 
 from logfwd.engine.results import Outcomes
 from logfwd.net.tls import TLS_OPTIONS, tls_context
-from logfwd.options import Option
+from logfwd.options import Option, OptionError, parse_bool
 from logfwd.plugin import Chunk, ConfigValueError, Output, Result
 
 from . import reports as rep
@@ -162,10 +162,12 @@ class KafkaOutput(Output):
             self._report_deadline = float(timeout_ms) / 1000.0 + 60.0
         except ValueError:
             raise ConfigValueError("rdkafka.message.timeout.ms", f"expected milliseconds, got {timeout_ms!r}") from None
-        only_error = self.rdkafka.pop("delivery.report.only.error", "true").strip().lower()
-        if only_error not in ("true", "false", "1", "0", "yes", "no", "on", "off"):
-            raise ConfigValueError("rdkafka.delivery.report.only.error", f"expected true or false, got {only_error!r}")
-        self._only_error = only_error in ("true", "1", "yes", "on")
+        only_error = self.rdkafka.pop("delivery.report.only.error", "true")
+        try:
+            self._only_error = parse_bool(only_error)
+        except OptionError:
+            raise ConfigValueError("rdkafka.delivery.report.only.error",
+                                   f"expected true or false, got {only_error!r}") from None
         self.producer: Producer | None = None
         self._poller: threading.Thread | None = None
         self._stop_polling = threading.Event()
@@ -247,8 +249,7 @@ class KafkaOutput(Output):
                                  len(state.outcomes.retry))
             # Closed only now that every produce_batch call has returned (reports.py says why).
             reports.closed = True
-            if len(self.producer) == 0:
-                reports.done.set()
+            self._waiting.check(self.producer.__len__)  # already settled: nothing left to report
             # librdkafka settles every queued message within message.timeout.ms; the
             # deadline is a safety net against a report that never comes.
             with trio.move_on_after(self._report_deadline) as scope:

@@ -95,7 +95,7 @@ class Waiting:
                 self._flushes.remove(r)
 
     def check(self, queue_length: Callable[[], int]) -> None:
-        """Poller thread, after each poll: settle the closed flushes if nothing is outstanding."""
+        """After each poll (poller thread) and as a flush closes: settle the closed flushes if nothing is outstanding."""
         with self._lock:
             closed = [r for r in self._flushes if r.closed]  # read before the queue length (see above)
         if closed and queue_length() == 0:
