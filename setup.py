@@ -14,6 +14,7 @@ _MODULES = {
     "logfwd.plugins._es._bulk": "logfwd/plugins/_es/_bulk.pyx",
     "logfwd.plugins.out_influxdb._lineproto": "logfwd/plugins/out_influxdb/_lineproto.pyx",
     "logfwd.plugins.out_kafka._kafka": "logfwd/plugins/out_kafka/_kafka.pyx",
+    "logfwd.plugins.out_kafka._rdkafka": "logfwd/plugins/out_kafka/_rdkafka.pyx",
 }
 
 # Regex parsers, grep and multiline rules: PCRE2 with its JIT (Debian: libpcre2-dev).

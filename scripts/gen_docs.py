@@ -16,7 +16,7 @@ from pathlib import Path
 
 from logfwd.cli import help_plugin
 from logfwd.config.service import SERVICE_OPTIONS
-from logfwd.plugin import ALIASES, KINDS, find_plugin, list_plugins
+from logfwd.plugin import ALIASES, KINDS, list_plugins
 
 OUT = Path(__file__).resolve().parents[1] / "docs" / "configuration.md"
 
@@ -47,7 +47,6 @@ def render() -> str:
     for kind in KINDS:
         out += ["", f"## {kind.capitalize()}s", ""]
         for name in list_plugins(kind):
-            cls = find_plugin(kind, name)
             aliases = [a for a, t in ALIASES.get(kind, {}).items() if t == name]
             alias = f" (alias: {', '.join(f'`{a}`' for a in aliases)})" if aliases else ""
             out += [f"### `{name}`{alias}", "", "```", help_plugin(f"{kind}:{name}").rstrip(), "```", ""]

@@ -1,14 +1,15 @@
-"""The kafka output's batched hot path: native JSON values, ``produce_batch``, failure-only reports.
+"""The kafka output's batched hot path: native JSON values and the librdkafka binding.
 
 The fast path must send exactly what the per-record Python code sends, and map every
 refusal and failed delivery back to its own record even when a chunk spans several produce
-calls and topics. Checked against a real Kafka-protocol broker (tansu), with the native kernels and
-with the pure-Python fallback the plugin uses when the extension is not built.
+calls and topics. Checked against a real Kafka-protocol broker (tansu), with the native JSON
+kernel and with the per-record Python code; the binding's report bookkeeping (``_rdkafka``)
+is checked against an address where no broker listens, so every message fails or stays
+queued, deterministically.
 """
 
 from __future__ import annotations
 
-import gc
 import json
 import logging
 from collections.abc import Callable
@@ -21,9 +22,9 @@ from confluent_kafka import KafkaError
 
 from logfwd.metrics import OUTPUT_COUNTERS, Counters
 from logfwd.plugin import Chunk, PluginContext, Result
+from logfwd.plugins.out_kafka import _rdkafka as rdk
 from logfwd.plugins.out_kafka import messages as out_messages
 from logfwd.plugins.out_kafka import plugin as out_kafka
-from logfwd.plugins.out_kafka import reports as out_reports
 from logfwd.plugins.out_kafka.plugin import KafkaOutput
 
 from .backends.kafka import KafkaBroker, KafkaMessage
@@ -71,7 +72,6 @@ def path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str
         assert out_messages._json_values is not None
     else:
         monkeypatch.setattr(out_messages, "_json_values", None)
-        monkeypatch.setattr(out_reports, "kafka_messages", out_reports.py_kafka_messages)
     return str(request.param)
 
 
@@ -94,14 +94,6 @@ def test_native_values_match_the_per_record_code(ts_format: str) -> None:
     want = [out.encoder.value(t, r) for t, r in zip(ODD_TIMES, ODD_RECORDS, strict=True)]
     assert got == want and not refused
     assert json.loads(got[0])["ts"] is not None and got[1].startswith(b'{"ts":') and got[1].endswith(b"}")
-
-
-def test_message_dicts_carry_their_index_and_are_not_gc_tracked() -> None:
-    # A GC-tracked object per in-flight message made full collections scan them all.
-    for make in (out_reports.kafka_messages, out_reports.py_kafka_messages):
-        [m, k] = make([b"v", None, b"w"], [None, b"x", b"kw"], 7)
-        assert m == {"value": b"v", "i": 7} and k == {"value": b"w", "i": 9, "key": b"kw"}
-        assert not gc.is_tracked(m) and not gc.is_tracked(k)
 
 
 def test_big_chunk_two_topics_refusals_map_to_their_records(
@@ -132,59 +124,77 @@ def test_big_chunk_two_topics_refusals_map_to_their_records(
     assert first.value == b'{"@timestamp":%s,"i":0,"to":"%s"}' % (repr(T0 / 1e9).encode(), b.encode())
 
 
-# ---------------------------------------------------------------- failure-only reports
+# ---------------------------------------------------------------- the librdkafka binding
+
+NOWHERE = "127.0.0.1:9"  # nothing listens: messages wait for a broker until they time out
 
 
-class _Msg:
-    def __init__(self, topic: str, key: bytes | None, value: bytes) -> None:
-        self._t, self._k, self._v = topic, key, value
-
-    def topic(self) -> str:
-        return self._t
-
-    def key(self) -> bytes | None:
-        return self._k
-
-    def value(self) -> bytes:
-        return self._v
+def _producer(**conf: str) -> rdk.Producer:
+    return rdk.Producer({"bootstrap.servers": NOWHERE, "reconnect.backoff.max.ms": "100", **conf},
+                        logging.getLogger("test.rdkafka"))
 
 
-def test_failures_map_to_distinct_records_even_when_messages_repeat() -> None:
-    r = out_reports.FlushReports(None)  # type: ignore[arg-type]
-    r.sent = [("a", out_reports.py_kafka_messages([b"x", b"y", b"x"], None, 0)),
-              ("b", out_reports.py_kafka_messages([b"x"], [b"k"], 3))]
-    r(None, _Msg("a", None, b"y"))  # a success reported anyway: ignored
-    err = KafkaError(KafkaError._MSG_TIMED_OUT)
-    r(err, _Msg("a", None, b"x"))
-    r(err, _Msg("a", None, b"x"))
-    r(err, _Msg("b", b"k", b"x"))
-    found, unmatched = r.match()
-    assert sorted(found) == [0, 2, 3] and unmatched == 0
-    r(err, _Msg("a", None, b"never sent"))
-    assert r.match()[1] == 1
+def _settle_all(p: rdk.Producer, deadline_polls: int = 200) -> list[rdk.Flush]:
+    settled: list[rdk.Flush] = []
+    for _ in range(deadline_polls):
+        p.poll(50)
+        settled += p.settled()
+        if len(p) == 0 and not p.settled():
+            break
+    return settled
 
 
-def test_only_closed_flushes_settle_and_only_on_an_empty_queue() -> None:
-    async def main() -> None:
-        token = trio.lowlevel.current_trio_token()
-        waiting = out_reports.Waiting()
-        closed, queuing = out_reports.FlushReports(token), out_reports.FlushReports(token)
-        waiting.add(closed)
-        waiting.add(queuing)
-        closed.closed = True
-        lengths = iter([3, 0])
+def test_failed_reports_name_their_records_and_settle_only_closed_flushes() -> None:
+    p = _producer(**{"message.timeout.ms": "300"})
+    try:
+        a, b = rdk.Flush(None, None), rdk.Flush(None, None)
+        assert p.produce(a, "t", [b"x", None, b"y"], None, 10) == []  # None: a refused record, skipped
+        assert p.produce(a, "u", [b"z"], [b"k"], 0, [42]) == []
+        assert p.produce(b, "t", [b"w"], None, 0) == []
+        assert a.pending == 3 and b.pending == 1
+        a.closed = True  # b is still queuing: it must not settle even once its messages are reported
+        settled = _settle_all(p)
+        assert settled == [a] and a.pending == 0 and b.pending == 0
+        timed_out = KafkaError._MSG_TIMED_OUT
+        assert sorted(a.failures()) == [(10, timed_out), (12, timed_out), (42, timed_out)]
+        assert b.failures() == [(0, timed_out)]
+        assert p.forget(rdk.Flush(None, None))  # nothing produced: settled at once
+        b.closed = True
+        assert p.settled() == [b]
+        assert rdk.err_name(timed_out) == "_MSG_TIMED_OUT" and "timed out" in rdk.err_text(timed_out).lower()
+    finally:
+        p.close()
 
-        def queue_length() -> int:
-            # a flush that closes after the closed ones were read is not settled by this check
-            queuing.closed = True
-            return next(lengths)
 
-        await trio.to_thread.run_sync(waiting.check, queue_length)  # messages outstanding
-        await trio.testing.wait_all_tasks_blocked()
-        assert not closed.done.is_set()
-        queuing.closed = False
-        await trio.to_thread.run_sync(waiting.check, queue_length)  # empty queue
-        await trio.testing.wait_all_tasks_blocked()
-        assert closed.done.is_set() and not queuing.done.is_set()
+def test_what_librdkafka_does_not_take_is_returned_and_never_awaited() -> None:
+    p = _producer(**{"queue.buffering.max.messages": "2", "message.max.bytes": "1000"})
+    try:
+        f = rdk.Flush(None, None)
+        got = p.produce(f, "t", [b"a", b"b" * 5000, b"c", b"d"], None, 100)
+        codes = dict(got)
+        assert codes[101] == KafkaError.MSG_SIZE_TOO_LARGE
+        assert codes[103] == KafkaError._QUEUE_FULL and 100 not in codes and 102 not in codes
+        assert f.pending == 2 == len(p)  # only the two queued ones are awaited
+    finally:
+        assert p.close() == 2
+    # close purged them: their reports came in (as failures to retry) and the flush can settle
+    f.closed = True
+    assert f.pending == 0 and sorted(i for i, _ in f.failures()) == [100, 102]
+    assert all(code in (KafkaError._PURGE_QUEUE, KafkaError._PURGE_INFLIGHT) for _, code in f.failures())
 
-    trio.run(main)
+
+def test_configuration_errors_name_the_property() -> None:
+    with pytest.raises(rdk.ConfigError) as e:
+        _producer(**{"no.such.property": "1"})
+    assert e.value.key == "no.such.property" and "no.such.property" in str(e.value)
+    with pytest.raises(rdk.ConfigError) as e:
+        _producer(**{"linger.ms": "-5"})
+    assert e.value.key == "linger.ms"
+
+
+def test_the_bound_library_is_the_one_confluent_kafka_loaded() -> None:
+    import confluent_kafka  # noqa: PLC0415 - the version is what this test compares
+
+    path = rdk.load()
+    assert "librdkafka" in path
+    assert confluent_kafka.libversion()[0]  # the same library answers both

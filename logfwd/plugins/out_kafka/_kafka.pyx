@@ -1,6 +1,6 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
-"""The kafka output's Cython kernels: JSON message values and ``produce_batch`` message dicts
-(see ``messages.py`` and ``reports.py``)."""
+"""The kafka output's Cython kernel: JSON message values (see ``messages.py``); the producer
+itself is ``_rdkafka.pyx``."""
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_CheckExact, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.list cimport PyList_New, PyList_SET_ITEM
@@ -13,41 +13,7 @@ import orjson
 
 cdef object _orjson_dumps = orjson.dumps
 
-__all__ = ["kafka_messages", "kafka_json_values"]
-
-
-cdef str K_VALUE = "value"
-cdef str K_KEY = "key"
-cdef str K_INDEX = "i"
-
-
-def kafka_messages(list values, keys, Py_ssize_t base=0):
-    """``Producer.produce_batch`` message dicts for ``values`` (None entries are skipped):
-    ``{"value", "i"[, "key"]}``, ``"i"`` being the record's index ``base + position``.
-
-    confluent-kafka reads only the keys it knows, so ``"i"`` travels with the message dict
-    for the output's own bookkeeping (which record a refusal belongs to). The dicts hold
-    bytes and ints only, so the cyclic GC does not track them.
-    ``keys`` is None (no message keys) or a list parallel to ``values`` (None: no key).
-    """
-    cdef Py_ssize_t i, n = len(values)
-    cdef list out = []
-    cdef dict m
-    cdef object v, k
-    cdef bint has_keys = keys is not None
-    if has_keys and len(keys) != n:
-        raise ValueError("values and keys must have the same length")
-    for i in range(n):
-        v = values[i]
-        if v is None:
-            continue
-        m = {K_VALUE: v, K_INDEX: base + i}
-        if has_keys:
-            k = keys[i]
-            if k is not None:
-                m[K_KEY] = k
-        out.append(m)
-    return out
+__all__ = ["kafka_json_values"]
 
 
 def kafka_json_values(list times, list records, bytes ts_key_json, int ts_format, default, int option,

@@ -19,7 +19,6 @@ import msgpack
 
 from logfwd import formats
 
-from . import reports as rep
 from ._kafka import kafka_json_values
 
 _TS_FORMATS = {"double": 0, "iso8601": 1, "iso8601_ns": 2}
@@ -184,21 +183,34 @@ class MessageEncoder:
             return v
         return default
 
-    def messages(self, values: list[bytes | None], records: list[dict[str, Any]],
-                 base: int) -> list[tuple[str, list[dict[str, Any]]]]:
-        """``produce_batch`` message dicts, grouped by topic, in record order within each topic."""
+    def groups(self, values: list[bytes | None], records: list[dict[str, Any]],
+               base: int) -> list[tuple[str, list[bytes | None], list[bytes | None] | None, list[int] | None]]:
+        """The slice's messages by topic: ``(topic, values, keys, record indices)``, in record order.
+
+        With one topic the lists are the slice's own (None values are skipped by the producer,
+        indices are ``base + i``); with ``Topic_Key`` each topic gets its records' values, keys
+        and indices.
+        """
         keys: list[bytes | None] | None = None
         if self.message_key_field is not None:
             keys = [self.key(rec) for rec in records]
         elif self.message_key is not None:
             keys = [self.message_key] * len(values)
-        msgs = rep.kafka_messages(values, keys, base)
         if self.topic_key is None:
-            return [(self.topics[0], msgs)]
-        by_topic: dict[str, list[dict[str, Any]]] = {}
-        for m in msgs:
-            by_topic.setdefault(self.topic(records[m["i"] - base]), []).append(m)
-        return list(by_topic.items())
+            return [(self.topics[0], values, keys, None)]
+        by_topic: dict[str, tuple[list[bytes | None], list[bytes | None] | None, list[int]]] = {}
+        for i, v in enumerate(values):
+            if v is None:
+                continue
+            topic = self.topic(records[i])
+            group = by_topic.get(topic)
+            if group is None:
+                group = by_topic[topic] = ([], None if keys is None else [], [])
+            group[0].append(v)
+            if keys is not None:
+                group[1].append(keys[i])  # type: ignore[union-attr]
+            group[2].append(base + i)
+        return [(topic, vs, ks, ix) for topic, (vs, ks, ix) in by_topic.items()]
 
 
 def _text(v: Any) -> str:

@@ -8,7 +8,7 @@ and ``Dynamic_Topic``, ``Message_Key`` / ``Message_Key_Field``, ``Timestamp_Key`
 
 Unlike Fluent Bit, which reports a chunk delivered once librdkafka has *queued* it, a
 chunk here is resolved only when librdkafka has settled every one of its messages
-(at-least-once end to end; ``reports.py`` says how, with failure reports only):
+(at-least-once end to end; ``_rdkafka.pyx`` counts the reports):
 
 - delivered reports: delivered;
 - errors that retrying cannot fix (message too large, invalid topic, unknown topic with
@@ -17,12 +17,13 @@ chunk here is resolved only when librdkafka has settled every one of its message
 - everything else (``message.timeout.ms`` elapsed while the broker was down, transport
   errors, authorization errors an operator can fix): retried by the engine.
 
-Messages go to librdkafka with ``Producer.produce_batch``, one call per topic per slice of
-the chunk (per-record ``produce`` calls and a ``functools.partial`` callback per message
-cost more CPU than everything else in a tail → kafka pipeline). Values, keys and topics are
-``messages.py``; delivery reports ``reports.py``. Headers are not used.
-``rdkafka.delivery.report.only.error`` defaults to true here (set it false and the successes
-are reported to the output, which ignores them).
+Messages go to librdkafka with ``rd_kafka_produce_batch``, one call per topic per slice of
+the chunk, through the output's own small binding (``_rdkafka.pyx``: confluent-kafka's
+``Producer`` cost more CPU than everything else in a tail → kafka pipeline, see there).
+Delivery reports are counted in C per flush; a flush is settled when every one of its
+messages is reported, and each failure names its record. Values, keys and topics are
+``messages.py``. Headers are not used. ``rdkafka.delivery.report.only.error`` has no effect
+(every report is needed to know a flush is settled, and costs nothing in Python).
 
 A full local queue (``_QUEUE_FULL``, or ``BufferError``) stops the flush from queuing
 more: the records not yet queued are handed back to the engine, which retries them with
@@ -44,14 +45,14 @@ from dataclasses import dataclass
 from typing import Any
 
 import trio
-from confluent_kafka import KafkaError, KafkaException, Producer
+from confluent_kafka import KafkaError
 
 from logfwd.engine.results import Outcomes
 from logfwd.net.tls import TLS_OPTIONS, tls_context
 from logfwd.options import Option, OptionError, parse_bool
 from logfwd.plugin import Chunk, ConfigValueError, Output, Result
 
-from . import reports as rep
+from . import _rdkafka as rdk
 from .messages import MessageEncoder
 
 # Errors no retry can fix: the record goes to the dead-letter queue with the reason.
@@ -109,7 +110,7 @@ class _Queueing:
     """What one flush learned while queuing: verdicts so far, and whether the queue filled up."""
 
     outcomes: Outcomes
-    reports: rep.FlushReports
+    reports: rdk.Flush
     full: bool = False
 
 
@@ -162,39 +163,38 @@ class KafkaOutput(Output):
             self._report_deadline = float(timeout_ms) / 1000.0 + 60.0
         except ValueError:
             raise ConfigValueError("rdkafka.message.timeout.ms", f"expected milliseconds, got {timeout_ms!r}") from None
-        only_error = self.rdkafka.pop("delivery.report.only.error", "true")
-        try:
-            self._only_error = parse_bool(only_error)
-        except OptionError:
-            raise ConfigValueError("rdkafka.delivery.report.only.error",
-                                   f"expected true or false, got {only_error!r}") from None
-        self.producer: Producer | None = None
+        only_error = self.rdkafka.pop("delivery.report.only.error", None)
+        if only_error is not None:
+            try:
+                parse_bool(only_error)
+            except OptionError:
+                raise ConfigValueError("rdkafka.delivery.report.only.error",
+                                       f"expected true or false, got {only_error!r}") from None
+            self.log.warning("rdkafka.delivery.report.only.error %s has no effect: the output counts every "
+                             "delivery report itself, in C, to know when a flush is settled", only_error)
+        self.producer: rdk.Producer | None = None
         self._poller: threading.Thread | None = None
         self._stop_polling = threading.Event()
-        self._waiting = rep.Waiting()
 
     # ------------------------------------------------------------ lifecycle
 
-    def _producer_conf(self) -> dict[str, Any]:
-        conf: dict[str, Any] = {"client.id": self.settings.client_id or "logfwd"}
+    def _producer_conf(self) -> dict[str, str]:
+        conf: dict[str, str] = {"client.id": self.settings.client_id or "logfwd"}
         if self.brokers:
             conf["bootstrap.servers"] = ",".join(self.brokers)
         conf.update(self.tls)
         conf.update(self.rdkafka)  # rdkafka.* wins over what the tls.* options say
-        conf["delivery.report.only.error"] = self._only_error  # confluent-kafka takes a bool, not text
-        conf["logger"] = self.log
-        conf["error_cb"] = self._on_error
+        conf["delivery.report.only.error"] = "false"  # every report settles its flush (see the module)
         return conf
 
     async def start(self) -> None:
         try:
-            self.producer = Producer(self._producer_conf())
-        except KafkaException as e:
-            err = e.args[0]
-            text = err.str() if isinstance(err, KafkaError) else str(e)
-            raise ConfigValueError("rdkafka.", f"librdkafka refused the configuration: {text}") from None
-        except (TypeError, ValueError) as e:
-            raise ConfigValueError("rdkafka.", f"librdkafka refused the configuration: {e}") from None
+            self.producer = rdk.Producer(self._producer_conf(), self.log)
+        except rdk.ConfigError as e:
+            key = f"rdkafka.{e.key}" if e.key else "rdkafka."
+            raise ConfigValueError(key, f"librdkafka refused the configuration: {e}") from None
+        except ImportError as e:
+            raise ConfigValueError("brokers", f"the kafka output needs librdkafka: {e}") from None
         self._stop_polling.clear()
         self._poller = threading.Thread(target=self._poll_loop, name=f"kafka-poll-{self.ctx.instance}", daemon=True)
         self._poller.start()
@@ -202,65 +202,64 @@ class KafkaOutput(Output):
                       self.encoder.topics[0])
 
     def _poll_loop(self) -> None:
+        """The one thread that serves librdkafka's reports, errors and logs, and wakes settled flushes."""
         producer = self.producer
         assert producer is not None
         while not self._stop_polling.is_set():
             try:
-                producer.poll(0.1)
-                self._waiting.check(producer.__len__)
-            except Exception as e:  # a callback bug must not kill delivery reports
+                producer.poll(100)
+                for flush in producer.settled():
+                    flush.settle()
+            except Exception as e:  # a bug here must not stop delivery reports
                 self.log.error("delivery report handling failed: %s", e)
-
-    def _on_error(self, err: KafkaError) -> None:
-        # Global client errors (all brokers down, auth): librdkafka keeps retrying by itself.
-        self.log.warning("kafka: %s", err.str())
 
     async def stop(self) -> None:
         producer = self.producer
         if producer is None:
             return
         grace = float(self.ctx.service.get("grace") or 5)
-        left = await trio.to_thread.run_sync(producer.flush, grace)
-        if left:
-            self.log.warning("%d message(s) still undelivered at shutdown; their chunks will be replayed", left)
+        with trio.move_on_after(grace):
+            while len(producer):
+                await trio.sleep(0.05)
         self._stop_polling.set()
         if self._poller is not None:
             await trio.to_thread.run_sync(self._poller.join, 5.0)
-        self.producer = None
+        self.producer = None  # nothing may produce into a producer being destroyed
+        left = await trio.to_thread.run_sync(producer.close)
+        if left:
+            self.log.warning("%d message(s) still undelivered at shutdown; their chunks will be replayed", left)
+        for flush in producer.settled():  # purged messages were reported failed: their flushes retry
+            flush.settle()
 
     # ------------------------------------------------------------ flush
 
     async def flush(self, chunk: Chunk) -> Result:
         assert self.producer is not None, "flush before start"
-        reports = rep.FlushReports(trio.lowlevel.current_trio_token())
+        reports = rdk.Flush(trio.Event(), trio.lowlevel.current_trio_token())
         state = _Queueing(Outcomes(), reports)
         n = len(chunk.records)
-        self._waiting.add(reports)
-        try:
-            for base in range(0, n, _SLICE):
-                if state.full:
-                    state.outcomes.add_retry(range(base, min(base + _SLICE, n)))
-                    continue
-                self._queue_slice(chunk, base, state)
-                await trio.lowlevel.checkpoint()  # a big chunk must not hog the loop
+        for base in range(0, n, _SLICE):
             if state.full:
-                self.metrics.inc("queue_full")
-                self.log.warning("librdkafka queue is full: %d record(s) handed back for a later retry",
-                                 len(state.outcomes.retry))
-            # Closed only now that every produce_batch call has returned (reports.py says why).
-            reports.closed = True
-            self._waiting.check(self.producer.__len__)  # already settled: nothing left to report
+                state.outcomes.add_retry(range(base, min(base + _SLICE, n)))
+                continue
+            self._queue_slice(chunk, base, state)
+            await trio.lowlevel.checkpoint()  # a big chunk must not hog the loop
+        if state.full:
+            self.metrics.inc("queue_full")
+            self.log.warning("librdkafka queue is full: %d record(s) handed back for a later retry",
+                             len(state.outcomes.retry))
+        # Closed only now that every produce call returned: the poller settles it from here on.
+        reports.closed = True
+        if not self.producer.forget(reports):
             # librdkafka settles every queued message within message.timeout.ms; the
             # deadline is a safety net against a report that never comes.
             with trio.move_on_after(self._report_deadline) as scope:
                 await reports.done.wait()
-        finally:
-            self._waiting.remove(reports)
-        if scope.cancelled_caught:
-            # Not settled past the deadline: retry the records (may duplicate, never lose).
-            self.log.error("%d message(s) still unsettled after %.0fs; retrying the chunk",
-                           len(self.producer), self._report_deadline)
-            return Result.retry_everything("delivery reports missing")
+            if scope.cancelled_caught:
+                # Not settled past the deadline: retry the records (may duplicate, never lose).
+                self.log.error("%d message(s) still unsettled after %.0fs; retrying the chunk",
+                               reports.pending, self._report_deadline)
+                return Result.retry_everything("delivery reports missing")
         return self._result(state.outcomes, reports, n)
 
     def _queue_slice(self, chunk: Chunk, base: int, state: _Queueing) -> None:
@@ -269,65 +268,54 @@ class KafkaOutput(Output):
         refused: list[tuple[int, str]] = []
         values = self.encoder.values(chunk.times[base:base + _SLICE], records, base, refused)
         state.outcomes.refused.extend(refused)
-        for topic, pending in self.encoder.messages(values, records, base):
+        for topic, vals, keys, indices in self.encoder.groups(values, records, base):
             if state.full:
-                state.outcomes.add_retry(m["i"] for m in pending)
+                state.outcomes.add_retry(_indices(vals, base, indices))
             else:
-                self._produce(topic, pending, state)
+                self._produce(topic, vals, keys, base, indices, state)
 
-    def _produce(self, topic: str, pending: list[dict[str, Any]], state: _Queueing) -> None:
-        """One ``produce_batch`` call; what librdkafka did not take is refused or retried."""
+    def _produce(self, topic: str, values: list[bytes | None], keys: list[bytes | None] | None, base: int,
+                 indices: list[int] | None, state: _Queueing) -> None:
+        """One ``rd_kafka_produce_batch`` call; what librdkafka did not take is refused or retried."""
         assert self.producer is not None
         out = state.outcomes
         try:
-            good = self.producer.produce_batch(topic, pending, on_delivery=state.reports)
-        except KafkaException as e:  # the whole batch: e.g. a topic librdkafka rejects outright
-            err = e.args[0]
-            if isinstance(err, KafkaError) and err.code() in _REFUSE_CODES:
-                out.add_refused((m["i"] for m in pending), f"{err.name()}: {err.str()}")
-            else:
-                out.add_retry((m["i"] for m in pending),
-                              str(err.str() if isinstance(err, KafkaError) else e))
+            not_taken = self.producer.produce(state.reports, topic, values, keys, base, indices)
+        except rdk.ConfigError as e:  # the whole batch: a topic name librdkafka rejects outright
+            out.add_refused(_indices(values, base, indices), str(e))
             return
-        except BufferError:  # documented, though 2.16 flags each message instead: nothing queued
-            good = 0
-            for m in pending:
-                m["_error"] = KafkaError(_QUEUE_FULL)
-        if good == len(pending):
-            state.reports.sent.append((topic, pending))
-            return
-        # the queued ones, kept to map failure reports back to records
-        state.reports.sent.append((topic, [m for m in pending if "_error" not in m]))
-        # Messages librdkafka did not take carry an "_error"; the others are queued.
-        for m in pending:
-            err = m.pop("_error", None)
-            if err is None:
-                continue
-            index = m["i"]
-            if err.code() == _QUEUE_FULL:
+        for index, code in not_taken:
+            if code == _QUEUE_FULL:
                 state.full = True
                 out.add_retry((index,), "librdkafka queue is full")
-            elif err.code() in _REFUSE_CODES:
-                out.add_refused((index,), f"{err.name()}: {err.str()}")
+            elif code in _REFUSE_CODES:
+                out.add_refused((index,), _error_text(code))
             else:
-                out.add_retry((index,), err.str())
+                out.add_retry((index,), _error_text(code))
 
-    def _result(self, out: Outcomes, reports: rep.FlushReports, n: int) -> Result:
+    def _result(self, out: Outcomes, reports: rdk.Flush, n: int) -> Result:
         """Queuing verdicts plus delivery reports, as the chunk's Result."""
-        failed, unmatched = reports.match() if reports.failures else ({}, 0)
-        if unmatched:  # cannot happen with librdkafka's reports; never resolve what we cannot place
-            self.log.error("%d failure report(s) match no queued message; retrying the chunk", unmatched)
-            return Result.retry_everything("unmatched delivery reports")
-        for i, err in failed.items():
-            if err.code() in _REFUSE_CODES:
-                out.add_refused((i,), f"{err.name()}: {err.str()}")
+        for index, code in reports.failures():
+            if code in _REFUSE_CODES:
+                out.add_refused((index,), _error_text(code))
             else:
-                out.add_retry((i,), f"{err.name()}: {err.str()}")
+                out.add_retry((index,), _error_text(code))
         if out.retry:
             self.log.warning("%d message(s) not delivered (%s); will retry", len(out.retry), out.reason)
         if out.refused:
             self.log.error("%d record(s) refused by Kafka, e.g. %s", len(out.refused), sorted(out.refused)[0][1])
         return out.result(n)
+
+
+def _indices(values: list[bytes | None], base: int, indices: list[int] | None) -> list[int]:
+    """The record indices of a group's messages (as ``Producer.produce`` numbers them)."""
+    if indices is not None:
+        return indices
+    return [base + i for i, v in enumerate(values) if v is not None]
+
+
+def _error_text(code: int) -> str:
+    return f"{rdk.err_name(code)}: {rdk.err_text(code)}"
 
 
 PLUGIN = KafkaOutput
