@@ -135,7 +135,7 @@ def test_signed_requests_reach_the_node_with_valid_signatures(
         _verify(rec, "eu-west-1", service)
     bulk = proxy.bulk_requests()[0]
     assert bulk.headers["content-encoding"] == "gzip" and gzip.decompress(bulk.wire_body) == bulk.body
-    assert bulk.path == f"/_bulk?pipeline={pipeline}"
+    assert bulk.path == f"/_bulk?pipeline={pipeline}&filter_path=errors,items.*.status,items.*.error,error,status"
 
 
 def test_cli_signed_stdin_to_the_node(opensearch: OpenSearchNode, proxy: FaultProxy, tmp_path: Path) -> None:

@@ -67,6 +67,7 @@ class EsClient:
 
     def __init__(self, host: str, port: int, *, ssl_context: ssl.SSLContext | None, vhost: str | None,
                  auth_header: str | None, connect_timeout: float | None, io_timeout: float | None,
+                 compressed_answers: bool = False,
                  request_hooks: list[RequestHook] | None = None) -> None:
         _quiet_libraries()
         kwargs: dict[str, Any] = {"ssl_context": ssl_context} if ssl_context is not None else {}
@@ -88,7 +89,12 @@ class EsClient:
         for node in self.transport.node_pool.all():
             node.client.timeout = timeout
             node.client.event_hooks = {"request": hooks, "response": []}
-        self.headers = {"accept": "application/json", "user-agent": "logfwd"}
+        # httpx asks for gzip answers by default: the server then compresses every bulk answer
+        # (a status per record) and we inflate it, CPU on both ends for a reply that crosses
+        # the network once; Fluent Bit asks for none either. With Compress gzip the user chose
+        # bandwidth over CPU, so answers may come compressed too.
+        self.headers = {"accept": "application/json", "user-agent": "logfwd",
+                        "accept-encoding": "gzip" if compressed_answers else "identity"}
         if auth_header:
             self.headers["authorization"] = auth_header
 
