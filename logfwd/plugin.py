@@ -19,7 +19,6 @@ import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from importlib.metadata import entry_points
 from typing import Any, ClassVar
 
 import orjson
@@ -446,6 +445,8 @@ def _entry_point_plugins() -> dict[tuple[str, str], Any]:
     global _entry_point_cache
     if _entry_point_cache is None:
         _entry_point_cache = {}
+        from importlib.metadata import entry_points  # noqa: PLC0415 - heavy, only for third-party names
+
         for ep in entry_points(group="logfwd.plugins"):
             try:
                 cls = ep.load()

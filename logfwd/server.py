@@ -23,16 +23,18 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import h11
 import orjson
 import trio
-from prometheus_client import CollectorRegistry, exposition, generate_latest
 
 from . import __version__
 from .health import HealthPolicy
 from .metrics import MetricsRegistry, PrometheusCollector
+
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
 
 __all__ = ["Monitor", "StaticMonitor", "serve_http", "uptime_text"]
 
@@ -112,9 +114,6 @@ class _App:
         info.update(build_info or {})
         self.build_info = orjson.dumps({"logfwd": info})
         self._prom: tuple[MetricsRegistry, CollectorRegistry] | None = None
-        # Our metric names are classic ones, so the text is the 0.0.4 format that
-        # Fluent Bit declares and every Prometheus version reads.
-        self.prom_type = getattr(exposition, "CONTENT_TYPE_PLAIN_0_0_4", exposition.CONTENT_TYPE_LATEST)
         get = (b"GET", b"HEAD")
         self.routes: dict[str, tuple[tuple[bytes, ...], Handler]] = {
             "/": (get, self.root),
@@ -143,12 +142,18 @@ class _App:
         return 200, _JSON, orjson.dumps(self.monitor.registry.to_json())
 
     async def metrics_prometheus(self) -> tuple[int, str, bytes]:
+        # heavy (a sixth of the start-up imports), and most daemons are never scraped
+        import prometheus_client as pc  # noqa: PLC0415 - heavy, needed only once Prometheus scrapes
+
         reg = self.monitor.registry
         if self._prom is None or self._prom[0] is not reg:  # a reload brought a new registry
-            prom = CollectorRegistry(auto_describe=False)
+            prom = pc.CollectorRegistry(auto_describe=False)
             prom.register(PrometheusCollector(reg))
             self._prom = (reg, prom)
-        return 200, self.prom_type, generate_latest(self._prom[1])
+        # Our metric names are classic ones, so the text is the 0.0.4 format that
+        # Fluent Bit declares and every Prometheus version reads.
+        content_type = getattr(pc.exposition, "CONTENT_TYPE_PLAIN_0_0_4", pc.exposition.CONTENT_TYPE_LATEST)
+        return 200, content_type, pc.generate_latest(self._prom[1])
 
     def _healthy(self) -> tuple[bool, dict[str, str]]:
         failing = self.monitor.failing()

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import ast
 import re
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
@@ -236,3 +238,22 @@ def test_no_test_module_imports_another() -> None:
                                                  or name == last):
                     offenders.append(f"{path.name}:{node.lineno} imports {name}")
     assert not offenders, offenders
+
+
+# ---------------------------------------------------------------- start-up imports
+
+_HEAVY_AT_START = ("yaml", "prometheus_client", "crc32c", "importlib.metadata")
+
+
+def test_a_classic_config_on_memory_storage_imports_no_heavy_module_it_does_not_use(tmp_path: Path) -> None:
+    """Start-up CPU counts in every short-lived run and every restart: PyYAML (YAML configs),
+    prometheus_client (first scrape), crc32c (chunk files) and importlib.metadata (third-party
+    plugin names) were a fifth of the daemon's start-up imports, though this config uses none."""
+    conf = tmp_path / "a.conf"
+    conf.write_text("[SERVICE]\n    http_server on\n    http_port 0\n[INPUT]\n    name tail\n"
+                    f"    path {tmp_path}/*.log\n    parser docker\n[OUTPUT]\n    name null\n    match *\n")
+    code = ("import sys\nfrom logfwd.cli import main\n"
+            f"rc = main(['-c', {str(conf)!r}, '--dry-run'])\n"
+            f"print(rc, [m for m in {_HEAVY_AT_START!r} if m in sys.modules])\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.stdout.strip().splitlines()[-1] == "0 []", out.stdout + out.stderr

@@ -10,7 +10,7 @@ import os
 import re
 from collections.abc import Mapping
 
-from . import classic, yaml_
+from . import classic
 from .include import ReadContext
 from .model import ConfigIssue, Document
 
@@ -81,6 +81,8 @@ def read_any(
     ctx.stack.append(real)
     try:
         if detect_format(path, text) == "yaml":
+            from . import yaml_  # noqa: PLC0415 - heavy (PyYAML), needed only for a YAML file
+
             yaml_.read_yaml_text(text, path, doc, ctx)
         else:
             classic.read_classic_text(text, path, doc, ctx)

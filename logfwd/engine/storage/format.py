@@ -25,9 +25,22 @@ import struct
 from dataclasses import dataclass, field
 from typing import Any
 
-import crc32c
 import msgpack
 import orjson
+
+_crc32c: Any = None
+
+
+def _crc(data: bytes) -> int:
+    """CRC32C of ``data``; the package is imported on first use, as its ``__init__`` pulls in
+    ``importlib.metadata`` and a CLI (a tenth of a second at start-up, for every daemon,
+    though only filesystem storage writes chunk files)."""
+    global _crc32c
+    if _crc32c is None:
+        import crc32c  # noqa: PLC0415 - heavy package init, needed only once a chunk file is written or read
+
+        _crc32c = crc32c.crc32c
+    return _crc32c(data)  # type: ignore[no-any-return]
 
 __all__ = [
     "MAGIC",
@@ -78,12 +91,12 @@ class Recovered:
 
 def encode_header(meta: ChunkMeta) -> bytes:
     body = orjson.dumps({"tag": meta.tag, "input": meta.input, "outputs": meta.outputs, "created_ns": meta.created_ns})
-    return _HEAD.pack(MAGIC, VERSION, 0, len(body), crc32c.crc32c(body)) + body
+    return _HEAD.pack(MAGIC, VERSION, 0, len(body), _crc(body)) + body
 
 
 def frame_head(payload: bytes, records: int) -> bytes:
     """The 12 bytes before a payload (written with it in one ``writev``, not concatenated)."""
-    return _FRAME.pack(len(payload), records, crc32c.crc32c(payload))
+    return _FRAME.pack(len(payload), records, _crc(payload))
 
 
 def encode_frame(payload: bytes, records: int) -> bytes:
@@ -138,7 +151,7 @@ def _parse_header(data: bytes) -> tuple[ChunkMeta, int]:
         raise CorruptChunk(f"unknown header flags {flags:#x}")
     end = _HEAD.size + n
     body = data[_HEAD.size:end]
-    if len(body) != n or crc32c.crc32c(body) != crc:
+    if len(body) != n or _crc(body) != crc:
         raise CorruptChunk("header checksum mismatch")
     try:
         m = orjson.loads(body)
@@ -174,7 +187,7 @@ def parse_chunk(data: bytes) -> Recovered:
         if n > MAX_FRAME or end > size:
             break
         payload = data[pos + _FRAME.size:end]
-        if crc32c.crc32c(payload) != crc:
+        if _crc(payload) != crc:
             if end < size:  # whole frames follow: this is damage, not a write cut short
                 raise CorruptChunk(f"frame {len(rec.payloads)} at byte {pos}: checksum mismatch")
             break
