@@ -433,11 +433,14 @@ cdef class Producer:
 
     cdef void _destroy(self):
         cdef void* rk = self.rk
-        for handle in self.topics.values():
-            api.topic_destroy(<void*><size_t>handle)
-        self.topics.clear()
+        # (from __dealloc__ the containers may already be cleared by the garbage collector)
+        if self.topics is not None:
+            for handle in self.topics.values():
+                api.topic_destroy(<void*><size_t>handle)
+            self.topics.clear()
         with nogil:
             api.destroy(rk)
         self.rk = NULL
         # librdkafka holds no message now: the flushes' slots can go with them
-        self.waiting.clear()
+        if self.waiting is not None:
+            self.waiting.clear()
