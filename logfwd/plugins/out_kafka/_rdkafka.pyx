@@ -419,12 +419,22 @@ cdef class Producer:
             return True
         return False
 
+    @property
+    def awaiting(self) -> int:
+        """Messages produced whose report has not come in. ``len()`` counts more: librdkafka's
+        out-queue length includes error and log events waiting for ``poll``."""
+        cdef long n = 0
+        for fl in self.waiting:
+            n += lf_load(&(<Flush>fl).c.pending)
+        return n
+
     def close(self) -> int:
-        """Purge what is left, serve the last reports and destroy the producer; returns the purged count."""
-        cdef int left
+        """Purge what is left, serve the last reports and destroy the producer; returns the
+        number of messages purged (reported failed to their flushes, which then retry)."""
+        cdef long left
         if self.rk == NULL:
             return 0
-        left = api.outq_len(self.rk)
+        left = self.awaiting
         with nogil:
             api.purge(self.rk, PURGE_QUEUE_AND_INFLIGHT)
             api.poll(self.rk, 0)

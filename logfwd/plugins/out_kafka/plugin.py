@@ -219,7 +219,7 @@ class KafkaOutput(Output):
             return
         grace = float(self.ctx.service.get("grace") or 5)
         with trio.move_on_after(grace):
-            while len(producer):
+            while producer.awaiting:  # every report in (len() would also count error/log events)
                 await trio.sleep(0.05)
         self._stop_polling.set()
         if self._poller is not None:
