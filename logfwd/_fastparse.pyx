@@ -815,27 +815,119 @@ cdef inline Py_ssize_t _put_utf8(char* o, uint32_t cp):
     return 4
 
 
+cdef object _lines_decoder = None  # msgspec's decode_lines, made on first use
+cdef Py_ssize_t JSON_GROUP = 512  # lines decoded per call: what one malformed line costs again
+
+
+cdef inline bint _object_line(object o):
+    """True when a line can share one ``decode_lines`` call with its neighbours.
+
+    ``decode_lines`` reads whitespace-separated values, not lines, so what comes back is
+    only aligned with the lines when no value can span two of them or share one: each line
+    starts with ``{`` (so each starts a value), its last non-blank byte is ``}`` and it holds
+    no newline. A value that went on into the next line would have to continue after a
+    ``}`` with that line's ``{``, which JSON never allows (inside a string, the joining
+    newline is itself an error). So a successful call returning one value per line returned
+    each line's own value.
+    """
+    cdef const char* p
+    cdef Py_ssize_t n, i
+    if not PyBytes_CheckExact(o):
+        return False
+    p = PyBytes_AS_STRING(o)
+    n = PyBytes_GET_SIZE(o)
+    if n < 2 or p[0] != b'{':
+        return False
+    i = n - 1
+    while i > 0 and (p[i] == b' ' or p[i] == b'\t' or p[i] == b'\r'):
+        i -= 1
+    return p[i] == b'}' and memchr(p, 10, n) == NULL
+
+
+cdef bint _holds_wide_int(object v, int depth):
+    """True when a decoded value holds an integer outside [-2**63, 2**64): orjson reads those as
+    floats, msgspec as exact ints, and downstream encoders (orjson among them) take only the
+    former; such a line is decoded again by orjson."""
+    cdef Py_ssize_t pos = 0
+    cdef PyObject* k
+    cdef PyObject* x
+    cdef type t = type(v)
+    if t is int:
+        return v < -9223372036854775808 or v > 18446744073709551615
+    if depth > 1100:
+        return True
+    if t is dict:
+        while PyDict_Next(v, &pos, &k, &x):
+            t = type(<object>x)
+            if (t is int or t is dict or t is list) and _holds_wide_int(<object>x, depth + 1):
+                return True
+        return False
+    if t is list:
+        for item in <list>v:
+            t = type(item)
+            if (t is int or t is dict or t is list) and _holds_wide_int(item, depth + 1):
+                return True
+    return False
+
+
+cdef inline object _orjson_object(object o):
+    try:
+        r = _orjson_loads(o)
+    except Exception:
+        return None
+    return r if type(r) is dict else None
+
+
+cdef void _json_group(list out, list lines, Py_ssize_t lo, Py_ssize_t hi):
+    """Decode ``lines[lo:hi]`` (all ``_object_line``) with one msgspec call; per line with
+    orjson when that call fails (one malformed line) or a value holds a wide integer."""
+    global _lines_decoder
+    cdef Py_ssize_t i
+    cdef list got = None
+    if _lines_decoder is None:
+        import msgspec.json  # first JSON batch only: msgspec's import is not paid by daemons without one
+        _lines_decoder = msgspec.json.Decoder().decode_lines
+    try:
+        got = _lines_decoder(b"\n".join(lines[lo:hi]))
+    except Exception:
+        got = None
+    if got is not None and len(got) != hi - lo:
+        got = None
+    for i in range(lo, hi):
+        r = got[i - lo] if got is not None else None
+        if r is None or _holds_wide_int(r, 0):
+            r = _orjson_object(lines[i])
+        out[i] = r
+
+
 def json_batch(list lines):
     """A dict per line (a JSON object), or None where the line is not one.
 
-    orjson decodes each line: measured on docker json-file lines it beats a
-    dedicated Cython scanner for the ``{"log","stream","time"}`` shape
-    (0.29 against 0.44 CPU µs per line), so there is no scanner.
+    Runs of lines that look like one object each (``_object_line``) are decoded by msgspec,
+    up to ``JSON_GROUP`` lines per call (docker json-file lines: about 0.15 CPU µs less per
+    line than orjson line by line, and msgspec shares key strings between records); the
+    result is orjson's, which decodes every other line and every group that fails. A test
+    checks the two paths give the same records on random input.
     """
-    cdef Py_ssize_t i, n = len(lines)
-    cdef list out = PyList_New(n)
-    cdef object o, r
+    cdef Py_ssize_t i, lo = 0, n = len(lines)
+    cdef list out = [None] * n
     for i in range(n):
-        o = lines[i]
-        try:
-            r = _orjson_loads(o)
-        except Exception:
-            r = None
-        if type(r) is not dict:
-            r = None
-        Py_INCREF(r)
-        PyList_SET_ITEM(out, i, r)
+        if not _object_line(lines[i]):
+            if lo < i:
+                _json_group(out, lines, lo, i)
+            out[i] = _orjson_object(lines[i])
+            lo = i + 1
+        elif i + 1 - lo == JSON_GROUP:
+            _json_group(out, lines, lo, i + 1)
+            lo = i + 1
+    if lo < n:
+        _json_group(out, lines, lo, n)
     return out
+
+
+def json_batch_orjson(list lines):
+    """``json_batch`` decoded line by line with orjson only: the reference the tests compare with."""
+    return [_orjson_object(o) for o in lines]
 
 
 # --------------------------------------------------------------------------- regex

@@ -152,3 +152,65 @@ def test_rfc3339_times_match_datetime_or_are_refused(y: int, mo: int, d: int, s:
     got = fp.TimeParser("%Y-%m-%dT%H:%M:%S.%L%z").parse(text, NOW)
     want = (calendar.timegm((y, mo, d, 0, 0, 0)) + s) * 10**9 + frac
     assert got == (want if -9_200_000_000 <= want // 10**9 <= 9_200_000_000 else None)  # int64 ns, or refused
+
+
+# JSON documents as users' lines hold them: nested values, wide and edge integers, floats in
+# every notation, escapes and lone surrogates, duplicate keys, and spacing in odd places.
+_json_int = st.one_of(st.integers(), st.sampled_from([2**63 - 1, 2**63, 2**64 - 1, 2**64, -(2**63), -(2**63) - 1,
+                                                      10**30, -(10**30)]))
+_json_scalar = st.one_of(st.none(), st.booleans(), _json_int, st.floats(allow_nan=False, allow_infinity=False),
+                         st.text(max_size=12))
+_json_value = st.recursive(_json_scalar, lambda inner: st.one_of(st.lists(inner, max_size=4),
+                                                                 st.dictionaries(st.text(max_size=6), inner,
+                                                                                 max_size=4)), max_leaves=12)
+
+
+def _json_text(draw: st.DrawFn, v: object) -> str:
+    """One JSON text for ``v`` with optional spacing, float notations and string escapes."""
+    if isinstance(v, dict):
+        sep = draw(st.sampled_from([",", ", ", " ,\t"]))
+        items = [f"{_json_text(draw, k)}{draw(st.sampled_from([':', ' : ']))}{_json_text(draw, x)}"
+                 for k, x in v.items()]
+        dup = [f'{_json_text(draw, k)}:1' for k in list(v)[:1]] if draw(st.booleans()) else []
+        return "{" + sep.join(dup + items) + "}"
+    if isinstance(v, list):
+        return "[" + ",".join(_json_text(draw, x) for x in v) + "]"
+    if isinstance(v, float):
+        return draw(st.sampled_from([repr(v), f"{v:e}", f"{v:.17E}", f"{v:.3f}"]))
+    if isinstance(v, str):
+        return draw(st.sampled_from([orjson_text(v), ascii_json(v)]))
+    return orjson_text(v)
+
+
+def orjson_text(v: object) -> str:
+    import json  # noqa: PLC0415 - the standard library's encoder, as a second spelling
+    return json.dumps(v, ensure_ascii=False)
+
+
+def ascii_json(v: object) -> str:
+    import json  # noqa: PLC0415 - \\uXXXX escapes for every non-ASCII character
+    return json.dumps(v)
+
+
+@st.composite
+def _json_line(draw: st.DrawFn) -> bytes:
+    kind = draw(st.integers(0, 9))
+    if kind == 0:
+        return draw(any_line)  # not JSON, or not an object, or broken
+    doc = draw(st.dictionaries(st.text(max_size=6), _json_value, max_size=5))
+    text = _json_text(draw, doc)
+    if kind == 1:  # broken or padded in ways that change which path takes the line
+        text = draw(st.sampled_from([text[:-1], " " + text, text + " \r", text + text, text + " " + text,
+                                     text.replace(",", ",\n", 1), '"\\ud800"'.join([text[:1], text[1:]]),
+                                     text[:1] + '"\\ud800":1,' + text[1:] if len(text) > 2 else text]))
+    return text.encode("utf-8", "surrogatepass")
+
+
+@FAST
+@given(lines=st.lists(_json_line(), max_size=12))
+@example(lines=[b'{"a":1}', b'{"a":1', b'{"b":2} {"c":3}', b"", b'{"w":18446744073709551616}',
+                b'{"n":[1,{"x":-9223372036854775809}]}', b'{"a":1}\r', b'{"s":"\\ud800"}', b'{"a":1}'])
+def test_json_batch_gives_what_orjson_gives_line_by_line(lines: list[bytes]) -> None:
+    """msgspec decodes runs of object lines together; every record must be orjson's for its line."""
+    got, want = fp.json_batch(lines), fp.json_batch_orjson(lines)
+    assert [repr(r) for r in got] == [repr(r) for r in want]  # repr: -0.0 and 0, 1.0 and 1 differ
