@@ -214,7 +214,9 @@ def test_daemon_out_of_descriptors_logs_counts_and_serves_a_good_sender(tmp_path
     d = ManagedProcess([sys.executable, "-c", limit, LOGFWD, "-c", str(conf)], log).start()
     idle: list[socket.socket] = []
     try:
-        wait_for(lambda: _metrics(http) is not None, 20, "daemon metrics", log)
+        # The monitoring server starts before the inputs (a taken HTTP port fails first), so its
+        # answer does not mean the syslog port listens yet: wait for the daemon's "started" line.
+        wait_for(lambda: b"] started: " in log.read_bytes(), 30, "daemon started", log)
         for _ in range(150):  # well beyond what 64 descriptors hold
             idle.append(socket.create_connection(("127.0.0.1", port), timeout=5))
         wait_for(lambda: b"cannot accept a connection" in log.read_bytes(), 20, "EMFILE log line", log)
