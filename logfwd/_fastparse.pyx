@@ -1622,17 +1622,12 @@ def docker_ml_batch(list texts, list times, str key, str match, bint negate, rfc
     for i in range(n):
         o = texts[i]
         t = times[i]
-        try:
-            r = _orjson_loads(o)
-        except Exception:
-            r = None
+        r = _orjson_object(o)
         ok = False
-        if type(r) is dict:
+        if r is not None:
             v = PyDict_GetItem(r, K_LOG)
             if v == NULL or not PyUnicode_CheckExact(<object>v):
                 r = None
-        else:
-            r = None
         if r is not None:
             v = PyDict_GetItem(r, K_TIME)
             if v != NULL and PyUnicode_CheckExact(<object>v):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import calendar
 import datetime
+import json
 import re
 
 from hypothesis import HealthCheck, example, given, settings
@@ -177,18 +178,8 @@ def _json_text(draw: st.DrawFn, v: object) -> str:
         return "[" + ",".join(_json_text(draw, x) for x in v) + "]"
     if isinstance(v, float):
         return draw(st.sampled_from([repr(v), f"{v:e}", f"{v:.17E}", f"{v:.3f}"]))
-    if isinstance(v, str):
-        return draw(st.sampled_from([orjson_text(v), ascii_json(v)]))
-    return orjson_text(v)
-
-
-def orjson_text(v: object) -> str:
-    import json  # noqa: PLC0415 - the standard library's encoder, as a second spelling
-    return json.dumps(v, ensure_ascii=False)
-
-
-def ascii_json(v: object) -> str:
-    import json  # noqa: PLC0415 - \\uXXXX escapes for every non-ASCII character
+    if isinstance(v, str):  # as written, or with \\uXXXX escapes for every non-ASCII character
+        return json.dumps(v, ensure_ascii=draw(st.booleans()))
     return json.dumps(v)
 
 
