@@ -275,6 +275,10 @@ cdef class LineFramer:
 
 # --------------------------------------------------------------------------- time
 
+cdef enum:
+    _TC_MAX = 48  # longest value prefix/suffix TimeParser keeps for its last-value cache
+
+
 cdef struct TmParts:
     int year
     int mon
@@ -294,6 +298,9 @@ cdef struct TmParts:
     bint has_yday
     bint has_epoch
     long long epoch
+    int nfrac              # how many %L/%f the parse went through
+    Py_ssize_t frac_at     # where the (last) fraction's digits start in the value
+    Py_ssize_t frac_end    # and where they end
 
 cdef const char* _MONTHS[12]
 _MONTHS[:] = [b"january", b"february", b"march", b"april", b"may", b"june", b"july", b"august",
@@ -466,6 +473,9 @@ cdef Py_ssize_t _strptime(const unsigned char* f, Py_ssize_t fl, const unsigned 
             if j == j0:
                 if strict:
                     return -1
+            t.nfrac += 1
+            t.frac_at = j0
+            t.frac_end = j
             while w < 9:
                 frac *= 10
                 w += 1
@@ -612,6 +622,16 @@ cdef class TimeParser:
     cdef public long offset
     cdef long long _lt_key
     cdef long long _lt_off
+    # The last value parsed, minus its fraction digits, and the seconds it gave: log
+    # lines come many to a second, so most values differ from the previous one only in
+    # the fraction (or not at all), and the format need not be interpreted again.
+    cdef bint _tc_ok
+    cdef bint _tc_frac
+    cdef Py_ssize_t _tc_plen
+    cdef Py_ssize_t _tc_slen
+    cdef int64_t _tc_secs
+    cdef unsigned char _tc_pre[_TC_MAX]
+    cdef unsigned char _tc_suf[_TC_MAX]
 
     def __init__(self, str fmt, long offset=0, bint system_tz=False, bint strict=True):
         self.format = fmt
@@ -621,6 +641,64 @@ cdef class TimeParser:
         self.strict = strict
         self._lt_key = -(1 << 62)
         self._lt_off = 0
+        self._tc_ok = False
+
+    cdef inline bint _recall(self, const char* s, Py_ssize_t n, int64_t* out):
+        """The time of ``s`` from the last parse, when only its fraction digits differ.
+
+        Equivalent to a full parse: the bytes before the fraction are the same, so the
+        format consumed them the same way (the field before the fraction stopped at a
+        digit then as now); the fraction is read greedily to the first non-digit, as
+        ``_strptime`` does; and what follows is byte for byte the same, zone included.
+        """
+        cdef Py_ssize_t p = self._tc_plen, j
+        cdef long frac = 0
+        cdef int w = 0
+        if n < p or memcmp(s, self._tc_pre, p) != 0:
+            return False
+        if not self._tc_frac:
+            if n != p:
+                return False
+            out[0] = self._tc_secs * 1000000000
+            return True
+        j = p
+        while j < n and s[j] >= b'0' and s[j] <= b'9':
+            if w < 9:
+                frac = frac * 10 + (s[j] - 48)
+                w += 1
+            j += 1
+        if j == p or n - j != self._tc_slen or memcmp(s + j, self._tc_suf, self._tc_slen) != 0:
+            return False
+        while w < 9:
+            frac *= 10
+            w += 1
+        out[0] = self._tc_secs * 1000000000 + frac
+        return True
+
+    cdef inline void _remember(self, const char* s, Py_ssize_t n, TmParts* t, int64_t secs):
+        """Keep ``s`` for ``_recall`` when its time does not depend on anything but its bytes.
+
+        Not for values without a year (the year comes from the clock), epochs, or
+        formats with more than one fraction.
+        """
+        self._tc_ok = False
+        if not t.has_year or t.has_epoch or t.nfrac > 1:
+            return
+        if t.nfrac == 1:
+            if t.frac_end == t.frac_at or t.frac_at > _TC_MAX or n - t.frac_end > _TC_MAX:
+                return
+            self._tc_plen = t.frac_at
+            self._tc_slen = n - t.frac_end
+            memcpy(self._tc_suf, s + t.frac_end, self._tc_slen)
+        else:
+            if n > _TC_MAX:
+                return
+            self._tc_plen = n
+            self._tc_slen = 0
+        memcpy(self._tc_pre, s, self._tc_plen)
+        self._tc_frac = t.nfrac == 1
+        self._tc_secs = secs
+        self._tc_ok = True
 
     cdef long long _local_offset(self, int64_t local_secs):
         """UTC offset (seconds) of the system zone at a local wall-clock time, cached per hour."""
@@ -652,6 +730,11 @@ cdef class TimeParser:
         cdef Py_ssize_t r
         cdef int64_t days, secs, now_s, y
         cdef int mon, mday
+        if self._tc_ok and self._recall(s, n, out):
+            return 0
+        t.nfrac = 0
+        t.frac_at = 0
+        t.frac_end = 0
         t.year = 1970
         t.mon = 1
         t.mday = 1
@@ -706,6 +789,7 @@ cdef class TimeParser:
         if secs > 9200000000 or secs < -9200000000:  # outside int64 nanoseconds (years 1678..2262)
             return -1
         out[0] = secs * 1000000000 + t.nsec
+        self._remember(s, n, &t, secs)
         return 0
 
     cdef inline long long _zone(self, int64_t local_secs, TmParts* t):

@@ -65,6 +65,49 @@ def test_time_parser_never_raises(value: bytes, fmt: str) -> None:
         assert r is None or type(r) is int
 
 
+_TIME_FORMATS = ["%Y-%m-%dT%H:%M:%S.%L%z", "%d/%b/%Y:%H:%M:%S %z", "%Y-%m-%d %H:%M:%S.%L", "%s.%L",
+                 "%b %d %H:%M:%S", "%Y%m%d%H%M%S%L", "%H:%M:%S.%L %Y.%L", "%Y-%m-%dT%H:%M:%S%z"]
+_TIME_VALUES = [b"2026-12-04T10:11:12.123456789Z", b"04/Dec/2026:10:11:12 +0100", b"2026-12-04 10:11:12.5",
+                b"1700000000.25", b"Dec  4 10:11:12", b"20261204101112123", b"10:11:12.5 2026.25",
+                b"2026-12-04T10:11:12+01:00", b"2026-12-04T10:11:12.000000000000123-0130 tail"]
+
+
+@st.composite
+def _similar_values(draw: st.DrawFn) -> list[bytes]:
+    """Values as a log holds them: one shape, a few bytes changed from line to line."""
+    base = draw(st.one_of(st.sampled_from(_TIME_VALUES), any_line))
+    out = []
+    for _ in range(draw(st.integers(min_value=1, max_value=8))):
+        v = bytearray(base)
+        for _ in range(draw(st.integers(min_value=0, max_value=3))):
+            i = draw(st.integers(min_value=0, max_value=len(v)))
+            c = draw(st.sampled_from(b"0123456789 .:Z+-x"))
+            op = draw(st.sampled_from(["set", "insert", "delete"]))
+            if op == "insert" or i == len(v):
+                v.insert(i, c)
+            elif op == "set":
+                v[i] = c
+            else:
+                del v[i]
+        out.append(bytes(v))
+    return out
+
+
+@FAST
+@given(fmt=st.one_of(st.sampled_from(_TIME_FORMATS), st.text(alphabet="%YmdHMSLzbjsepITDFRZ :.-/aAnt", max_size=16)),
+       values=_similar_values(), offset=st.sampled_from([0, 3600]), strict=st.booleans())
+@example(fmt="%Y-%m-%dT%H:%M:%S.%L%z", values=[b"2026-12-04T10:11:12.1Z", b"2026-12-04T10:11:12.123456789012Z",
+                                               b"2026-12-04T10:11:12.Z", b"2026-12-04T10:11:12.5+01:00"],
+         offset=0, strict=True)
+@example(fmt="%S%L", values=[b"1234", b"1256789", b"12"], offset=0, strict=False)
+def test_time_parser_last_value_cache_changes_no_result(fmt: str, values: list[bytes], offset: int,
+                                                        strict: bool) -> None:
+    """One parser over a run of similar values gives what a fresh parser gives each value."""
+    p = fp.TimeParser(fmt, offset, False, strict)
+    for v in values:
+        assert p.parse(v, NOW) == fp.TimeParser(fmt, offset, False, strict).parse(v, NOW), v
+
+
 KERNELS = {
     "syslog-rfc3164": lambda v: fp.syslog_batch(v, True, True),
     "syslog-rfc3164-local": lambda v: fp.syslog_batch(v, False, True),
