@@ -9,12 +9,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from logfwd.plugins.out_influxdb._lineproto import Sequencer
 from logfwd.plugins.out_influxdb.lineproto import (
     LineEncoder,
     escape_key,
     escape_measurement,
     escape_string,
-    next_seq,
 )
 
 T = 1_700_000_000_123_456_789
@@ -80,9 +80,25 @@ def test_precisions() -> None:
         LineEncoder(precision="minutes")
 
 
-def test_sequence_tag_and_wrap() -> None:
+def test_sequence_tag_is_written_as_given() -> None:
     assert one({"v": 1}, seq=7, sequence_tag="_seq") == f"app.log,_seq=7 v=1 {T}"
-    assert next_seq(5) == 6 and next_seq(99_999) == 0
+
+
+def test_sequencer_numbers_points_that_share_a_timestamp() -> None:
+    seq = Sequencer()
+    assert seq.take([T, T + 1, T + 2]) == [0, 0, 0]  # distinct timestamps: one series
+    assert seq.take([T, T + 1, T, T + 1, T]) == [1, 1, 2, 2, 3]  # remembered across calls and interleaved
+    # compared as written: at second precision these are one timestamp (floored, negatives too)
+    s = Sequencer()
+    assert s.take([T, T + 1, -1, -(10**9)], 10**9) == [0, 1, 0, 1]
+    assert s.take([2**70, 2**70 + 1], 10**9) == [0, 1]  # beyond 64 bits: Python's floor division
+
+
+def test_sequencer_remembers_a_window_of_timestamps() -> None:
+    seq = Sequencer(window=2)
+    assert seq.take([1, 2, 3]) == [0, 0, 0]  # 1 and 2 filled a generation; 3 starts the next
+    assert seq.take([1, 3]) == [1, 1]  # the previous generation is still consulted
+    assert seq.take([4, 5, 1]) == [0, 0, 0]  # two more generations: 1 is forgotten
 
 
 def test_unwritable_values_and_empty_records_skipped() -> None:

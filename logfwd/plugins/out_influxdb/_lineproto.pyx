@@ -3,11 +3,13 @@
 pass (see ``lineproto.py``, whose Python encoder is the reference they must match)."""
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
-from cpython.dict cimport PyDict_GetItem
+from cpython.dict cimport PyDict_GetItem, PyDict_SetItem
 from cpython.float cimport PyFloat_AS_DOUBLE
-from cpython.long cimport PyLong_AsLongLongAndOverflow
+from cpython.list cimport PyList_New, PyList_SET_ITEM
+from cpython.long cimport PyLong_AsLongLongAndOverflow, PyLong_AsSsize_t, PyLong_FromSsize_t
 from cpython.mem cimport PyMem_Free
 from cpython.object cimport PyObject
+from cpython.ref cimport Py_INCREF
 from cpython.unicode cimport PyUnicode_DecodeUTF8
 from libc.stdint cimport int64_t
 from libc.stdlib cimport free, malloc
@@ -15,7 +17,7 @@ from libc.string cimport memchr, memcpy, strlen
 
 from logfwd._serial cimport _as_int64, _BytesOut, _put_i64, _view
 
-__all__ = ["influx_escape", "influx_string", "encode_points"]
+__all__ = ["influx_escape", "influx_string", "encode_points", "Sequencer"]
 
 
 cdef extern from "Python.h":
@@ -363,3 +365,60 @@ def encode_points(bytes head, bytes seq_head, list times, list records, list seq
         pts.ends.append(pts.out.k)
         index.append(i)
     return pts.out.finish(), pts.ends, index, skipped, pts.lost
+
+
+cdef class Sequencer:
+    """Sequence-tag values: for each point, how many earlier points had its timestamp.
+
+    Fluent Bit documents ``Sequence_Tag`` as "incremented for the consecutive simultaneous
+    events": its purpose is that points with equal timestamps stay apart. Numbering every
+    point instead (a counter over all points, as Fluent Bit's code does up to 100000) makes
+    each point a new series in InfluxDB: series cardinality in the hundred thousands, and
+    InfluxDB 1.x ingesting at a third of its speed with one series per timestamp value
+    (bench/README.md). Here a point whose timestamp was not seen gets 0, the next one
+    with that timestamp 1, and so on, so a log with distinct timestamps is one series.
+
+    The timestamps seen are remembered in two generations of ``window`` entries each (a
+    full one becomes the old one, the one before is dropped): a timestamp is recognised
+    for at least ``window`` distinct timestamps after it was last given. Timestamps are
+    compared as written (after the precision's division), not as received.
+    """
+
+    cdef dict cur
+    cdef dict old
+    cdef Py_ssize_t window
+
+    def __init__(self, Py_ssize_t window=16_384):
+        self.cur = {}
+        self.old = {}
+        self.window = max(1, window)
+
+    def take(self, list times, int64_t divisor=1):
+        """The values for points with these nanosecond ``times``, in order; remembered."""
+        cdef Py_ssize_t i, n = len(times), seq
+        cdef list out = PyList_New(n)
+        cdef object key, value
+        cdef PyObject* hit
+        cdef int64_t ns, q
+        for i in range(n):
+            key = times[i]
+            if divisor != 1:
+                if _as_int64(key, &ns):
+                    q = ns // divisor  # C truncates: floor as the line's timestamp does
+                    if q * divisor > ns:
+                        q -= 1
+                    key = q
+                else:
+                    key = key // divisor  # beyond 64 bits: the Python encoder writes these
+            hit = PyDict_GetItem(self.cur, key)
+            if hit == NULL:
+                hit = PyDict_GetItem(self.old, key)
+            seq = 0 if hit == NULL else PyLong_AsSsize_t(<object>hit)
+            value = PyLong_FromSsize_t(seq)
+            Py_INCREF(value)
+            PyList_SET_ITEM(out, i, value)
+            PyDict_SetItem(self.cur, key, seq + 1)
+            if len(self.cur) >= self.window:
+                self.old = self.cur
+                self.cur = {}
+        return out

@@ -30,10 +30,11 @@ InfluxDB 2.x still uses):
 - records left with no field at all are skipped: their indices are reported so the caller
   can count them (``skipped_records``).
 
-The sequence tag follows Fluent Bit's ``Sequence_Tag``: a tag whose value increases from
-point to point (wrapping at 100000) so that points with the same timestamp stay distinct
-series instead of overwriting each other. The caller passes the values in (``seqs``) so
-that a re-sent record keeps its value and re-sending stays idempotent.
+The sequence tag follows Fluent Bit's ``Sequence_Tag``, documented as "incremented for the
+consecutive simultaneous events": points with the same timestamp get 0, 1, 2... so they
+stay distinct series instead of overwriting each other (``_lineproto.Sequencer`` numbers
+them). The caller passes the values in (``seqs``) so that a re-sent record keeps its
+value and re-sending stays idempotent.
 
 It is the inner loop of the InfluxDB output. A chunk is written in one C pass
 (``_lineproto.encode_points``) straight into the request body: flat records of str, int,
@@ -67,7 +68,6 @@ __all__ = ["LineEncoder", "Encoded", "PRECISIONS", "escape_measurement", "escape
 # Divisor from nanoseconds to each precision; keys are what users write (``ns``, ``us``...).
 PRECISIONS: dict[str, int] = {"ns": 1, "us": 1_000, "ms": 1_000_000, "s": 1_000_000_000}
 
-SEQ_WRAP = 100_000
 _INT64_MIN = -(2**63)
 _INT64_MAX = 2**63 - 1
 
@@ -552,9 +552,3 @@ def _key_text(key: Any) -> str:
     if isinstance(key, str):
         return key
     return key.decode("utf-8", "replace") if isinstance(key, bytes) else str(key)
-
-
-def next_seq(current: int) -> int:
-    """The sequence value after ``current`` (Fluent Bit wraps its counter at 100000)."""
-    n = current + 1
-    return 0 if n >= SEQ_WRAP else n

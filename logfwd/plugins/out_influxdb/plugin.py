@@ -50,8 +50,9 @@ from logfwd.net.tls import TLS_OPTIONS, tls_context
 from logfwd.options import Option
 from logfwd.plugin import Chunk, ConfigValueError, Output, Result
 
+from ._lineproto import Sequencer
 from .client import InfluxClient
-from .lineproto import SEQ_WRAP, Encoded, LineEncoder, next_seq
+from .lineproto import Encoded, LineEncoder
 
 _BAD_DATA = (400, 413, 422)
 _RETRY_STATUSES = (401, 403, 404)
@@ -71,7 +72,8 @@ class InfluxDBOutput(Output):
         Option("Bucket", "str", None, "bucket (API v2); setting it selects the v2 API"),
         Option("Org", "str", "fluent", "organization of the bucket (API v2)"),
         Option("Sequence_Tag", "str", "_seq",
-               "tag whose value increases per point so equal timestamps stay distinct; off disables it"),
+               "tag numbering the points that share a timestamp (0, 1, ...) so they stay distinct; "
+               "off disables it"),
         Option("HTTP_User", "str", None, "user for HTTP basic authentication"),
         Option("HTTP_Passwd", "str", "", "password of HTTP_User"),
         Option("HTTP_Token", "str", None, "API token (Authorization: Token); selects the v2 API, "
@@ -127,7 +129,7 @@ class InfluxDBOutput(Output):
         self.verify: Any = tls_context(self.config) or False
         self.timeout = httpx.Timeout(s.net_io_timeout or None, connect=s.net_connect_timeout or None)
         self.client: InfluxClient | None = None
-        self._seq = 0
+        self._sequencer = Sequencer()
         self._seq_memo: dict[int, tuple[int, dict[str, Any]]] = {}
 
     def _headers(self) -> dict[str, str]:
@@ -176,34 +178,28 @@ class InfluxDBOutput(Output):
 
     # ------------------------------------------------------------ sequence tag
 
-    def _seqs_for(self, records: list[dict[str, Any]]) -> list[int]:
-        """Each record's sequence value: new records get the next ones, re-sent ones keep theirs.
+    def _seqs_for(self, times: list[int], records: list[dict[str, Any]]) -> list[int]:
+        """Each record's sequence value: new records get theirs from the ``Sequencer`` (how
+        many points before them had their timestamp), re-sent ones keep theirs.
 
         Only records that must be re-sent are remembered (``_settle``), so while nothing
-        is being retried a chunk's values are one run of the counter, with no per-record
-        bookkeeping.
+        is being retried there is no per-record bookkeeping here.
         """
         memo = self._seq_memo
         if not memo:
-            return self._take_seqs(len(records))
+            return self._sequencer.take(times, self.encoder.divisor)
         out: list[int] = []
-        for r in records:
+        fresh: list[int] = []
+        for i, r in enumerate(records):
             e = memo.get(id(r))
             if e is None or e[1] is not r:
-                out.append(self._seq)
-                self._seq = next_seq(self._seq)
+                fresh.append(i)
+                out.append(0)
             else:
                 out.append(e[0])
-        return out
-
-    def _take_seqs(self, n: int) -> list[int]:
-        """The counter's next ``n`` values (wrapping as ``next_seq`` does)."""
-        out: list[int] = []
-        while n > 0:
-            run = min(n, SEQ_WRAP - self._seq)
-            out.extend(range(self._seq, self._seq + run))
-            self._seq = (self._seq + run) % SEQ_WRAP
-            n -= run
+        taken = self._sequencer.take([times[i] for i in fresh], self.encoder.divisor)
+        for i, seq in zip(fresh, taken, strict=True):
+            out[i] = seq
         return out
 
     def _settle(self, records: list[dict[str, Any]], seqs: list[int], retry: Sequence[int]) -> None:
@@ -228,7 +224,7 @@ class InfluxDBOutput(Output):
         records = chunk.records
         if not self.encoder.sequence_tag:
             return (await self._deliver(chunk, None))[0]
-        seqs = self._seqs_for(records)
+        seqs = self._seqs_for(chunk.times, records)
         try:
             result, retry = await self._deliver(chunk, seqs)
         except BaseException:
