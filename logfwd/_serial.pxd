@@ -25,6 +25,12 @@ cdef extern from "Python.h":
     int _lf_bytes_resize "_PyBytes_Resize"(PyObject** b, Py_ssize_t n)
     char* _lf_bytes_str "PyBytes_AS_STRING"(PyObject* b)
     void _lf_xdecref "Py_XDECREF"(PyObject* o)
+    # The same call without Cython's exception handling around it (``_view`` clears the error)
+    const char* _lf_utf8 "PyUnicode_AsUTF8AndSize"(object o, Py_ssize_t* size)
+    bint _lf_compact_ascii "PyUnicode_IS_COMPACT_ASCII"(object o)
+    void* _lf_unicode_data "PyUnicode_DATA"(object o)
+    Py_ssize_t _lf_unicode_length "PyUnicode_GET_LENGTH"(object o)
+    void _lf_err_clear "PyErr_Clear"()
 
 
 cdef bytes _dump_record(object rec, object default, int option, object fallback)
@@ -76,9 +82,16 @@ cdef inline int _view(object o, const char** p, Py_ssize_t* n):
         n[0] = PyBytes_GET_SIZE(o)
         return 0
     if PyUnicode_Check(o):
-        try:
-            p[0] = PyUnicode_AsUTF8AndSize(o, n)
-        except UnicodeEncodeError:  # lone surrogates: no UTF-8 form
+        # Most values are ASCII: their characters are their UTF-8 bytes. This is called per
+        # value in every kernel, so no try/except either (Cython saves and restores the
+        # exception state around one): a failed conversion's error is cleared here.
+        if _lf_compact_ascii(o):
+            p[0] = <const char*>_lf_unicode_data(o)
+            n[0] = _lf_unicode_length(o)
+            return 0
+        p[0] = _lf_utf8(o, n)
+        if p[0] == NULL:  # lone surrogates: no UTF-8 form
+            _lf_err_clear()
             return -1
         return 0
     return -1
@@ -180,20 +193,36 @@ cdef inline Py_ssize_t _iso_quoted(int64_t ns, int digits, char* o):
     return k + 1
 
 
-@cython.cdivision(True)
-cdef inline Py_ssize_t _put_u64(uint64_t v, char* o) noexcept:
-    """Decimal digits of ``v`` into ``o`` (at most 20 bytes); the length written."""
-    cdef char digs[24]
-    cdef int nd = 0, j
-    while True:
-        digs[nd] = <char>(48 + v % 10)
-        v //= 10
-        nd += 1
-        if v == 0:
-            break
-    for j in range(nd):
-        o[j] = digs[nd - 1 - j]
-    return nd
+cdef extern from *:
+    """
+    /* Two decimal digits per division: timestamps are 19 digits, written once per record. */
+    static const char lf_digits2[201] =
+        "0001020304050607080910111213141516171819202122232425262728293031323334353637383940414243444546474849"
+        "5051525354555657585960616263646566676869707172737475767778798081828384858687888990919293949596979899";
+    static inline Py_ssize_t lf_put_u64(uint64_t v, char *o) {
+        int n = 1;
+        uint64_t t = v;
+        char *p;
+        while (t >= 10000) { t /= 10000; n += 4; }
+        while (t >= 10) { t /= 10; n += 1; }
+        p = o + n;
+        while (v >= 100) {
+            unsigned i = (unsigned)(v % 100) * 2;
+            v /= 100;
+            *--p = lf_digits2[i + 1];
+            *--p = lf_digits2[i];
+        }
+        if (v >= 10) {
+            unsigned i = (unsigned)v * 2;
+            *--p = lf_digits2[i + 1];
+            *--p = lf_digits2[i];
+        } else {
+            *--p = (char)('0' + v);
+        }
+        return n;
+    }
+    """
+    Py_ssize_t _put_u64 "lf_put_u64"(uint64_t v, char* o) noexcept nogil
 
 
 cdef inline Py_ssize_t _put_i64(int64_t v, char* o) noexcept:

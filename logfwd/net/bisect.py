@@ -46,11 +46,13 @@ Send = Callable[[Sequence[int]], Awaitable[Answer]]
 async def bisect_send(indices: Sequence[int], send: Send) -> Outcomes:
     """Send ``indices`` with ``send``, splitting on ``SPLIT``; the verdict of every index."""
     out = Outcomes()
-    stack: list[list[int]] = [list(indices)] if indices else []
+    # A range stays a range through the halving (slices of a range are ranges), so a
+    # sender can tell a run of consecutive records without comparing them one by one.
+    stack: list[Sequence[int]] = [indices] if indices else []
     while stack:
         group = stack.pop()
         answer = await send(group)
-        rest = group
+        rest: Sequence[int] = group
         if answer.detail is not None:
             out.add_result(answer.detail, group)
             settled = _settled(answer.detail, len(group))
