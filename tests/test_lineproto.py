@@ -92,6 +92,10 @@ def test_sequencer_numbers_points_that_share_a_timestamp() -> None:
     s = Sequencer()
     assert s.take([T, T + 1, -1, -(10**9)], 10**9) == [0, 1, 0, 1]
     assert s.take([2**70, 2**70 + 1], 10**9) == [0, 1]  # beyond 64 bits: Python's floor division
+    # a stamp from a time beyond 64 bits is remembered like any other: the same second from a
+    # time that fits is its second point, not a new first one
+    s = Sequencer()
+    assert s.take([2**63, 2**63 - 1], 10**9) == [0, 1]
 
 
 def test_sequencer_remembers_a_window_of_timestamps() -> None:

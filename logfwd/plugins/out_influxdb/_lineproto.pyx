@@ -425,6 +425,7 @@ cdef class Sequencer:
                 key = q
             elif divisor != 1:
                 key = key // divisor  # beyond 64 bits: the Python encoder writes these
+                exact = _as_int64(key, &ns)  # its stamp may fit (and be above ``hi``) after all
             if exact and (not self.seen or ns > self.hi):
                 seq = 0  # log times mostly rise: above every timestamp given, it is new
                 self.hi = ns
