@@ -353,6 +353,22 @@ cdef inline Py_ssize_t _name(const unsigned char* s, Py_ssize_t j, Py_ssize_t sl
     return -1
 
 
+cdef inline Py_ssize_t _fraction(const unsigned char* s, Py_ssize_t j, Py_ssize_t sl, long* ns) noexcept:
+    """``%L``: the digits from ``j`` (all of them, the first nine counted) as nanoseconds; the index reached."""
+    cdef long frac = 0
+    cdef int w = 0
+    while j < sl and s[j] >= b'0' and s[j] <= b'9':
+        if w < 9:
+            frac = frac * 10 + (s[j] - 48)
+            w += 1
+        j += 1
+    while w < 9:
+        frac *= 10
+        w += 1
+    ns[0] = frac
+    return j
+
+
 cdef Py_ssize_t _strptime(const unsigned char* f, Py_ssize_t fl, const unsigned char* s, Py_ssize_t sl,
                           Py_ssize_t j, bint strict, TmParts* t):
     """Parse ``s`` from ``j`` by strptime format ``f``; the index reached, or -1.
@@ -462,23 +478,14 @@ cdef Py_ssize_t _strptime(const unsigned char* f, Py_ssize_t fl, const unsigned 
                 return -1
             t.sec = v
         elif d == b'L' or d == b'f':
-            frac = 0
-            w = 0
             j0 = j
-            while j < sl and s[j] >= b'0' and s[j] <= b'9':
-                if w < 9:
-                    frac = frac * 10 + (s[j] - 48)
-                    w += 1
-                j += 1
+            j = _fraction(s, j, sl, &frac)
             if j == j0:
                 if strict:
                     return -1
             t.nfrac += 1
             t.frac_at = j0
             t.frac_end = j
-            while w < 9:
-                frac *= 10
-                w += 1
             t.nsec = frac
         elif d == b'j':
             j = _num(s, j, sl, 3, &v)
@@ -652,8 +659,7 @@ cdef class TimeParser:
         ``_strptime`` does; and what follows is byte for byte the same, zone included.
         """
         cdef Py_ssize_t p = self._tc_plen, j
-        cdef long frac = 0
-        cdef int w = 0
+        cdef long frac
         if n < p or memcmp(s, self._tc_pre, p) != 0:
             return False
         if not self._tc_frac:
@@ -661,28 +667,20 @@ cdef class TimeParser:
                 return False
             out[0] = self._tc_secs * 1000000000
             return True
-        j = p
-        while j < n and s[j] >= b'0' and s[j] <= b'9':
-            if w < 9:
-                frac = frac * 10 + (s[j] - 48)
-                w += 1
-            j += 1
+        j = _fraction(<const unsigned char*>s, p, n, &frac)
         if j == p or n - j != self._tc_slen or memcmp(s + j, self._tc_suf, self._tc_slen) != 0:
             return False
-        while w < 9:
-            frac *= 10
-            w += 1
         out[0] = self._tc_secs * 1000000000 + frac
         return True
 
     cdef inline void _remember(self, const char* s, Py_ssize_t n, TmParts* t, int64_t secs):
         """Keep ``s`` for ``_recall`` when its time does not depend on anything but its bytes.
 
-        Not for values without a year (the year comes from the clock), epochs, or
-        formats with more than one fraction.
+        Not for values without a year (the year comes from the clock) or formats with
+        more than one fraction; epochs return before it is called.
         """
         self._tc_ok = False
-        if not t.has_year or t.has_epoch or t.nfrac > 1:
+        if not t.has_year or t.nfrac > 1:
             return
         if t.nfrac == 1:
             if t.frac_end == t.frac_at or t.frac_at > _TC_MAX or n - t.frac_end > _TC_MAX:

@@ -11,7 +11,7 @@ from cpython.mem cimport PyMem_Free
 from cpython.object cimport PyObject
 from cpython.ref cimport Py_INCREF
 from cpython.unicode cimport PyUnicode_DecodeUTF8
-from libc.stdint cimport int64_t
+from libc.stdint cimport INT64_MIN, int64_t
 from libc.stdlib cimport free, malloc
 from libc.string cimport memchr, memcpy, strlen
 
@@ -154,6 +154,14 @@ def influx_string(str value):
         return PyUnicode_DecodeUTF8(buf, _string_into(buf, p, n), NULL)
     finally:
         free(buf)
+
+
+cdef inline int64_t _floor_div(int64_t ns, int64_t divisor) noexcept:
+    """``ns // divisor`` as Python floors it (C division truncates toward zero)."""
+    cdef int64_t q = ns // divisor
+    if q * divisor > ns:
+        q -= 1
+    return q
 
 
 cdef class _Points:
@@ -313,9 +321,7 @@ cdef class _Points:
             if nf < 0:
                 self.lost = lost0
             return nf
-        q = ns // self.divisor  # C division truncates: floor it as Python's // does
-        if q * self.divisor > ns:
-            q -= 1
+        q = _floor_div(ns, self.divisor)
         self.out.reserve(22, self.remaining)
         self.out.put1(b' ')
         self.out.k += _put_i64(q, self.out.w + self.out.k)
@@ -398,13 +404,12 @@ cdef class Sequencer:
     cdef dict old
     cdef Py_ssize_t window
     cdef int64_t hi  # the highest timestamp given so far (a higher one was not seen: no lookup)
-    cdef bint seen
 
     def __init__(self, Py_ssize_t window=16_384):
         self.cur = {}
         self.old = {}
         self.window = max(1, window)
-        self.seen = False
+        self.hi = INT64_MIN  # (a stamp of exactly INT64_MIN takes the lookup: still right)
 
     def take(self, list times, int64_t divisor=1):
         """The values for points with these nanosecond ``times``, in order; remembered."""
@@ -412,24 +417,20 @@ cdef class Sequencer:
         cdef list out = PyList_New(n)
         cdef object key, value
         cdef PyObject* hit
-        cdef int64_t ns, q
+        cdef int64_t ns
         cdef bint exact
         for i in range(n):
             key = times[i]
             exact = _as_int64(key, &ns)
             if exact and divisor != 1:
-                q = ns // divisor  # C truncates: floor as the line's timestamp does
-                if q * divisor > ns:
-                    q -= 1
-                ns = q
-                key = q
+                ns = _floor_div(ns, divisor)
+                key = ns
             elif divisor != 1:
                 key = key // divisor  # beyond 64 bits: the Python encoder writes these
                 exact = _as_int64(key, &ns)  # its stamp may fit (and be above ``hi``) after all
-            if exact and (not self.seen or ns > self.hi):
+            if exact and ns > self.hi:
                 seq = 0  # log times mostly rise: above every timestamp given, it is new
                 self.hi = ns
-                self.seen = True
             else:
                 hit = PyDict_GetItem(self.cur, key)
                 if hit == NULL:
