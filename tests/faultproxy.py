@@ -21,6 +21,7 @@ its own trio loop runs the output in the main thread.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import json
 import socket
@@ -28,7 +29,7 @@ import ssl
 import struct
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -128,6 +129,25 @@ class _Conn:
         return b""
 
 
+class _Upstream:
+    """The proxied connection's own connection to the server, opened at its first forwarded request."""
+
+    def __init__(self, address: tuple[str, int]) -> None:
+        self.address = address
+        self.sock: socket.socket | None = None
+        self.conn: _Conn | None = None
+
+    def open(self) -> tuple[socket.socket, _Conn]:
+        if self.sock is None or self.conn is None:
+            self.sock = socket.create_connection(self.address, timeout=30)
+            self.conn = _Conn(self.sock)
+        return self.sock, self.conn
+
+    def close(self) -> None:
+        if self.sock is not None:
+            self.sock.close()
+
+
 def _parse_head(head: bytes) -> tuple[str, list[tuple[str, str]]]:
     lines = head.decode("latin-1").split("\r\n")
     headers = []
@@ -155,6 +175,8 @@ class FaultProxy:
         self.ssl_context = ssl_context
         self.requests: list[Recorded] = []
         self.latency = 0.0
+        self.in_flight = 0  # requests read and not yet answered
+        self.max_in_flight = 0
         self.max_body: int | None = None
         self.strip_prefix = ""
         self._lock = threading.Lock()
@@ -235,6 +257,7 @@ class FaultProxy:
             self._item_faults.clear()
             self._resets = 0
             self.latency = 0.0
+            self.max_in_flight = self.in_flight
             self.max_body = None
             self.requests.clear()
 
@@ -256,7 +279,7 @@ class FaultProxy:
             threading.Thread(target=self._serve, args=(sock,), daemon=True).start()
 
     def _serve(self, sock: socket.socket) -> None:
-        upstream: socket.socket | None = None
+        upstream = _Upstream(self.upstream)
         try:
             if self.ssl_context is not None:
                 sock.settimeout(10)
@@ -269,7 +292,6 @@ class FaultProxy:
             with self._lock:
                 self._conns.add(sock)
             conn = _Conn(sock)
-            up_conn: _Conn | None = None
             while not self._closing:
                 head = conn.read_head()
                 if head is None:
@@ -282,26 +304,8 @@ class FaultProxy:
                 if self._take_reset():
                     _reset(sock)
                     return
-                if self.latency:
-                    time.sleep(self.latency)
-                fault = self._take_status_fault()
-                if fault is None and self.max_body is not None and len(req.body) > self.max_body:
-                    fault = (413, b'{"error":{"type":"content_too_long","reason":"request too large"},"status":413}')
-                if fault is not None:
-                    rec.answered = fault[0]
-                    self._answer(sock, fault[0], [("Content-Type", "application/json")], fault[1])
-                    continue
-                item_fault = self._take_item_fault(req)
-                if upstream is None:
-                    upstream = socket.create_connection(self.upstream, timeout=30)
-                    up_conn = _Conn(upstream)
-                assert up_conn is not None
-                if item_fault is not None:
-                    status, rh, rbody = self._forward_with_item_faults(upstream, up_conn, req, rec, item_fault)
-                else:
-                    status, rh, rbody = self._forward(upstream, up_conn, req)
-                rec.answered = status
-                self._answer(sock, status, rh, rbody)
+                with self._counting():
+                    self._handle(sock, req, rec, upstream)
         except (OSError, ConnectionError, ValueError):
             return
         finally:
@@ -311,8 +315,39 @@ class FaultProxy:
                 sock.close()
             except OSError:
                 pass
-            if upstream is not None:
-                upstream.close()
+            upstream.close()
+
+    @contextlib.contextmanager
+    def _counting(self) -> Iterator[None]:
+        """Count the request as in flight (``max_in_flight``: how many a client had open at once)."""
+        with self._lock:
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            yield
+        finally:
+            with self._lock:
+                self.in_flight -= 1
+
+    def _handle(self, sock: socket.socket, req: _Request, rec: Recorded, upstream: _Upstream) -> None:
+        """Answer one request: latency, an injected fault, or the upstream's answer (item faults applied)."""
+        if self.latency:
+            time.sleep(self.latency)
+        fault = self._take_status_fault()
+        if fault is None and self.max_body is not None and len(req.body) > self.max_body:
+            fault = (413, b'{"error":{"type":"content_too_long","reason":"request too large"},"status":413}')
+        if fault is not None:
+            rec.answered = fault[0]
+            self._answer(sock, fault[0], [("Content-Type", "application/json")], fault[1])
+            return
+        item_fault = self._take_item_fault(req)
+        up_sock, up_conn = upstream.open()
+        if item_fault is not None:
+            status, rh, rbody = self._forward_with_item_faults(up_sock, up_conn, req, rec, item_fault)
+        else:
+            status, rh, rbody = self._forward(up_sock, up_conn, req)
+        rec.answered = status
+        self._answer(sock, status, rh, rbody)
 
     def _record(self, req: _Request) -> Recorded:
         hd = {k.lower(): v for k, v in req.headers}

@@ -551,12 +551,8 @@ def test_cli_retries_through_faults_exactly_once(es_server: EsServer, proxy: Fau
     assert any(q.body.count(b"\n") == 4 for q in proxy.bulk_requests()[2:]), [len(q.body) for q in proxy.requests]
 
 
-def test_concurrent_workers_and_big_chunks(es_server: EsServer, proxy: FaultProxy) -> None:
-    """Several flushes at once (Workers), big chunks (encoded and gzipped off the event loop)."""
-    idx = new_index()
-    out = make_output(port=proxy.port, index=idx, compress="gzip", id_mode="derived")
-    chunks = [chunk([{"w": w, "i": i, "msg": f"worker {w} line {i} " + "x" * 100} for i in range(2500)],
-                    keys=[f"file{w}:{i}" for i in range(2500)]) for w in range(4)]
+def flush_at_once(chunks: list[Chunk]) -> Callable[[EsOutput], Any]:
+    """A ``run_output`` body flushing every chunk concurrently, as the engine's workers do."""
 
     async def go(o: EsOutput) -> list[Result]:
         results: list[Result] = [Result.retry_everything("not run")] * len(chunks)
@@ -569,8 +565,34 @@ def test_concurrent_workers_and_big_chunks(es_server: EsServer, proxy: FaultProx
                 n.start_soon(one, k)
         return results
 
-    results = run_output(out, go)
+    return go
+
+
+def test_concurrent_workers_and_big_chunks(es_server: EsServer, proxy: FaultProxy) -> None:
+    """Several flushes at once (Workers), big chunks (encoded and gzipped off the event loop)."""
+    idx = new_index()
+    out = make_output(port=proxy.port, index=idx, compress="gzip", id_mode="derived")
+    chunks = [chunk([{"w": w, "i": i, "msg": f"worker {w} line {i} " + "x" * 100} for i in range(2500)],
+                    keys=[f"file{w}:{i}" for i in range(2500)]) for w in range(4)]
+    results = run_output(out, flush_at_once(chunks))
     assert all(r.delivered_all for r in results), results
     assert es_server.count(idx) == 10000
     assert len(proxy.bulk_requests()) == 4
     assert all(len(q.body) > 256 * 1024 and q.wire_body[:2] == b"\x1f\x8b" for q in proxy.bulk_requests())
+
+
+def test_every_worker_has_a_connection(es_server: EsServer, proxy: FaultProxy) -> None:
+    """``Workers 16`` puts 16 bulk requests on the wire at once.
+
+    The official client's transport pools 10 connections per node unless told otherwise;
+    the workers above 10 then waited inside httpx for a connection, in flight for the
+    engine but not sent, which capped throughput to servers that take more at once.
+    """
+    idx = new_index()
+    out = make_output(port=proxy.port, index=idx, workers="16")
+    chunks = [chunk([{"w": w, "i": i} for i in range(20)]) for w in range(16)]
+    proxy.latency = 0.5  # every request stays open long enough for the others to arrive
+    results = run_output(out, flush_at_once(chunks))
+    assert all(r.delivered_all for r in results), results
+    assert es_server.count(idx) == 16 * 20
+    assert proxy.max_in_flight == 16

@@ -120,7 +120,7 @@ class EsOutput(Output):
         self.client = EsClient(
             self.host, self.port, ssl_context=self.ssl_context, vhost=s.tls_vhost, auth_header=self.auth_header,
             connect_timeout=s.net_connect_timeout or None, io_timeout=s.net_io_timeout or None,
-            compressed_answers=self.compress, request_hooks=self.request_hooks())
+            compressed_answers=self.compress, connections=s.workers, request_hooks=self.request_hooks())
 
     def request_hooks(self) -> list[RequestHook]:
         """Hooks run on every request before it is sent; the opensearch output signs there (SigV4)."""

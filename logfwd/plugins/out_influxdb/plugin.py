@@ -167,7 +167,8 @@ class InfluxDBOutput(Output):
     async def start(self) -> None:
         s = self.settings
         self.client = InfluxClient(self.base_url, self.path, headers=self.headers, auth=self.auth, verify=self.verify,
-                                   timeout=self.timeout, sni=s.tls_vhost if s.tls else None, metrics=self.metrics)
+                                   timeout=self.timeout, sni=s.tls_vhost if s.tls else None, metrics=self.metrics,
+                                   connections=s.workers)
         api = "v2" if self.v2 else "v1"
         self.log.info("writing to %s%s (API %s)", self.base_url, self.path.split("?")[0], api)
 
