@@ -67,7 +67,7 @@ class EsClient:
 
     def __init__(self, host: str, port: int, *, ssl_context: ssl.SSLContext | None, vhost: str | None,
                  auth_header: str | None, connect_timeout: float | None, io_timeout: float | None,
-                 compressed_answers: bool = False, connections: int = 10,
+                 connections: int, compressed_answers: bool = False,
                  request_hooks: list[RequestHook] | None = None) -> None:
         _quiet_libraries()
         kwargs: dict[str, Any] = {"ssl_context": ssl_context} if ssl_context is not None else {}
@@ -82,7 +82,7 @@ class EsClient:
             http_compress=False,  # the output gzips itself, off the event loop for big bodies
             # The transport's pool holds 10 connections unless told: more Workers than that
             # would queue for a connection inside httpx, in flight for the engine but not sent.
-            connections_per_node=max(1, connections),
+            connections_per_node=connections,
             **kwargs,
         )
         self.transport = self.client.transport

@@ -27,12 +27,12 @@ class InfluxClient:
 
     def __init__(self, base_url: str, path: str, *, headers: dict[str, str], auth: tuple[str, str] | None,
                  verify: ssl.SSLContext | bool, timeout: httpx.Timeout, sni: str | None, metrics: Counters,
-                 connections: int = 2) -> None:
+                 connections: int) -> None:
         self.path = path
         self.metrics = metrics
         # One connection per worker: httpx's default pool (100) would make Workers above it wait
         # inside httpx while the engine counts them in flight.
-        limits = httpx.Limits(max_connections=max(1, connections), max_keepalive_connections=max(1, connections))
+        limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
         self.client = httpx.AsyncClient(base_url=base_url, headers=headers, auth=auth, timeout=timeout,
                                         verify=verify, limits=limits)
         self.extensions = {"sni_hostname": sni} if sni else None
