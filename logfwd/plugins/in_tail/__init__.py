@@ -2,7 +2,8 @@
 
 plugin (wiring), config (options and settings), db (offsets), scan (discovery),
 watcher (inotify and stat polling), file (a followed file and its identity),
-reader (reading, framing, descriptor budget), multiline (held records), fingerprint
+reader (reading, framing, descriptor budget), multiline (held records), multiline_legacy
+and dockermode (the older ways of joining lines), fingerprint
 (first-bytes identity), watch (the inotify binding).
 """
 

@@ -18,6 +18,7 @@ from logfwd.plugin import ConfigValueError
 from logfwd.regex import compile_onigmo
 
 from .db import JOURNAL_MODES, SYNC_MODES
+from .dockermode import DockerFirstline
 from .multiline_legacy import LegacyMultiline
 
 __all__ = ["OPTIONS", "READ_SIZE", "TailConfig", "load_config"]
@@ -53,8 +54,8 @@ OPTIONS = (
     Option("Inotify_Watcher", "bool", "true", "use inotify (off: stat polling)"),
     Option("Docker_Mode", "bool", "off", "recombine Docker json-file lines split at 16 KiB"),
     Option("Docker_Mode_Flush", "time", "4", "seconds before a partial Docker line is flushed", minimum=0.001),
-    Option("Docker_Mode_Parser", "str", None, "parser for the first line of a Docker multiline message",
-           unsupported="Docker_Mode uses the built-in docker multiline parser; use multiline.parser for more"),
+    Option("Docker_Mode_Parser", "str", None,
+           "parser matching the raw json-file line that starts a record: whole Docker lines are joined until the next"),
     Option("File_Cache_Advise", "bool", "on", "drop already-read file pages from the page cache"),
     Option("Static_Batch_Size", "size", "50M", "Fluent Bit's read budget for files found at start",
            unsupported="every file is read in Buffer_Chunk_Size steps, backlog or not"),
@@ -111,7 +112,7 @@ def load_config(s: Any, parsers: Any, log: Any, service: dict[str, Any] | None =
     if not patterns:
         raise ConfigValueError("path", "tail needs Path: one or more file glob patterns")
     ml = _multiline(s, parsers, log)
-    if ml is not None and s.parser:
+    if ml is not None and s.parser and not isinstance(ml, DockerFirstline):
         log.warning("tail: Parser is ignored when multiline.parser (or Docker_Mode) is set")
     return TailConfig(
         patterns=patterns,
@@ -152,6 +153,11 @@ def _multiline(s: Any, parsers: Any, log: Any) -> Any:
     elif s.multiline:
         return _legacy(s, parsers)
     docker = s.docker_mode and not names
+    if s.docker_mode_parser and not docker:
+        log.warning("tail: Docker_Mode_Parser has no effect without Docker_Mode On (or with multiline.parser)")
+    if docker and s.docker_mode_parser:
+        return DockerFirstline(_named_parser(parsers, s.docker_mode_parser, "docker_mode_parser"), _parser(s, parsers),
+                               s.key or "log", float(s.docker_mode_flush or 4))
     if docker:
         names = ["docker"]
     if not names:

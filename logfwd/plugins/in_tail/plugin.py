@@ -4,7 +4,8 @@ This module wires the parts, split by concern as Fluent Bit's ``in_tail`` is:
 ``config`` (options, validated settings), ``db`` (offsets), ``scan`` (discovery),
 ``watcher`` (inotify, stat polling), ``file`` (a followed file, identity checks),
 ``reader`` (reading, framing, the descriptor budget), ``multiline`` (held records'
-timeouts), ``fingerprint`` (first-bytes identity) and ``watch`` (the inotify binding).
+timeouts), ``multiline_legacy`` and ``dockermode`` (Fluent Bit's older ways of joining
+lines), ``fingerprint`` (first-bytes identity) and ``watch`` (the inotify binding).
 
 Options, values and defaults are Fluent Bit's. What this implementation
 guarantees beyond reading lines:
@@ -43,9 +44,8 @@ Differences from Fluent Bit, on purpose:
   followed before (it replaced a rotated file while we were stopped) is read from
   its start; a file reusing a known inode with different first bytes too.
 - ``Docker_Mode`` is served by the built-in ``docker`` multiline parser, with
-  ``Docker_Mode_Flush`` as its flush timeout; ``Docker_Mode_Parser`` (joining whole
-  Docker lines by a first-line regex) is accepted with a warning and not used: the old
-  ``Multiline``/``Parser_Firstline`` mode or ``multiline.parser`` do that. ``Parser`` is
+  ``Docker_Mode_Flush`` as its flush timeout; with ``Docker_Mode_Parser`` whole Docker
+  lines are joined by a first-line parser, as Fluent Bit does (``dockermode``). ``Parser`` is
   not applied when ``multiline.parser`` or ``Multiline On`` is set (Fluent Bit asks not
   to combine them); the multiline parser's own parser is.
 - The old multiline mode (``Multiline On``, ``Parser_Firstline``, ``Parser_N``,
