@@ -27,3 +27,18 @@ WEB_META = {
     "container_hash": "docker.io/library/nginx@sha256:9ff236ed47fe39cf1f0acf349d0e5137f8b8a6fd0b46e5117a401010e56222e1",
     "container_image": "docker.io/library/nginx:1.25.4",
 }
+
+# Docker's journald log driver: dockershim names a pod's container
+# k8s_<container>_<pod>_<namespace>_<pod uid>_<attempt>, written to CONTAINER_NAME.
+WEB_JOURNAL_NAME = f"k8s_nginx_web-7d9c6b5f4-x2x8q_shop_{WEB_META['pod_id']}_0"
+API_JOURNAL_NAME = "k8s_app_api-0_payments_b7e2d1c0-3f4a-4b5c-8d9e-0a1b2c3d4e5f_1"
+SIDECAR_JOURNAL_NAME = "k8s_sidecar_api-0_payments_b7e2d1c0-3f4a-4b5c-8d9e-0a1b2c3d4e5f_0"
+QUIET_JOURNAL_NAME = "k8s_job_noisy-batch-28571234-abcde_shop_c0ffee00-1234-4abc-9def-000000000001_0"
+
+
+def docker_journal_entry(name: str, container_id: str, message: str, stderr: bool = False) -> dict[str, str]:
+    """The fields Docker's journald log driver writes for one line of a container."""
+    return {"MESSAGE": message, "CONTAINER_NAME": name, "CONTAINER_ID": container_id[:12],
+            "CONTAINER_ID_FULL": container_id, "CONTAINER_TAG": container_id[:12],
+            "SYSLOG_IDENTIFIER": container_id[:12], "PRIORITY": "3" if stderr else "6",
+            "_SYSTEMD_UNIT": "docker.service"}

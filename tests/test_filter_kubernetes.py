@@ -14,7 +14,22 @@ from logfwd.parsers import ParserRegistry
 from logfwd.plugins.filter_kubernetes import KubernetesFilter
 
 from .backends.kubeapi import KubeApiServer, load_fixture
-from .kubekit import API_ID, API_TAG, QUIET_TAG, SIDECAR_TAG, WEB_ID, WEB_META, WEB_TAG
+from .kubekit import (
+    API_ID,
+    API_JOURNAL_NAME,
+    API_TAG,
+    QUIET_ID,
+    QUIET_JOURNAL_NAME,
+    QUIET_TAG,
+    SIDECAR_ID,
+    SIDECAR_JOURNAL_NAME,
+    SIDECAR_TAG,
+    WEB_ID,
+    WEB_JOURNAL_NAME,
+    WEB_META,
+    WEB_TAG,
+    docker_journal_entry,
+)
 from .pluginkit import make_plugin
 
 
@@ -121,6 +136,7 @@ def test_tag_only_and_regex_parser(kube_api: KubeApiServer) -> None:
         [r] = await enrich(g, "custom.shop.web-7d9c6b5f4-x2x8q.nginx", {"log": "x"})
         assert r["kubernetes"]["pod_id"] == WEB_META["pod_id"]
         assert r["kubernetes"]["container_image"] == WEB_META["container_image"]
+        assert r["kubernetes"]["docker_id"] == WEB_ID  # not in the tag: from the pod's status, as Fluent Bit
 
     run(f, body)
     assert kube_api.requests == []
@@ -172,6 +188,125 @@ def test_annotations_ignored_when_options_off(kube_api: KubeApiServer) -> None:
         assert len(await enrich(f, QUIET_TAG, {"log": "noise"})) == 1
         [r] = await enrich(f, API_TAG, {"log": "1.2.3.4 - - [x] \"GET / HTTP/1.0\" 200 1"})
         assert "method" not in r
+
+    run(f, body)
+
+
+# ------------------------------------------------------------------ Use_Journal
+
+
+def web_entry(message: str, **extra: str) -> dict[str, str]:
+    return {**docker_journal_entry(WEB_JOURNAL_NAME, WEB_ID, message), **extra}
+
+
+@pytest.mark.parametrize("node", ["node-a", None], ids=["watch", "get-per-pod"])
+def test_journal_container_name_names_the_pod(kube_api: KubeApiServer, node: str | None) -> None:
+    """Each record's CONTAINER_NAME, not the tag, names its pod: one batch mixes pods, in order."""
+    f = make_filter(kube_api, Use_Journal="on", **({"Kube_Node_Name": node} if node else {}))
+    web = web_entry("GET / 200")
+    app = docker_journal_entry(API_JOURNAL_NAME, API_ID, "paid", stderr=True)
+
+    async def body(f: KubernetesFilter) -> None:
+        recs = await enrich(f, "kube.docker.service", web, app, web_entry("GET /x 404"))
+        assert [r["MESSAGE"] for r in recs] == ["GET / 200", "paid", "GET /x 404"]
+        # The docker id comes from the pod's status (the name holds none), as in Fluent Bit.
+        assert recs[0] == {**web, "kubernetes": WEB_META}
+        assert list(recs[0]["kubernetes"]) == list(WEB_META)
+        k = recs[1]["kubernetes"]
+        assert (k["pod_name"], k["namespace_name"], k["container_name"]) == ("api-0", "payments", "app")
+        assert k["pod_id"] == "b7e2d1c0-3f4a-4b5c-8d9e-0a1b2c3d4e5f" and k["docker_id"] == API_ID
+        assert k["labels"] and recs[2]["kubernetes"] is recs[0]["kubernetes"]  # one lookup per container
+        # An old-style name with the container's hash: the name's hash wins, as in Fluent Bit.
+        hashed = web_entry("x", CONTAINER_NAME=WEB_JOURNAL_NAME.replace("k8s_nginx_", "k8s_nginx.3f2a1b0c_"))
+        [r] = await enrich(f, "anything", hashed)
+        assert r["kubernetes"]["container_hash"] == "3f2a1b0c"
+        assert r["kubernetes"]["container_image"] == WEB_META["container_image"]
+
+    run(f, body)
+    assert f.metrics.get("unenriched_records", 0) == 0
+    if node is None:
+        assert kube_api.count("/api/v1/namespaces/shop/pods/web-7d9c6b5f4-x2x8q") == 1
+        assert kube_api.count("/api/v1/namespaces/payments/pods/api-0") == 1
+
+
+def test_journal_entries_without_a_pod_name_pass_unchanged(kube_api: KubeApiServer,
+                                                           caplog: pytest.LogCaptureFixture) -> None:
+    """No CONTAINER_NAME (dockerd itself) or a name that is not a pod's: left as they are, counted, logged once."""
+    f = make_filter(kube_api, Use_Journal="on", Kube_Node_Name="node-a")
+    daemon = {"MESSAGE": "dockerd: starting", "_SYSTEMD_UNIT": "docker.service", "PRIORITY": "6"}
+    compose = docker_journal_entry("shop-db-1", "d" * 64, "not started by Kubernetes")
+
+    async def body(f: KubernetesFilter) -> None:
+        recs = await enrich(f, "kube.docker.service", daemon, compose, web_entry("ok"), compose)
+        assert recs[0] == daemon and recs[1] == compose and recs[3] == compose
+        assert recs[2]["kubernetes"]["pod_id"] == WEB_META["pod_id"]
+        assert await enrich(f, "kube.docker.service", compose, daemon) == [compose, daemon]
+
+    with caplog.at_level("WARNING"):
+        run(f, body)
+    assert f.metrics["journal_unnamed_records"] == 2 and f.metrics["journal_unmatched_records"] == 3
+    warned = [m for m in caplog.messages if "shop-db-1" in m]
+    assert len(warned) == 1 and "CONTAINER_NAME" in warned[0]
+    assert f.metrics.get("unenriched_records", 0) == 0
+
+
+def test_journal_regex_parser_splits_container_name(kube_api: KubeApiServer) -> None:
+    """Regex_Parser replaces the journal expression (and the tag prefix plays no part)."""
+    reg = ParserRegistry()
+    reg.add_parser({"name": "podman-names", "format": "regex",
+                    "regex": r"^(?<namespace_name>[^.]+)\.(?<pod_name>[^.]+)\.(?<container_name>[^.]+)$"})
+    f = make_filter(kube_api, parsers=reg, Use_Journal="on", Kube_Node_Name="node-a", Regex_Parser="podman-names",
+                    Kube_Tag_Prefix="never.matches.")
+    own = web_entry("mine", CONTAINER_NAME="shop.web-7d9c6b5f4-x2x8q.nginx")
+    dockershim = web_entry("k8s_ name")
+
+    async def body(f: KubernetesFilter) -> None:
+        r, d = await enrich(f, "kube.journal", own, dockershim)
+        assert r["kubernetes"] == WEB_META
+        assert d == dockershim  # the default expression is replaced, not added to
+
+    run(f, body)
+    assert f.metrics["journal_unmatched_records"] == 1
+
+
+def test_journal_merge_log_merges_log_not_message(kube_api: KubeApiServer) -> None:
+    """As Fluent Bit: Merge_Log reads 'log' in journal mode too; MESSAGE is merged once renamed to 'log'."""
+    f = make_filter(kube_api, Use_Journal="on", Kube_Node_Name="node-a", Merge_Log="on", Keep_Log="off")
+    g = make_filter(kube_api, Use_Journal="on", Kube_Node_Name="node-a", Merge_Log="on", Merge_Log_Key="app")
+    as_message = web_entry('{"level":"info"}')
+    renamed = web_entry("")  # what a modify filter's "Rename MESSAGE log" makes of an entry
+    del renamed["MESSAGE"]
+    renamed["log"] = '{"level":"warn","msg":" trimmed "}'
+
+    async def body(f: KubernetesFilter) -> None:
+        m, r = await enrich(f, "kube.journal", as_message, renamed)
+        assert m["MESSAGE"] == '{"level":"info"}' and "level" not in m and m["kubernetes"]["pod_name"]
+        assert r["level"] == "warn" and r["msg"] == "trimmed" and "log" not in r
+        assert r["kubernetes"] == WEB_META
+
+    async def body_key(g: KubernetesFilter) -> None:
+        [r] = await enrich(g, "kube.journal", renamed)
+        assert r["app"] == {"level": "warn", "msg": "trimmed"} and r["log"] == renamed["log"]
+
+    run(f, body)
+    run(g, body_key)
+
+
+def test_journal_annotations_apply_per_pod(kube_api: KubeApiServer) -> None:
+    """K8S-Logging.Exclude/Parser in a batch mixing pods: each record gets its own pod's annotations."""
+    f = make_filter(kube_api, Use_Journal="on", Kube_Node_Name="node-a", Merge_Log="on",
+                    **{"K8S-Logging.Parser": "on", "K8S-Logging.Exclude": "on"})
+    line = '10.0.0.1 - - [01/May/2024:10:00:00 +0000] "GET /pay HTTP/1.1" 200 12'
+    app = docker_journal_entry(API_JOURNAL_NAME, API_ID, "")
+    app["log"] = line
+    sidecar = docker_journal_entry(SIDECAR_JOURNAL_NAME, SIDECAR_ID, "envoy")
+    quiet = docker_journal_entry(QUIET_JOURNAL_NAME, QUIET_ID, "noise")
+
+    async def body(f: KubernetesFilter) -> None:
+        recs = await enrich(f, "kube.journal", quiet, web_entry("a"), sidecar, app, web_entry("b"), quiet)
+        assert [r.get("MESSAGE") for r in recs] == ["a", "", "b"]
+        assert recs[1]["path"] == "/pay" and recs[1]["kubernetes"]["container_name"] == "app"  # apache2
+        assert await enrich(f, "kube.journal", quiet, sidecar) == []
 
     run(f, body)
 

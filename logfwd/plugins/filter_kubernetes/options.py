@@ -19,9 +19,11 @@ OPTIONS: tuple[Option, ...] = (
     Option("Kube_Token_Command", "str", None, "shell command printing the token (instead of Kube_Token_File); "
            "run again after Kube_Token_TTL and after a 401"),
     Option("Kube_Tag_Prefix", "str", "kube.var.log.containers.",
-           "tag prefix cut off before the file name is split into pod, namespace, container and id"),
+           "tag prefix cut off before the file name is split into pod, namespace, container and id "
+           "(not used with Use_Journal)"),
     Option("Regex_Parser", "str", None,
-           "regex parser splitting the tag (after the prefix) into pod_name, namespace_name, container_name, docker_id"),
+           "regex parser splitting the tag (after the prefix), or CONTAINER_NAME with Use_Journal, into pod_name, "
+           "namespace_name, container_name, docker_id"),
     Option("Merge_Log", "bool", "off", "merge a JSON object (or Merge_Parser's fields) in 'log' into the record"),
     Option("Merge_Log_Key", "str", None, "put merged fields under this key instead of the record's root"),
     Option("Merge_Log_Trim", "bool", "on", "trim white space around merged string values"),
@@ -54,8 +56,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("tls.vhost", "str", None, "host name sent in SNI and checked in the certificate"),
     Option("tls.debug", "int", "-1", "Fluent Bit's TLS debug level",
            unsupported="handshake failures are logged as errors; there are no debug levels"),
-    Option("Use_Journal", "bool", "off", "take metadata from journald CONTAINER_NAME fields",
-           unsupported="container logs are read from files; the journal log driver is not supported"),
+    Option("Use_Journal", "bool", "off",
+           "records come from the journal (Docker's journald log driver): each record's CONTAINER_NAME names its "
+           "pod, namespace and container instead of the tag"),
     Option("Kube_Meta_Preload_Cache_Dir", "str", None, "directory of pod metadata files read at start",
            unsupported="the pod watch fills the cache at start"),
     Option("Dummy_Meta", "bool", "off", "attach fixed dummy metadata", unsupported="a testing aid of Fluent Bit"),

@@ -3,7 +3,9 @@
 The tag names the container's log file (``kube.var.log.containers.<pod>_<ns>_<container>-<id>.log``);
 the pod's metadata comes from the API (``source.py``) and is added under ``kubernetes``
 with Fluent Bit's field names, so dashboards built on Fluent Bit's records keep working.
-Every record of a batch has the same tag, so the lookup is once per batch.
+Every record of a batch has the same tag, so the lookup is once per batch. With
+``Use_Journal`` each record names its container in ``CONTAINER_NAME`` instead
+(``journal.py``), and the lookup is once per container of the batch.
 
 When the API cannot answer, records still get what the tag says (pod, namespace,
 container, id), are counted in ``unenriched_records``, and go on: metadata is an
@@ -13,6 +15,7 @@ addition, never a reason to hold or drop a line.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from typing import Any
 
 import trio
@@ -21,6 +24,7 @@ from logfwd.net.tls import tls_context
 from logfwd.plugin import Batch, ConfigValueError, Filter
 
 from .api import KubeApi, TokenSource
+from .journal import JournalGroups
 from .merge import merge_logs
 from .meta import MetaCache, NamespaceMeta, PodMeta
 from .options import OPTIONS, SA_DIR
@@ -61,6 +65,7 @@ class KubernetesFilter(Filter):
         self.merge_parser = self._parser("merge_parser", s.merge_parser) if s.merge_parser else None
         regex_parser = self._parser("regex_parser", s.regex_parser) if s.regex_parser else None
         self.tags = TagParser(s.kube_tag_prefix or "", regex_parser)
+        self.journal = JournalGroups(regex_parser, self.log, self.metrics) if s.use_journal else None
         self.parsers = parsers
         self.want_ns = bool(s.namespace_labels or s.namespace_annotations)
         self.want_pod = not s.namespace_metadata_only
@@ -110,9 +115,28 @@ class KubernetesFilter(Filter):
     # ------------------------------------------------------------------ data path
 
     async def filter_async(self, batch: Batch) -> Batch | None:
-        info = self.tags.parse(batch.tag)
-        if info is None:
+        groups = self._groups(batch)
+        if groups is None:
             return batch  # not a container log file: left as it is (Fluent Bit does the same)
+        excluded: list[int] = []
+        for info, idx in groups:
+            excluded += await self._apply(batch, info, idx)
+        if excluded:
+            if len(excluded) == len(batch.records):
+                return None
+            gone = set(excluded)
+            batch.select(i for i in range(len(batch.records)) if i not in gone)
+        return batch
+
+    def _groups(self, batch: Batch) -> Sequence[tuple[TagInfo, Sequence[int]]] | None:
+        """The containers of the batch's records: one named by the tag, or with Use_Journal one per CONTAINER_NAME."""
+        if self.journal is not None:
+            return self.journal.split(batch.records)
+        info = self.tags.parse(batch.tag)
+        return None if info is None else [(info, range(len(batch.records)))]
+
+    async def _apply(self, batch: Batch, info: TagInfo, idx: Sequence[int]) -> list[int]:
+        """Look up the container's pod, then exclude, merge and enrich its records; returns the excluded ones."""
         pod: PodMeta | None = None
         ns: NamespaceMeta | None = None
         if self.source is not None:
@@ -121,63 +145,66 @@ class KubernetesFilter(Filter):
             if self.want_ns:
                 ns = await self.source.namespace(info.namespace_name)
             if (self.want_pod and pod is None) or (self.want_ns and ns is None):
-                self.metrics.inc("unenriched_records", len(batch.records))
-        if pod is not None and self.settings.k8s_logging_exclude and self._exclude(batch, pod, info) == "all":
-            return None
-        self._enrich(batch, info, pod, ns)
-        return batch
+                self.metrics.inc("unenriched_records", len(idx))
+        excluded: list[int] = []
+        if pod is not None and self.settings.k8s_logging_exclude:
+            excluded = self._excluded(batch.records, idx, pod, info)
+            if excluded:
+                gone = set(excluded)
+                idx = [i for i in idx if i not in gone]
+        self._enrich(batch, idx, info, pod, ns)
+        return excluded
 
-    def _exclude(self, batch: Batch, pod: PodMeta, info: TagInfo) -> str:
-        """Drop the records the pod's ``fluentbit.io/exclude`` annotations exclude; "all" when none is left."""
+    def _excluded(self, records: list[dict[str, Any]], idx: Sequence[int], pod: PodMeta, info: TagInfo) -> list[int]:
+        """The records among ``idx`` that the pod's ``fluentbit.io/exclude`` annotations exclude."""
         ann = pod.annotations
         if not any(k.startswith("fluentbit.io/exclude") for k in ann):
-            return "none"
-        keep = []
+            return []
+        out = []
         memo: dict[Any, bool] = {}
-        for i, r in enumerate(batch.records):
-            stream = r.get("stream")
+        for i in idx:
+            stream = records[i].get("stream")
             ex = memo.get(stream)
             if ex is None:
                 v = annotation(ann, "fluentbit.io/exclude", info.container_name, stream if type(stream) is str else None)
                 ex = memo[stream] = (v or "").strip().lower() in _TRUE
-            if not ex:
-                keep.append(i)
-        if len(keep) == len(batch.records):
-            return "none"
-        if not keep:
-            return "all"
-        batch.select(keep)
-        return "some"
+            if ex:
+                out.append(i)
+        return out
 
-    def _enrich(self, batch: Batch, info: TagInfo, pod: PodMeta | None, ns: NamespaceMeta | None) -> None:
+    def _enrich(self, batch: Batch, idx: Sequence[int], info: TagInfo, pod: PodMeta | None,
+                ns: NamespaceMeta | None) -> None:
         s = self.settings
         if s.merge_log:
-            self._merge(batch, info, pod)
+            self._merge(batch, idx, info, pod)
         kube = self._kube_map(info, pod) if self.want_pod else None
         ns_map = self._ns_map(ns) if ns is not None else None
-        for r in batch.records:
+        recs = batch.records
+        for i in idx:
+            r = recs[i]
             if kube is not None:
-                r["kubernetes"] = kube  # shared by the batch's records: built once, never mutated
+                r["kubernetes"] = kube  # shared by the container's records: built once, never mutated
             if ns_map is not None:
                 r["kubernetes_namespace"] = ns_map
 
-    def _merge(self, batch: Batch, info: TagInfo, pod: PodMeta | None) -> None:
+    def _merge(self, batch: Batch, idx: Sequence[int], info: TagInfo, pod: PodMeta | None) -> None:
         s = self.settings
         recs = batch.records
         groups: dict[Any, list[int]] = {}
-        for i, r in enumerate(recs):
+        for i in idx:
+            r = recs[i]
             stream = r.get("stream") if type(r.get("stream")) is str else None
             groups.setdefault(stream, []).append(i)
-        for stream, idx in groups.items():
+        for stream, members in groups.items():
             parser = self.merge_parser
             if pod is not None and s.k8s_logging_parser:
                 name = annotation(pod.annotations, "fluentbit.io/parser", info.container_name, stream)
                 if name:
                     parser = self._suggested(name) or parser
-            n = merge_logs(recs, batch.times, idx, parser, key=s.merge_log_key, trim=bool(s.merge_log_trim),
+            n = merge_logs(recs, batch.times, members, parser, key=s.merge_log_key, trim=bool(s.merge_log_trim),
                            keep_log=bool(s.keep_log))
-            if n < len(idx):
-                self.metrics.inc("merge_skipped", len(idx) - n)
+            if n < len(members):
+                self.metrics.inc("merge_skipped", len(members) - n)
 
     def _suggested(self, name: str) -> Any:
         try:
@@ -205,14 +232,16 @@ class KubernetesFilter(Filter):
                 k["pod_ip"] = pod.pod_ip
         if info.container_name:
             k["container_name"] = info.container_name
-        if info.docker_id:
-            k["docker_id"] = info.docker_id
         c = pod.containers.get(info.container_name) if pod is not None and info.container_name else None
-        if c is not None:
-            if c.container_hash:
-                k["container_hash"] = c.container_hash
-            if c.container_image:
-                k["container_image"] = c.container_image
+        # As Fluent Bit: what the name held first (a journal name holds no id), then the pod's status.
+        docker_id = info.docker_id or (c.docker_id if c is not None else None)
+        if docker_id:
+            k["docker_id"] = docker_id
+        container_hash = info.container_hash or (c.container_hash if c is not None else None)
+        if container_hash:
+            k["container_hash"] = container_hash
+        if c is not None and c.container_image:
+            k["container_image"] = c.container_image
         return k
 
     def _ns_map(self, ns: NamespaceMeta) -> dict[str, Any]:

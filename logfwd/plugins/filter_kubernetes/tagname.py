@@ -1,9 +1,11 @@
-"""Pod, namespace, container and container id from a record's tag (the kubelet's log file name).
+"""Pod, namespace, container and container id from a name: the tag, or a journal entry's container name.
 
 The kubelet links every container's log as
 ``/var/log/containers/<pod>_<namespace>_<container>-<container id>.log``; tail tags it
 ``kube.var.log.containers.<that name>``. After ``Kube_Tag_Prefix`` is cut off, Fluent
-Bit's expression (or a ``Regex_Parser`` of the user's) splits the rest.
+Bit's expression (or a ``Regex_Parser`` of the user's) splits the rest. With
+``Use_Journal`` the same splitting applies to each record's ``CONTAINER_NAME`` with
+another expression (``journal.py``).
 """
 
 from __future__ import annotations
@@ -27,18 +29,21 @@ class TagInfo:
     namespace_name: str
     container_name: str | None
     docker_id: str | None
+    container_hash: str | None = None  # only a journal name (or a Regex_Parser) holds one
 
 
 class TagParser:
-    """Cuts the prefix and applies the default expression or a named regex parser.
+    """Cuts the prefix and applies the default expression (``regex``) or a named regex parser.
 
-    Results are memoised per tag: a node has a few hundred container files, and every
-    batch from one file carries the same tag.
+    Results are memoised per name: a node has a few hundred containers, and every
+    batch from one file carries the same tag (every entry of one container the same
+    journal name).
     """
 
-    def __init__(self, prefix: str, parser: Any = None) -> None:
+    def __init__(self, prefix: str, parser: Any = None, regex: re.Pattern[str] = DEFAULT_REGEX) -> None:
         self.prefix = prefix
         self.parser = parser
+        self.regex = regex
         self._memo: dict[str, TagInfo | None] = {}
 
     def parse(self, tag: str) -> TagInfo | None:
@@ -57,7 +62,7 @@ class TagParser:
             return None
         rest = tag[len(self.prefix) :]
         if self.parser is None:
-            m = DEFAULT_REGEX.search(rest)
+            m = self.regex.search(rest)
             fields: dict[str, Any] | None = m.groupdict() if m else None
         else:
             _, out = self.parser.parse_values([rest], 0, None)
@@ -65,4 +70,4 @@ class TagParser:
         if not fields or not fields.get("pod_name") or not fields.get("namespace_name"):
             return None
         return TagInfo(str(fields["pod_name"]), str(fields["namespace_name"]),
-                       fields.get("container_name"), fields.get("docker_id"))
+                       fields.get("container_name"), fields.get("docker_id"), fields.get("container_hash"))
