@@ -8,6 +8,9 @@ Elasticsearch stand-in receives the records. Along the way the API goes away (re
 keep flowing, unenriched for a pod it never described), comes back (enriched again), a
 watch gets 410 Gone, and a log file is rotated as the kubelet rotates: every line must
 arrive exactly once, with Fluent Bit's field names.
+
+The journal variant (Docker's journald log driver, ``Use_Journal On``) reads a real
+journal file written by ``systemd-journal-remote`` with a Fluent Bit config.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import shutil
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +30,8 @@ import pytest
 from .backends._proc import ManagedProcess, free_port, wait_for
 from .backends.es import EsServer
 from .backends.kubeapi import KubeApiServer, load_fixture
-from .kubekit import API_ID, SIDECAR_ID, WEB_ID, WEB_META
+from .e2ekit import Logfwd
+from .kubekit import API_ID, API_JOURNAL_NAME, SIDECAR_ID, WEB_ID, WEB_JOURNAL_NAME, WEB_META, docker_journal_entry
 
 pytestmark = pytest.mark.backend
 
@@ -207,3 +212,76 @@ def test_node_pipeline_end_to_end(tmp_path: Path, kube_api: KubeApiServer, es_se
     assert not [d for d in docs if d.get("kubernetes", {}).get("container_name") == "sidecar"]  # excluded
     assert len(docs) == 85 + 20 + 10
     assert os.path.exists(tmp_path / "state" / "tail.db")
+
+
+def test_docker_journald_log_driver_end_to_end(tmp_path: Path, kube_api: KubeApiServer,
+                                               journal_remote_dir: Callable[..., Path], logfwds: list[Logfwd]) -> None:
+    """A Fluent Bit config for Docker's journald log driver: systemd input, Use_Journal On, pods' metadata out.
+
+    The journal file holds dockerd's own line, lines of two pods' containers and of a container
+    Kubernetes did not start; the modify filter renames MESSAGE to log so that Merge_Log (which
+    reads 'log', as in Fluent Bit) merges the JSON line.
+    """
+    t0 = 1_700_000_000_000_000
+    dockerd = {"MESSAGE": "API listen on /run/docker.sock", "SYSLOG_IDENTIFIER": "dockerd",
+               "_SYSTEMD_UNIT": "docker.service"}
+    journal = journal_remote_dir([
+        (dockerd, t0),
+        (docker_journal_entry(WEB_JOURNAL_NAME, WEB_ID, "GET / 200"), t0 + 1000),
+        (docker_journal_entry(API_JOURNAL_NAME, API_ID, '{"level":"info","msg":"paid"}', stderr=True), t0 + 2000),
+        (docker_journal_entry("registry", "9" * 64, "not a pod's"), t0 + 3000),
+        (docker_journal_entry(WEB_JOURNAL_NAME, WEB_ID, "GET /health 200"), t0 + 4000),
+    ])
+    out = tmp_path / "out" / "records.json"
+    lf = Logfwd(tmp_path / "logfwd", f"""[INPUT]
+    Name   systemd
+    Path   {journal}
+    Tag    kube.*
+    DB     {tmp_path}/journal.db
+
+[FILTER]
+    Name   modify
+    Match  kube.*
+    Rename MESSAGE log
+
+[FILTER]
+    Name            kubernetes
+    Alias           k8s
+    Match           kube.*
+    Use_Journal     On
+    Merge_Log       On
+    Kube_URL        {kube_api.url}
+    Kube_CA_File    {kube_api.crt}
+    Kube_Token_File {kube_api.token_file}
+    Kube_Node_Name  node-a
+
+[OUTPUT]
+    Name   file
+    Match  *
+    Path   {out.parent}
+    File   {out.name}
+    Format plain
+    Mkdir  On
+""")
+    logfwds.append(lf)
+    lf.start()
+
+    def records() -> list[dict[str, Any]]:
+        return [json.loads(line) for line in out.read_text().splitlines()] if out.exists() else []
+
+    lf.wait(lambda: len(records()) >= 5, 60, "the journal's five entries in the output")
+    assert lf.counter("filter", "k8s", "journal_unnamed_records") == 1  # dockerd's own line
+    assert lf.counter("filter", "k8s", "journal_unmatched_records") == 1  # the registry container
+    lf.stop()
+    assert "Traceback" not in lf.log.read_text()
+    recs = records()
+    assert [r["log"] for r in recs] == ["API listen on /run/docker.sock", "GET / 200",
+                                        '{"level":"info","msg":"paid"}', "not a pod's", "GET /health 200"]
+    assert "kubernetes" not in recs[0] and "kubernetes" not in recs[3]  # not a pod's: passed as they were
+    assert recs[1]["kubernetes"] == WEB_META and recs[4]["kubernetes"] == WEB_META
+    assert recs[1]["CONTAINER_NAME"] == WEB_JOURNAL_NAME and recs[1]["_SYSTEMD_UNIT"] == "docker.service"
+    api = recs[2]
+    assert api["level"] == "info" and api["msg"] == "paid"  # merged
+    assert api["kubernetes"]["pod_id"] == "b7e2d1c0-3f4a-4b5c-8d9e-0a1b2c3d4e5f"
+    assert api["kubernetes"]["container_name"] == "app" and api["kubernetes"]["docker_id"] == API_ID
+    assert kube_api.count("/api/v1/pods", watch=False) == 1  # the node's pods were listed, not fetched one by one
