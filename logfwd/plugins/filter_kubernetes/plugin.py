@@ -180,8 +180,7 @@ class KubernetesFilter(Filter):
         kube = self._kube_map(info, pod) if self.want_pod else None
         ns_map = self._ns_map(ns) if ns is not None else None
         recs = batch.records
-        for i in idx:
-            r = recs[i]
+        for r in recs if len(idx) == len(recs) else [recs[i] for i in idx]:  # the whole batch: no indexing
             if kube is not None:
                 r["kubernetes"] = kube  # shared by the container's records: built once, never mutated
             if ns_map is not None:
