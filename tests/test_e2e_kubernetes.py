@@ -10,7 +10,8 @@ watch gets 410 Gone, and a log file is rotated as the kubelet rotates: every lin
 arrive exactly once, with Fluent Bit's field names.
 
 The journal variant (Docker's journald log driver, ``Use_Journal On``) reads a real
-journal file written by ``systemd-journal-remote`` with a Fluent Bit config.
+journal file written by ``systemd-journal-remote`` with a Fluent Bit config, and runs
+the same file and config through Fluent Bit itself (when ``fluent-bit`` is on PATH).
 """
 
 from __future__ import annotations
@@ -31,12 +32,24 @@ from .backends._proc import ManagedProcess, free_port, wait_for
 from .backends.es import EsServer
 from .backends.kubeapi import KubeApiServer, load_fixture
 from .e2ekit import Logfwd
-from .kubekit import API_ID, API_JOURNAL_NAME, SIDECAR_ID, WEB_ID, WEB_JOURNAL_NAME, WEB_META, docker_journal_entry
+from .kubekit import (
+    API_ID,
+    API_JOURNAL_NAME,
+    QUIET_ID,
+    QUIET_JOURNAL_NAME,
+    SIDECAR_ID,
+    SIDECAR_JOURNAL_NAME,
+    WEB_ID,
+    WEB_JOURNAL_NAME,
+    WEB_META,
+    docker_journal_entry,
+)
 
 pytestmark = pytest.mark.backend
 
 ROOT = Path(__file__).resolve().parent.parent
 LOGFWD = str(Path(sys.executable).parent / "logfwd")
+FLUENT_BIT = shutil.which("fluent-bit")
 INDEX = "logstash-*"
 
 
@@ -285,3 +298,86 @@ def test_docker_journald_log_driver_end_to_end(tmp_path: Path, kube_api: KubeApi
     assert api["kubernetes"]["pod_id"] == "b7e2d1c0-3f4a-4b5c-8d9e-0a1b2c3d4e5f"
     assert api["kubernetes"]["container_name"] == "app" and api["kubernetes"]["docker_id"] == API_ID
     assert kube_api.count("/api/v1/pods", watch=False) == 1  # the node's pods were listed, not fetched one by one
+
+
+def _json_lines(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+@pytest.mark.skipif(FLUENT_BIT is None, reason="fluent-bit is not on PATH")
+def test_use_journal_matches_fluent_bit(tmp_path: Path, kube_api: KubeApiServer,
+                                        journal_remote_dir: Callable[..., Path], logfwds: list[Logfwd]) -> None:
+    """One journal file through Fluent Bit and through logfwd, same config: the same records but those naming no pod.
+
+    Fluent Bit drops a record without CONTAINER_NAME, or with one that does not split; logfwd
+    passes it. (Fluent Bit v5.1.1 also drops every later record of the same chunk after a name
+    that does not split, so that one comes last here.) The exclude annotations, Merge_Log of
+    the message renamed to 'log' and a name carrying the container's hash are compared too.
+    """
+    t0 = 1_700_000_000_000_000
+    exporter = WEB_JOURNAL_NAME.replace("k8s_nginx_", "k8s_exporter.3f2a1b0c_")
+    dockerd = {"MESSAGE": "API listen on /run/docker.sock", "SYSLOG_IDENTIFIER": "dockerd",
+               "_SYSTEMD_UNIT": "docker.service"}
+    entries: list[dict[str, str]] = [
+        dockerd,
+        docker_journal_entry(WEB_JOURNAL_NAME, WEB_ID, "GET / 200"),
+        docker_journal_entry(API_JOURNAL_NAME, API_ID, '{"level":"info"}', stderr=True),
+        docker_journal_entry(exporter, "e" * 64, "scraped"),
+        docker_journal_entry(SIDECAR_JOURNAL_NAME, SIDECAR_ID, "envoy"),  # fluentbit.io/exclude-sidecar
+        docker_journal_entry(QUIET_JOURNAL_NAME, QUIET_ID, "noise"),  # fluentbit.io/exclude
+        docker_journal_entry(WEB_JOURNAL_NAME, WEB_ID, "GET /health 200"),
+        docker_journal_entry("registry", "9" * 64, "not a pod's"),
+    ]
+    journal = journal_remote_dir([(e, t0 + i * 1000) for i, e in enumerate(entries)])
+
+    def body(out: Path) -> str:
+        return f"""[INPUT]
+    Name   systemd
+    Path   {journal}
+    Tag    kube.*
+
+[FILTER]
+    Name   modify
+    Match  kube.*
+    Rename MESSAGE log
+
+[FILTER]
+    Name                kubernetes
+    Match               kube.*
+    Use_Journal         On
+    Merge_Log           On
+    Merge_Log_Key       app
+    K8S-Logging.Exclude On
+    Kube_URL            {kube_api.url}
+    Kube_CA_File        {kube_api.crt}
+    Kube_Token_File     {kube_api.token_file}
+
+[OUTPUT]
+    Name   file
+    Match  *
+    Path   {out.parent}
+    File   {out.name}
+    Format plain
+"""
+
+    fb_out, lf_out = tmp_path / "fb" / "records.json", tmp_path / "logfwd" / "records.json"
+    fb_out.parent.mkdir()
+    (tmp_path / "fb.conf").write_text("[SERVICE]\n    Flush 0.2\n    Grace 2\n\n" + body(fb_out))
+    fb = ManagedProcess([str(FLUENT_BIT), "-c", str(tmp_path / "fb.conf")], tmp_path / "fb.log").start()
+    try:
+        wait_for(lambda: len(_json_lines(fb_out)) >= 4, 60, "Fluent Bit's records", tmp_path / "fb.log")
+    finally:
+        fb.stop(timeout=30)  # flushes anything later (there must be nothing)
+    lf = Logfwd(tmp_path / "logfwd", body(lf_out))
+    logfwds.append(lf)
+    lf.start()
+    lf.wait(lambda: len(_json_lines(lf_out)) >= 6, 60, "logfwd's records")
+    lf.stop()
+
+    fb_recs, lf_recs = _json_lines(fb_out), _json_lines(lf_out)
+    assert [r["log"] for r in fb_recs] == ["GET / 200", '{"level":"info"}', "scraped", "GET /health 200"]
+    assert [r for r in lf_recs if "kubernetes" in r] == fb_recs
+    assert [r["log"] for r in lf_recs if "kubernetes" not in r] == ["API listen on /run/docker.sock", "not a pod's"]
+    assert fb_recs[0]["kubernetes"] == WEB_META
+    assert fb_recs[1]["app"] == {"level": "info"} and fb_recs[1]["kubernetes"]["pod_name"] == "api-0"
+    assert fb_recs[2]["kubernetes"]["container_hash"] == "3f2a1b0c"  # the name's, not the status's
