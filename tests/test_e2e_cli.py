@@ -20,7 +20,7 @@ import pytest
 import trio
 from prometheus_client.parser import text_string_to_metric_families
 
-from .backends._proc import free_port, wait_for
+from .backends._proc import free_port
 from .clikit import DaemonExited, file_lines, json_lines, run_until, stop, wait_until, wait_until_async
 from .e2ekit import Logfwd
 
@@ -128,7 +128,7 @@ def test_prometheus_counts_match_delivered(tmp_path: Path) -> None:
         proc.stdin.write(b"".join(b'{"n": %d}\n' % i for i in range(1234)))
         proc.stdin.flush()
         out = tmp_path / "out.txt"
-        wait_for(lambda: out.exists() and len(out.read_text().splitlines()) == 1234, 30, "records in the file")
+        wait_until(lambda: out.exists() and len(out.read_text().splitlines()) == 1234, 30, "records in the file", proc)
 
         def prom() -> dict[str, float]:
             _, body = http_get(port, "/api/v1/metrics/prometheus")
@@ -138,7 +138,7 @@ def test_prometheus_counts_match_delivered(tmp_path: Path) -> None:
                     vals[f"{s.name}{{{s.labels.get('name', '')}}}"] = s.value
             return vals
 
-        wait_for(lambda: prom().get("logfwd_output_proc_records_total{file.0}") == 1234, 10, "metrics")
+        wait_until(lambda: prom().get("logfwd_output_proc_records_total{file.0}") == 1234, 10, "metrics", proc)
         vals = prom()
         assert vals["logfwd_input_records_total{stdin.0}"] == 1234
         status, body = http_get(port, "/api/v1/metrics")
@@ -183,7 +183,7 @@ pipeline:
     def read_in() -> float:
         return json.loads(http_get(port, "/api/v1/metrics")[1])["input"]["stdin.0"]["records"]
 
-    wait_for(lambda: read_in() == n, 30, "input to read everything")
+    wait_until(lambda: read_in() == n, 30, "input to read everything", proc)
     assert not (tmp_path / "out.txt").exists()  # still buffered: flush is 60 s away
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=30)
@@ -216,9 +216,9 @@ def test_second_signal_exits_at_once(tmp_path: Path) -> None:
     with open(log, "wb") as err:
         proc = subprocess.Popen([LOGFWD, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=err)
         try:
-            wait_for(lambda: "will be retried" in log.read_text(), 30, "a failed flush")
+            wait_until(lambda: "will be retried" in log.read_text(), 30, "a failed flush", (proc, log))
             proc.send_signal(signal.SIGTERM)
-            wait_for(lambda: "flushing within 60.0s" in log.read_text(), 30, "the drain")
+            wait_until(lambda: "flushing within 60.0s" in log.read_text(), 30, "the drain", (proc, log))
             assert proc.poll() is None  # still draining: the grace period is a minute
             proc.send_signal(signal.SIGTERM)
             proc.wait(timeout=20)  # long before the grace period would end
