@@ -107,22 +107,31 @@ def stderr_tail(proc: subprocess.Popen[Any], source: Path | IO[Any] | None = Non
     return "\n".join(lines)[-4000:] if lines else "(it wrote nothing to stderr)"
 
 
+def _argv(proc: subprocess.Popen[Any]) -> str:
+    return proc.args if isinstance(proc.args, str) else " ".join(map(str, proc.args))
+
+
 def exited(what: str, watched: tuple[Watched, ...]) -> DaemonExited | None:
     """``DaemonExited`` for the first watched process that has exited, or None while all run."""
     for w in watched:
         proc, source = _unpack(w)
         if proc is None or proc.poll() is None:
             continue
-        args = proc.args if isinstance(proc.args, str) else " ".join(map(str, proc.args))
-        return DaemonExited(f"gave up waiting for {what}: {args[:300]} exited with code {proc.returncode}; "
+        return DaemonExited(f"gave up waiting for {what}: {_argv(proc)[:300]} exited with code {proc.returncode}; "
                             f"the last lines of its stderr:\n{stderr_tail(proc, source)}")
     return None
 
 
-def _timed_out(what: str, timeout: float) -> Callable[[Exception | None], AssertionError]:
+def _timed_out(what: str, timeout: float, watched: tuple[Watched, ...]) -> Callable[[Exception | None], AssertionError]:
     def expired(last: Exception | None) -> AssertionError:
-        tail = f" (last error from the check: {last!r})" if last is not None else ""
-        return AssertionError(f"timed out after {timeout}s waiting for {what}{tail}")
+        msg = f"timed out after {timeout}s waiting for {what}"
+        if last is not None:
+            msg += f" (last error from the check: {last!r})"
+        for w in watched:  # the logs of the (live) processes, when they are in files: a PIPE is left to the test
+            proc, source = _unpack(w)
+            if proc is not None and source is not None:
+                msg += f"\nthe last lines of {_argv(proc)[:200]}:\n{stderr_tail(proc, source)}"
+        return AssertionError(msg)
 
     return expired
 
@@ -135,15 +144,16 @@ def wait_until(check: Callable[[], object], timeout: float, what: str, *watched:
     Fluent Bit peer...) that exits before the condition holds raises ``DaemonExited``
     with its argv, exit code and the last lines of its stderr: the test fails in a
     moment with the daemon's own error rather than after its timeout with none. At the
-    deadline a plain ``AssertionError`` names ``what`` and ``timeout``.
+    deadline a plain ``AssertionError`` names ``what`` and ``timeout`` (with the last
+    lines of the watched processes' logs that are files).
     """
-    for pause in poll(check, timeout, lambda: exited(what, watched), _timed_out(what, timeout), POLL_INTERVAL):
+    for pause in poll(check, timeout, lambda: exited(what, watched), _timed_out(what, timeout, watched), POLL_INTERVAL):
         time.sleep(pause)
 
 
 async def wait_until_async(check: Callable[[], object], timeout: float, what: str, *watched: Watched) -> None:
     """``wait_until`` for trio tests: the same loop, sleeping with ``trio.sleep`` so other tasks run."""
-    for pause in poll(check, timeout, lambda: exited(what, watched), _timed_out(what, timeout), POLL_INTERVAL):
+    for pause in poll(check, timeout, lambda: exited(what, watched), _timed_out(what, timeout, watched), POLL_INTERVAL):
         await trio.sleep(pause)
 
 
