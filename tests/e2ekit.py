@@ -21,6 +21,7 @@ import pytest
 
 from .backends._proc import ManagedProcess, free_port, wait_for
 from .backends.es import EsServer, noida_binary
+from .clikit import wait_until
 
 LOGFWD = str(Path(sys.executable).parent / "logfwd")
 DRAIN_TIMEOUT = 90.0
@@ -66,15 +67,9 @@ class Logfwd:
         self.wait(lambda: self.metrics() is not None, 30, "logfwd metrics API")
         return self
 
-    def exited(self) -> str | None:
-        """Why waiting on this daemon is pointless (it exited, with its output's tail), or None."""
-        if self.proc is None or self.proc.poll() is None:
-            return None
-        return f"logfwd exited with {self.proc.returncode}:\n{self.log_tail()}"
-
-    def wait(self, check: Callable[[], bool], timeout: float, what: str) -> None:
-        """Wait for ``check`` with a deadline, but fail at once if the daemon has exited."""
-        wait_for(check, timeout, what, self.log, gone=self.exited)
+    def wait(self, check: Callable[[], object], timeout: float, what: str) -> None:
+        """Wait for ``check`` with a deadline, but fail at once (``DaemonExited``) if the daemon has exited."""
+        wait_until(check, timeout, what, self)
 
     def metrics(self) -> dict[str, Any] | None:
         if self.proc is not None and self.proc.poll() is not None:

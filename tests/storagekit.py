@@ -15,11 +15,13 @@ import sys
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import psutil
 
 from logfwd.engine.storage.format import CorruptChunk, parse_chunk
+from tests.clikit import wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 _SCRIPT = Path(sys.executable).with_name("logfwd")
@@ -59,10 +61,16 @@ class Daemon:
         # Signal handlers are installed before the pipeline reports "started:". Wait for that line of
         # *this* start: a stop right after a restart found the previous start's line and sent SIGTERM to
         # a process still importing (exit -15, no drain).
-        wait_until(lambda: b"] started: " in self.log.read_bytes()[self._mark:] or self.proc.poll() is not None, 30)
+        proc = self.proc
+        wait_until(lambda: b"] started: " in self.log.read_bytes()[self._mark:] or proc.poll() is not None, 30,
+                   "the daemon's started line (or its exit) before SIGTERM")
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
         return self.proc.wait(timeout)
+
+    def wait(self, check: Callable[[], object], timeout: float, what: str) -> None:
+        """``clikit.wait_until`` on this daemon: it fails at once, with the log's tail, if the daemon exits."""
+        wait_until(check, timeout, what, self)
 
     def rss(self) -> int:
         assert self.proc is not None
@@ -83,6 +91,23 @@ def count_numbers(path: Path) -> Counter[int]:
     except FileNotFoundError:
         return Counter()
     return Counter(int(m) for m in NUM_RE.findall(data))
+
+
+def numbers_arrived(path: Path, n: int) -> Callable[[], bool]:
+    """A ``wait`` check: the numbers 0..n-1 are all in ``path``.
+
+    While they are not, it raises with how many are missing and the first of them, which
+    the wait shows at its deadline.
+    """
+
+    def check() -> bool:
+        got = count_numbers(path)
+        missing = sorted(set(range(n)) - set(got))
+        if not missing:
+            return True
+        raise AssertionError(f"{len(missing)} of {n} numbers missing, first {missing[:10]}")
+
+    return check
 
 
 def durable_numbers(out: Path, storage: Path) -> set[int]:
@@ -177,23 +202,16 @@ class SyslogSender(threading.Thread):
         sock.close()
 
 
-def wait_until(check, timeout: float) -> bool:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        time.sleep(0.1)
-    return bool(check())
-
-
-def wait_stable(path: Path, quiet: float = 2.0, timeout: float = 60) -> None:
-    """Wait until ``path`` has stopped growing for ``quiet`` seconds."""
-    deadline = time.monotonic() + timeout
+def wait_stable(path: Path, d: Daemon, quiet: float = 2.0, timeout: float = 60) -> None:
+    """Wait until ``path`` has stopped growing for ``quiet`` seconds (the daemon ``d`` writing it must not exit)."""
     last, since = -1, time.monotonic()
-    while time.monotonic() < deadline:
+
+    def stable() -> bool:
+        nonlocal last, since
         size = path.stat().st_size if path.exists() else 0
         if size != last:
             last, since = size, time.monotonic()
-        elif time.monotonic() - since >= quiet:
-            return
-        time.sleep(0.1)
+            return False
+        return time.monotonic() - since >= quiet
+
+    d.wait(stable, timeout, f"{path.name} to stop growing for {quiet}s")

@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.backends._proc import free_port
-from tests.clikit import metrics, stop
+from tests.clikit import DaemonExited, metrics, stop, wait_until
 from tests.tailkit import LINE_RE, NumberedWriter
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -255,12 +255,12 @@ class Storm:
         return None
 
     def wait(self, pred: Callable[[], bool], timeout: float, what: str) -> None:
-        deadline = time.monotonic() + timeout
-        while not pred():
-            if time.monotonic() > deadline:
-                log = (self.tmp / "daemon.log").read_text(errors="replace")[-3000:]
-                raise AssertionError(f"timed out ({timeout}s) waiting for {what}; ops so far: {self.log}\n{log}")
-            time.sleep(0.02)
+        """``wait_until`` on the daemon (a dead one fails the wait at once); the failure carries the ops so far."""
+        assert self.daemon is not None
+        try:
+            wait_until(pred, timeout, what, (self.daemon, self.tmp / "daemon.log"))
+        except AssertionError as e:
+            raise type(e)(f"{e}\nops so far: {self.log}") from None
 
     # ------------------------------------------------------------ writer
 
@@ -368,15 +368,24 @@ class Storm:
         Rotate_Wait passes while the rotated files are not drained; then the output resumes."""
         self.sink.stall(True)
         try:
-            last, since, deadline = self.metric("records"), time.monotonic(), time.monotonic() + 6
-            while time.monotonic() < deadline:
-                time.sleep(0.1)
+            last, since = self.metric("records"), time.monotonic()
+
+            def paused() -> bool:
+                """The writers go on, the input reads nothing for 0.6 s: paused."""
+                nonlocal last, since
                 now = self.metric("records")
                 if now != last:
                     last, since = now, time.monotonic()
-                elif time.monotonic() - since > 0.6:
-                    self.stalls_paused += 1  # the writers go on, the input reads nothing: paused
-                    break
+                    return False
+                return time.monotonic() - since > 0.6
+
+            try:
+                self.wait(paused, 6, "the input to pause")
+                self.stalls_paused += 1
+            except DaemonExited:
+                raise  # a dead daemon reads nothing either: that is no pause
+            except AssertionError:
+                pass  # not paused within 6 s: an observation, counted by stalls_paused (test_storm_exactly_once)
             for lf in self.rng.sample(self.files, 2):
                 self.rename(lf)
                 self.log.append(f"  stalled-rename {lf.path.name}")

@@ -5,19 +5,23 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
+import trio
 from prometheus_client.parser import text_string_to_metric_families
 
-from .backends._proc import free_port, wait_for
-from .clikit import file_lines, json_lines, run_until
+from .backends._proc import free_port
+from .clikit import DaemonExited, file_lines, json_lines, run_until, stop, wait_until, wait_until_async
 from .e2ekit import Logfwd
 
 LOGFWD = str(Path(sys.executable).parent / "logfwd")
@@ -124,7 +128,7 @@ def test_prometheus_counts_match_delivered(tmp_path: Path) -> None:
         proc.stdin.write(b"".join(b'{"n": %d}\n' % i for i in range(1234)))
         proc.stdin.flush()
         out = tmp_path / "out.txt"
-        wait_for(lambda: out.exists() and len(out.read_text().splitlines()) == 1234, 30, "records in the file")
+        wait_until(lambda: out.exists() and len(out.read_text().splitlines()) == 1234, 30, "records in the file", proc)
 
         def prom() -> dict[str, float]:
             _, body = http_get(port, "/api/v1/metrics/prometheus")
@@ -134,7 +138,7 @@ def test_prometheus_counts_match_delivered(tmp_path: Path) -> None:
                     vals[f"{s.name}{{{s.labels.get('name', '')}}}"] = s.value
             return vals
 
-        wait_for(lambda: prom().get("logfwd_output_proc_records_total{file.0}") == 1234, 10, "metrics")
+        wait_until(lambda: prom().get("logfwd_output_proc_records_total{file.0}") == 1234, 10, "metrics", proc)
         vals = prom()
         assert vals["logfwd_input_records_total{stdin.0}"] == 1234
         status, body = http_get(port, "/api/v1/metrics")
@@ -179,7 +183,7 @@ pipeline:
     def read_in() -> float:
         return json.loads(http_get(port, "/api/v1/metrics")[1])["input"]["stdin.0"]["records"]
 
-    wait_for(lambda: read_in() == n, 30, "input to read everything")
+    wait_until(lambda: read_in() == n, 30, "input to read everything", proc)
     assert not (tmp_path / "out.txt").exists()  # still buffered: flush is 60 s away
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=30)
@@ -212,9 +216,9 @@ def test_second_signal_exits_at_once(tmp_path: Path) -> None:
     with open(log, "wb") as err:
         proc = subprocess.Popen([LOGFWD, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=err)
         try:
-            wait_for(lambda: "will be retried" in log.read_text(), 30, "a failed flush")
+            wait_until(lambda: "will be retried" in log.read_text(), 30, "a failed flush", (proc, log))
             proc.send_signal(signal.SIGTERM)
-            wait_for(lambda: "flushing within 60.0s" in log.read_text(), 30, "the drain")
+            wait_until(lambda: "flushing within 60.0s" in log.read_text(), 30, "the drain", (proc, log))
             assert proc.poll() is None  # still draining: the grace period is a minute
             proc.send_signal(signal.SIGTERM)
             proc.wait(timeout=20)  # long before the grace period would end
@@ -315,7 +319,110 @@ def test_a_wait_on_an_exited_daemon_fails_at_once_with_its_output(tmp_path: Path
     lf = Logfwd(tmp_path, "[INPUT]\n    Name dummy\n    Tag t\n\n[OUTPUT]\n    Name null\n    Match *\n").start()
     try:
         assert lf.signal(signal.SIGKILL) == -signal.SIGKILL
-        with pytest.raises(RuntimeError, match="logfwd exited with -9"):
+        with pytest.raises(DaemonExited, match="exited with code -9"):
             lf.wait_counter("output", "null.0", "proc_records", 10**9, timeout=3600)
+    finally:
+        lf.stop()
+
+
+def _port_taken_conf(tmp_path: Path, port: int) -> Path:
+    conf = tmp_path / "taken.conf"
+    conf.write_text(f"""[SERVICE]
+    Flush        0.2
+    HTTP_Server  On
+    HTTP_Listen  127.0.0.1
+    HTTP_Port    {port}
+
+[INPUT]
+    Name  dummy
+
+[OUTPUT]
+    Name  null
+    Match *
+""")
+    return conf
+
+
+def _never() -> bool:
+    """The condition of the exit tests (not the metrics API: the taken port accepts TCP and then never answers)."""
+    return False
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("stderr", ["pipe", "file object", "path", "closed file object", "not captured"])
+def test_wait_until_fails_at_once_when_the_daemon_cannot_start(tmp_path: Path, stderr: str) -> None:
+    """A daemon whose HTTP port is taken exits at start-up: ``wait_until`` raises ``DaemonExited``
+    with its exit code and its one-line error (read from a PIPE, a file object or a log path),
+    not a bare time-out an hour later (the test's own timeout would fire first)."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        argv = [LOGFWD, "-c", str(_port_taken_conf(tmp_path, port))]
+        log = tmp_path / "daemon.log"
+        fh = None
+        if stderr == "pipe":
+            proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            watched: Any = proc
+        elif stderr == "not captured":
+            proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            watched = proc
+        elif stderr == "closed file object":
+            with open(log, "wb") as fh:
+                proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=fh)
+            watched = (proc, fh)
+        else:
+            fh = tempfile.TemporaryFile() if stderr == "file object" else open(log, "wb")
+            proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=fh)
+            watched = (proc, fh if stderr == "file object" else log)
+        try:
+            with pytest.raises(DaemonExited) as exc:
+                wait_until(_never, 3600, "records delivered", watched)
+        finally:
+            stop(proc)
+            if fh is not None:
+                fh.close()
+    msg = str(exc.value)
+    assert "records delivered" in msg and LOGFWD in msg and "exited with code 1" in msg, msg
+    if stderr == "not captured":
+        assert "not captured" in msg, msg
+    else:
+        assert f"cannot listen on 127.0.0.1:{port}/tcp: address already in use" in msg, msg
+
+
+@pytest.mark.timeout(120)
+def test_wait_until_async_fails_at_once_when_the_daemon_cannot_start(tmp_path: Path) -> None:
+    """The trio flavour has the same contract: ``DaemonExited`` with the exit code and the error line."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        proc = subprocess.Popen([LOGFWD, "-c", str(_port_taken_conf(tmp_path, port))], stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE)
+        try:
+            with pytest.raises(DaemonExited, match="exited with code 1") as exc:
+                trio.run(wait_until_async, _never, 3600, "records delivered", proc)
+        finally:
+            stop(proc)
+    assert "address already in use" in str(exc.value)
+
+
+def test_wait_until_on_a_live_daemon_fails_at_its_deadline(tmp_path: Path) -> None:
+    """A running daemon whose condition never holds: a plain AssertionError at the deadline
+    (not ``DaemonExited``) naming what was awaited, the timeout and the check's last error."""
+    lf = Logfwd(tmp_path, "[INPUT]\n    Name dummy\n    Tag t\n\n[OUTPUT]\n    Name null\n    Match *\n").start()
+    try:
+        with pytest.raises(AssertionError) as exc:
+            wait_until(lambda: False, 1.5, "a condition that never holds", lf.proc)
+        assert not isinstance(exc.value, DaemonExited)
+        assert "a condition that never holds" in str(exc.value) and "1.5s" in str(exc.value)
+
+        def broken() -> bool:
+            raise ValueError("no such counter yet")
+
+        with pytest.raises(AssertionError, match="no such counter yet") as exc:
+            trio.run(wait_until_async, broken, 1, "a broken check", lf.proc)
+        assert not isinstance(exc.value, DaemonExited)
+        assert lf.proc is not None and lf.proc.poll() is None  # it ran all along
     finally:
         lf.stop()

@@ -15,8 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.backends._proc import ManagedProcess, free_port, port_open, wait_for
+from tests.backends._proc import ManagedProcess, free_port, port_open
 from tests.backends.es import EsServer
+from tests.clikit import wait_until
 from tests.fluentbitkit import DUMMY, LUA, N, fb_record
 
 FLUENT_BIT = shutil.which("fluent-bit")
@@ -81,10 +82,10 @@ def test_fluent_bit_through_logfwd_to_es_matches_fluent_bit_direct(tmp_path: Pat
     logfwd = ManagedProcess([LOGFWD, "-c", str(tmp_path / "logfwd.conf")], tmp_path / "logfwd.log").start()
     fb: ManagedProcess | None = None
     try:
-        wait_for(lambda: port_open(fwd_port), 30, "logfwd forward input", tmp_path / "logfwd.log")
+        wait_until(lambda: port_open(fwd_port), 30, "logfwd forward input", logfwd)
         fb = ManagedProcess([str(FLUENT_BIT), "-c", str(tmp_path / "fb.conf")], tmp_path / "fb.log").start()
-        wait_for(lambda: es_server.count("via-logfwd") >= N and es_server.count("fb-direct") >= N, 90,
-                 f"{N} documents in both indices", tmp_path / "logfwd.log")
+        wait_until(lambda: es_server.count("via-logfwd") >= N and es_server.count("fb-direct") >= N, 90,
+                   f"{N} documents in both indices", logfwd, fb)
     finally:
         if fb is not None:
             fb.stop()

@@ -34,8 +34,9 @@ from pathlib import Path
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from .backends._proc import free_port, wait_for
+from .backends._proc import free_port
 from .backends.kafka import KafkaBroker
+from .clikit import wait_until
 from .e2ekit import Logfwd
 
 N = int(os.environ.get("LOGFWD_E2E_N", "60000"))
@@ -149,16 +150,16 @@ def test_three_aggregators_kill_and_join_lose_nothing(kafka_broker: KafkaBroker,
     for p in procs:
         logfwds.append(p.start())
     # The group has formed when each member logged an assignment.
-    wait_for(lambda: all("assigned " + topic in p.log_tail() for p in procs), 60, "three members assigned",
-             procs[0].log)
+    wait_until(lambda: all("assigned " + topic in p.log_tail() for p in procs), 60, "three members assigned", *procs)
 
     feeder = Feeder(bootstrap, topic)
     feeder.start()
-    wait_for(lambda: feeder.produced >= N // 3, 60, "a third produced")
+    wait_until(lambda: feeder.produced >= N // 3, 60, "a third produced", *procs)
     victim = procs[1]
     # Kill it while it holds delivered-but-uncommitted records (Commit_Interval is 2 s), so the
     # kill really leaves something to replay.
-    wait_for(lambda: _uncommitted(victim, _committed(bootstrap, group, topic)) > 0, 60, "an uncommitted window")
+    wait_until(lambda: _uncommitted(victim, _committed(bootstrap, group, topic)) > 0, 60, "an uncommitted window",
+               *procs)
     assert victim.proc is not None
     victim.proc.send_signal(signal.SIGKILL)
     victim.proc.wait(10)
@@ -166,7 +167,7 @@ def test_three_aggregators_kill_and_join_lose_nothing(kafka_broker: KafkaBroker,
     at_kill = _settled_committed(bootstrap, group, topic)
     uncommitted = _uncommitted(victim, at_kill)
 
-    wait_for(lambda: feeder.produced >= 2 * N // 3, 60, "two thirds produced")
+    wait_until(lambda: feeder.produced >= 2 * N // 3, 60, "two thirds produced", procs[0], procs[2])
     joiner = _aggregator(tmp_path / "d", bootstrap, topic, group)
     logfwds.append(joiner.start())
     feeder.join(120)
@@ -185,8 +186,8 @@ def test_three_aggregators_kill_and_join_lose_nothing(kafka_broker: KafkaBroker,
         seen = {(r["_k"]["partition"], r["_k"]["offset"]) for p in survivors for r in _lines(p)}  # type: ignore[index]
         return all((part, o) in seen for part, end in feeder.ends.items() for o in range(at_kill.get(part, 0), end))
 
-    wait_for(all_arrived_and_taken_over, 120, f"all {N} numbers, the victim's uncommitted ones read again",
-             joiner.log)
+    wait_until(all_arrived_and_taken_over, 120, f"all {N} numbers, the victim's uncommitted ones read again",
+               *survivors)
     for p in survivors:  # a clean stop commits what was delivered
         assert p.signal(signal.SIGTERM) == 0, p.log_tail()
 

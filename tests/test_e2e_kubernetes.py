@@ -28,9 +28,10 @@ from typing import Any
 
 import pytest
 
-from .backends._proc import ManagedProcess, free_port, wait_for
+from .backends._proc import ManagedProcess, free_port
 from .backends.es import EsServer
 from .backends.kubeapi import KubeApiServer, load_fixture
+from .clikit import wait_until
 from .e2ekit import Logfwd
 from .kubekit import (
     API_ID,
@@ -164,13 +165,13 @@ def test_node_pipeline_end_to_end(tmp_path: Path, kube_api: KubeApiServer, es_se
     conf = ROOT / "conf" / "kubernetes.yaml"
     proc = ManagedProcess([LOGFWD, "-c", str(conf), "-P", str(port)], tmp_path / "logfwd.log", env=env).start()
     try:
-        wait_for(lambda: len(_docs(es_server)) >= 35, 60, "first records in Elasticsearch", tmp_path / "logfwd.log")
+        wait_until(lambda: len(_docs(es_server)) >= 35, 60, "first records in Elasticsearch", proc)
 
         # The API goes away: known pods stay enriched from the cache, an unknown one passes unenriched.
         kube_api.down()
         node.cri(web, *(f"web-b {i}" for i in range(20)))
         node.cri(later, *(f"later-a {i}" for i in range(10)))
-        wait_for(lambda: len(_docs(es_server)) >= 65, 60, "records during the outage", tmp_path / "logfwd.log")
+        wait_until(lambda: len(_docs(es_server)) >= 65, 60, "records during the outage", proc)
         assert _filter_counter(port, "unenriched_records") >= 10
 
         # It comes back, with the new pod; a rotation; then the watch's version expires (410).
@@ -180,15 +181,15 @@ def test_node_pipeline_end_to_end(tmp_path: Path, kube_api: KubeApiServer, es_se
         pod["metadata"]["uid"] = "00000000-0000-4000-8000-00000000abcd"
         pod["status"]["containerStatuses"][1]["containerID"] = "containerd://" + later_id
         kube_api.add_pod(pod)
-        wait_for(lambda: _filter_counter(port, "pods_cached") >= 4, 60, "the watch back", tmp_path / "logfwd.log")
+        wait_until(lambda: _filter_counter(port, "pods_cached") >= 4, 60, "the watch back", proc)
         node.cri(later, *(f"later-b {i}" for i in range(10)))
         node.rotate(web)
         node.cri(web, *(f"web-c {i}" for i in range(20)))
         kube_api.compact()
         kube_api.drop_watches()
-        wait_for(lambda: _filter_counter(port, "pods_relists") >= 1, 60, "a relist after 410", tmp_path / "logfwd.log")
+        wait_until(lambda: _filter_counter(port, "pods_relists") >= 1, 60, "a relist after 410", proc)
         node.cri(web, *(f"web-d {i}" for i in range(20)))
-        wait_for(lambda: len(_docs(es_server)) >= 115, 90, "every record", tmp_path / "logfwd.log")
+        wait_until(lambda: len(_docs(es_server)) >= 115, 90, "every record", proc)
         assert _filter_counter(port, "pods_relists") == 1  # one relist, then watching again
     finally:
         proc.stop(timeout=30)
@@ -365,7 +366,7 @@ def test_use_journal_matches_fluent_bit(tmp_path: Path, kube_api: KubeApiServer,
     (tmp_path / "fb.conf").write_text("[SERVICE]\n    Flush 0.2\n    Grace 2\n\n" + body(fb_out))
     fb = ManagedProcess([str(FLUENT_BIT), "-c", str(tmp_path / "fb.conf")], tmp_path / "fb.log").start()
     try:
-        wait_for(lambda: len(_json_lines(fb_out)) >= 4, 60, "Fluent Bit's records", tmp_path / "fb.log")
+        wait_until(lambda: len(_json_lines(fb_out)) >= 4, 60, "Fluent Bit's records", fb)
     finally:
         fb.stop(timeout=30)  # flushes anything later (there must be nothing)
     lf = Logfwd(tmp_path / "logfwd", body(lf_out))

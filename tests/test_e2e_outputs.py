@@ -122,7 +122,7 @@ def test_logfwd_sigkill_restart_exactly_n_in_es(es_server: EsServer, tmp_path: P
     writer.finish()
     # the second process delivers at least what the first had not acknowledged to its DB
     second.wait_counter("output", "es.0", "proc_records", N - delivered_before)
-    wait_for(lambda: es_server.count(index) >= N, 30, f"{N} documents in {index}")
+    second.wait(lambda: es_server.count(index) >= N, 30, f"{N} documents in {index}")
     time.sleep(1.0)  # anything replayed late would show up as an extra document
     ns = es_numbers(es_server, index)
     missing, dups = numbers_exact(ns, N)
@@ -463,8 +463,8 @@ def test_journald_systemd_input_sigterm_restart_no_gap_no_repeat(journald: Any, 
     sender.join(120)
     assert not failure, failure
     journald.wait_entries(f"SYSLOG_IDENTIFIER={ident}", N_JOURNAL, timeout=60)
-    wait_for(lambda: out.exists() and len(out.read_text().splitlines()) >= N_JOURNAL, DRAIN_TIMEOUT,
-             f"{N_JOURNAL} journal records in the file", second.log)
+    second.wait(lambda: out.exists() and len(out.read_text().splitlines()) >= N_JOURNAL, DRAIN_TIMEOUT,
+                f"{N_JOURNAL} journal records in the file")
     time.sleep(1.0)
     recs = [json.loads(x) for x in out.read_text().splitlines()]
     ns = [int(r["E2E_N"]) for r in recs]

@@ -15,10 +15,11 @@ import signal
 import subprocess
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
-from tests.backends._proc import free_port, wait_for
-from tests.clikit import LOGFWD
+from tests.backends._proc import free_port
+from tests.clikit import LOGFWD, wait_until
 
 
 def _conf(out: Path, tag: str, port: int, hot_reload: str = "on", flush: str = "0.2") -> str:
@@ -62,6 +63,10 @@ class Daemon:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
+    def wait(self, check: Callable[[], object], timeout: float, what: str) -> None:
+        """``wait_until`` on this daemon: a daemon that exits (a reload that killed it) fails the wait at once."""
+        wait_until(check, timeout, what, (self.proc, self.log_path))
+
     def http(self, path: str, method: str = "GET") -> tuple[int, dict[str, object]]:
         req = urllib.request.Request(f"http://127.0.0.1:{self.port}{path}", method=method, data=b"" if
                                      method != "GET" else None)
@@ -93,11 +98,11 @@ def test_sighup_reloads_a_valid_config_and_refuses_an_invalid_one(tmp_path: Path
     d = Daemon(conf, port)
     try:
         # Flush 30 keeps records buffered: the reload must flush them, not drop them.
-        wait_for(lambda: d.records_in() >= 20, 30, "20 records read by the first pipeline")
+        d.wait(lambda: d.records_in() >= 20, 30, "20 records read by the first pipeline")
         assert not out_a.exists()
         conf.write_text(_conf(out_b, "second", port))
         d.proc.send_signal(signal.SIGHUP)
-        wait_for(lambda: len(_lines(out_b)) >= 5, 30, "records from the reloaded pipeline")
+        d.wait(lambda: len(_lines(out_b)) >= 5, 30, "records from the reloaded pipeline")
         assert d.proc.poll() is None
         first = _lines(out_a)
         assert len(first) >= 20 and all(r["tag"] == "first" for r in first)  # flushed at the reload
@@ -106,9 +111,9 @@ def test_sighup_reloads_a_valid_config_and_refuses_an_invalid_one(tmp_path: Path
 
         conf.write_text(_conf(out_a, "third", port).replace("Name   file", "Name   fiel"))
         d.proc.send_signal(signal.SIGHUP)
-        wait_for(lambda: "reload (SIGHUP) refused" in d.log(), 30, "the refusal in the log")
+        d.wait(lambda: "reload (SIGHUP) refused" in d.log(), 30, "the refusal in the log")
         n_b = len(_lines(out_b))
-        wait_for(lambda: len(_lines(out_b)) > n_b + 3, 30, "the running pipeline carrying on")
+        d.wait(lambda: len(_lines(out_b)) > n_b + 3, 30, "the running pipeline carrying on")
         assert d.proc.poll() is None
     finally:
         rc = d.stop()
@@ -126,12 +131,12 @@ def test_post_reload_adds_an_output_without_loss(tmp_path: Path) -> None:
     conf.write_text(body)
     d = Daemon(conf, port)
     try:
-        wait_for(lambda: len(_lines(out_a)) >= 5, 30, "records before the reload")
+        d.wait(lambda: len(_lines(out_a)) >= 5, 30, "records before the reload")
         second = f"\n[OUTPUT]\n    Name   file\n    Match  *\n    Path   {out_b.parent}\n    File   {out_b.name}\n" \
                  "    Format plain\n"
         conf.write_text(body + second)
         assert d.http("/api/v2/reload", "POST") == (200, {"reload": "done", "status": 0})
-        wait_for(lambda: len(_lines(out_b)) >= 5, 30, "records in the added output")
+        d.wait(lambda: len(_lines(out_b)) >= 5, 30, "records in the added output")
         conf.write_text(body.replace("Rate   20", "Rate   twenty"))
         status, answer = d.http("/api/v2/reload", "POST")
         assert status == 400 and answer["reload"] == "failed" and "twenty" in str(answer["error"])
@@ -151,7 +156,7 @@ def test_post_reload_without_hot_reload_is_refused(tmp_path: Path) -> None:
     conf.write_text(_conf(out, "only", port, hot_reload="off"))
     d = Daemon(conf, port)
     try:
-        wait_for(lambda: len(_lines(out)) >= 3, 30, "records")
+        d.wait(lambda: len(_lines(out)) >= 3, 30, "records")
         assert d.http("/api/v2/reload", "POST") == (400, {"reload": "not enabled", "status": -1})
     finally:
         assert d.stop() == 0
@@ -164,11 +169,11 @@ def test_sighup_without_hot_reload_is_ignored(tmp_path: Path) -> None:
     conf.write_text(_conf(out, "only", port, hot_reload="off"))
     d = Daemon(conf, port)
     try:
-        wait_for(lambda: len(_lines(out)) >= 3, 30, "records")
+        d.wait(lambda: len(_lines(out)) >= 3, 30, "records")
         d.proc.send_signal(signal.SIGHUP)
-        wait_for(lambda: "SIGHUP: ignored" in d.log(), 30, "the log line")
+        d.wait(lambda: "SIGHUP: ignored" in d.log(), 30, "the log line")
         n = len(_lines(out))
-        wait_for(lambda: len(_lines(out)) > n, 30, "records after the SIGHUP")
+        d.wait(lambda: len(_lines(out)) > n, 30, "records after the SIGHUP")
         assert d.proc.poll() is None
     finally:
         assert d.stop() == 0

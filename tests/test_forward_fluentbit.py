@@ -23,7 +23,8 @@ from logfwd.engine.pipeline import Pipeline
 from logfwd.plugin import Emitter, Input
 from logfwd.plugins.in_forward import PLUGIN as ForwardInput
 from logfwd.plugins.out_forward import PLUGIN as ForwardOutput
-from tests.backends._proc import ManagedProcess, free_port, port_open, wait_for
+from tests.backends._proc import ManagedProcess, free_port, port_open
+from tests.clikit import wait_until, wait_until_async
 from tests.enginekit import config, section
 from tests.fluentbitkit import DUMMY, LUA, NS, N, fb_record, fb_time
 from tests.pluginkit import Collector, make_plugin
@@ -94,9 +95,7 @@ def test_fluent_bit_forward_output_to_our_input(tmp_path: Path, case: str) -> No
             out = f"    Host 127.0.0.1\n    Port {p.port}\n" + "".join(f"    {k} {v}\n" for k, v in fb_opts.items())
             fb = start_fluent_bit(tmp_path, numbered_source(tmp_path, out))
             try:
-                with trio.move_on_after(60):
-                    while c.count() < N:
-                        await trio.sleep(0.05)
+                await wait_until_async(lambda: c.count() >= N, 60, f"{N} records from Fluent Bit", fb)
             finally:
                 fb.stop()
             nursery.cancel_scope.cancel()
@@ -120,9 +119,7 @@ def test_fluent_bit_with_a_wrong_key_is_refused(tmp_path: Path) -> None:
             fb = start_fluent_bit(tmp_path, numbered_source(
                 tmp_path, f"    Host 127.0.0.1\n    Port {p.port}\n    Shared_Key wrong\n"))
             try:
-                with trio.move_on_after(30):
-                    while not p.metrics.get("auth_failures"):
-                        await trio.sleep(0.05)
+                await wait_until_async(lambda: p.metrics.get("auth_failures"), 30, "an auth failure", fb)
             finally:
                 fb.stop()
             nursery.cancel_scope.cancel()
@@ -166,7 +163,7 @@ def fb_receiver(tmp: Path, port: int, extra: str = "") -> ManagedProcess:
     Path  {tmp}
     File  out.txt
 """, name="receiver")
-    wait_for(lambda: port_open(port), 20, "fluent-bit forward input", tmp / "receiver.log")
+    wait_until(lambda: port_open(port), 20, "fluent-bit forward input", fb)
     return fb
 
 
@@ -234,8 +231,8 @@ def test_our_forward_output_to_fluent_bit(tmp_path: Path, case: str) -> None:
     try:
         p = run_pipeline(port, **out_opts)
         assert p.stopped_cleanly
-        wait_for(lambda: len(read_fb_file(tmp_path / "out.txt")) >= Numbered.total, 30, "records in fluent-bit's file",
-                 tmp_path / "receiver.log")
+        wait_until(lambda: len(read_fb_file(tmp_path / "out.txt")) >= Numbered.total, 30,
+                   "records in fluent-bit's file", fb)
     finally:
         fb.stop()
     got = read_fb_file(tmp_path / "out.txt")
@@ -254,8 +251,8 @@ def test_fluent_bit_restarting_mid_stream_loses_nothing(tmp_path: Path) -> None:
     out_file = tmp_path / "out.txt"
 
     async def restart() -> None:
-        while len(read_fb_file(out_file)) < Numbered.total // 3:
-            await trio.sleep(0.05)
+        await wait_until_async(lambda: len(read_fb_file(out_file)) >= Numbered.total // 3, 60,
+                               "a third of the records in fluent-bit's file", procs[-1])
         await trio.to_thread.run_sync(procs[-1].stop)
         await trio.sleep(0.5)  # flushes fail meanwhile and are retried by the engine
         procs.append(await trio.to_thread.run_sync(fb_receiver, tmp_path, port))
@@ -263,8 +260,8 @@ def test_fluent_bit_restarting_mid_stream_loses_nothing(tmp_path: Path) -> None:
     Numbered.total, Numbered.pause = 6000, 0.05
     try:
         p = run_pipeline(port, during=restart, require_ack_response=True)
-        wait_for(lambda: {r["n"] for _, _, r in read_fb_file(out_file)} >= set(range(Numbered.total)), 30,
-                 "every record in fluent-bit's file", tmp_path / "receiver.log")
+        wait_until(lambda: {r["n"] for _, _, r in read_fb_file(out_file)} >= set(range(Numbered.total)), 30,
+                   "every record in fluent-bit's file", procs[-1])
     finally:
         Numbered.total, Numbered.pause = 3000, 0.02
         for fb in procs:

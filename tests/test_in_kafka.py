@@ -26,8 +26,9 @@ from logfwd.plugin import ConfigValueError, Emitter
 from logfwd.plugins.in_kafka import PLUGIN as KafkaInput
 from logfwd.plugins.in_kafka.decode import DecodeSettings, decode_messages, parse_time
 
-from .backends._proc import free_port, wait_for
+from .backends._proc import free_port
 from .backends.kafka import KafkaBroker
+from .clikit import wait_until
 from .pluginkit import PluginConfigError, make_plugin
 
 LOGFWD = str(Path(sys.executable).parent / "logfwd")
@@ -394,8 +395,8 @@ def _run_consumer(workdir: Path, bootstrap: str, topic: str, fmt: str, n: int) -
     log = open(workdir / "consumer.log", "wb")
     proc = subprocess.Popen([LOGFWD, "-c", str(conf)], stdout=log, stderr=subprocess.STDOUT)
     try:
-        wait_for(lambda: out.exists() and out.read_bytes().count(b"\n") >= n, 60, f"{n} records consumed",
-                 workdir / "consumer.log")
+        wait_until(lambda: out.exists() and out.read_bytes().count(b"\n") >= n, 60, f"{n} records consumed",
+                   (proc, workdir / "consumer.log"))
     finally:
         proc.terminate()
         proc.wait(30)
@@ -478,7 +479,8 @@ def test_broker_down_at_start_is_no_error(tmp_path: Path) -> None:
         try:
             _run_producer(tmp_path, broker.bootstrap, "late", "json", [json.dumps({"n": 1})])
             out = tmp_path / "out.txt"
-            wait_for(lambda: out.exists() and b'"n":1' in out.read_bytes(), 60, "the record", tmp_path / "logfwd.log")
+            wait_until(lambda: out.exists() and b'"n":1' in out.read_bytes(), 60, "the record",
+                       (proc, tmp_path / "logfwd.log"))
         finally:
             proc.terminate()
             proc.wait(30)

@@ -23,6 +23,7 @@ import trio
 from logfwd.plugin import ConfigValueError
 from logfwd.plugins.in_syslog.plugin import SyslogInput
 from tests.backends._proc import free_port
+from tests.clikit import wait_until_async
 from tests.pluginkit import Collector, make_plugin
 
 # ----------------------------------------------------------------- harness
@@ -197,9 +198,8 @@ def test_rsyslog_forwarding_and_retry_after_restart(rsyslog: Any) -> None:
     time.sleep(1.5)
 
     async def second(p: SyslogInput, col: Collector) -> None:
-        with trio.move_on_after(20):
-            while not {f"while down {i}" for i in range(5)} <= set(by_message(col.records)):
-                await trio.sleep(0.1)
+        await wait_until_async(lambda: {f"while down {i}" for i in range(5)} <= set(by_message(col.records)), 20,
+                               "the messages rsyslog queued while we were down", rsyslog.proc)
 
     col2 = drive(make(), second)
     got = set(by_message(col2.records))

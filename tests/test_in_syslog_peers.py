@@ -23,7 +23,8 @@ import trio
 
 from logfwd.plugin import StartError
 from logfwd.plugins.in_syslog.plugin import SyslogInput
-from tests.backends._proc import ManagedProcess, free_port, wait_for
+from tests.backends._proc import ManagedProcess, free_port
+from tests.clikit import wait_until
 from tests.pluginkit import Collector, make_plugin
 
 LOGFWD = str(Path(sys.executable).parent / "logfwd")
@@ -216,10 +217,10 @@ def test_daemon_out_of_descriptors_logs_counts_and_serves_a_good_sender(tmp_path
     try:
         # The monitoring server starts before the inputs (a taken HTTP port fails first), so its
         # answer does not mean the syslog port listens yet: wait for the daemon's "started" line.
-        wait_for(lambda: b"] started: " in log.read_bytes(), 30, "daemon started", log)
+        wait_until(lambda: b"] started: " in log.read_bytes(), 30, "daemon started", d)
         for _ in range(150):  # well beyond what 64 descriptors hold
             idle.append(socket.create_connection(("127.0.0.1", port), timeout=5))
-        wait_for(lambda: b"cannot accept a connection" in log.read_bytes(), 20, "EMFILE log line", log)
+        wait_until(lambda: b"cannot accept a connection" in log.read_bytes(), 20, "EMFILE log line", d)
         with socket.create_connection(("127.0.0.1", port), timeout=5) as good:
             good.sendall(b"".join(GOOD % i for i in range(5)))
         out = tmp_path / "out.jsonl"
@@ -227,14 +228,14 @@ def test_daemon_out_of_descriptors_logs_counts_and_serves_a_good_sender(tmp_path
         def delivered(n: int) -> bool:
             return out.exists() and len(out.read_text().splitlines()) >= n
 
-        wait_for(lambda: delivered(5), 30, "good sender's records while at the limit", log)
+        wait_until(lambda: delivered(5), 30, "good sender's records while at the limit", d)
         # the idle connections time out; then metrics (HTTP) and new senders are served as usual
-        wait_for(lambda: _metrics(http)["connections"] == 0, 30, "idle connections closed", log)
+        wait_until(lambda: _metrics(http)["connections"] == 0, 30, "idle connections closed", d)
         m = _metrics(http)
         assert m["accept_errors"] >= 1 and m["idle_closed"] >= 1
         with socket.create_connection(("127.0.0.1", port), timeout=5) as good:
             good.sendall(b"<13>1 2024-01-01T00:00:00Z h good - - - after\n")
-        wait_for(lambda: delivered(6), 30, "records after the idle connections closed", log)
+        wait_until(lambda: delivered(6), 30, "records after the idle connections closed", d)
         text = log.read_text()
         assert text.count("cannot accept a connection") == 1, text[-3000:]  # rate-limited
     finally:

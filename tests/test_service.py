@@ -23,8 +23,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.backends._proc import free_port, wait_for
-from tests.clikit import LOGFWD
+from tests.backends._proc import free_port
+from tests.clikit import LOGFWD, wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -122,8 +122,8 @@ def test_finished_dummy_keeps_the_daemon_and_its_metrics_up(tmp_path: Path) -> N
             status, body = http_status(port, "/api/v1/metrics")
             return status == 200 and json.loads(body)["output"]["null.0"]["proc_records"] == 3
 
-        wait_for(three_delivered, 30, "3 records delivered")
-        wait_for(lambda: http_status(port, "/api/v1/health") == (200, b"ok"), 30, "healthy")
+        wait_until(three_delivered, 30, "3 records delivered", proc)
+        wait_until(lambda: http_status(port, "/api/v1/health") == (200, b"ok"), 30, "healthy", proc)
         assert proc.poll() is None  # the input finished; the daemon did not
     finally:
         proc.send_signal(signal.SIGTERM)
@@ -183,13 +183,15 @@ def test_runtime_failure_restarts_the_input_and_health_tells(tmp_path: Path) -> 
                              "-o", "null", "-m", "*"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             env=_flaky_env(tmp_path))
     try:
-        wait_for(lambda: http_status(port, "/api/v1/health") == (200, b"ok"), 30, "healthy at start")
+        wait_until(lambda: http_status(port, "/api/v1/health") == (200, b"ok"), 30, "healthy at start", proc)
         trigger.write_text("")
-        wait_for(lambda: http_status(port, "/api/v1/health") == (500, b"error"), 30, "unhealthy while failing")
+        wait_until(lambda: http_status(port, "/api/v1/health") == (500, b"error"), 30, "unhealthy while failing",
+                   proc)
         status, body = http_status(port, "/api/v2/health")
         assert status == 500 and "flaky.0" in json.loads(body)["failing"]
         trigger.unlink()
-        wait_for(lambda: http_status(port, "/api/v1/health") == (200, b"ok"), 60, "healthy after the restart")
+        wait_until(lambda: http_status(port, "/api/v1/health") == (200, b"ok"), 60, "healthy after the restart",
+                   proc)
         _, metrics = http_status(port, "/api/v1/metrics")
         assert json.loads(metrics)["input"]["flaky.0"]["restarts"] >= 1
         assert proc.poll() is None
@@ -247,7 +249,7 @@ def test_notify_socket_receives_ready_watchdog_reloading_stopping(tmp_path: Path
         """))
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
         sock.bind(str(sock_path))
-        sock.settimeout(30)
+        sock.settimeout(0.05)  # each try of a wait reads what has come, the deadline is wait_until's
         env = {**os.environ, "NOTIFY_SOCKET": str(sock_path), "WATCHDOG_USEC": "400000"}
         proc = subprocess.Popen([LOGFWD, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                 env=env)
@@ -255,16 +257,24 @@ def test_notify_socket_receives_ready_watchdog_reloading_stopping(tmp_path: Path
         stopped = False
 
         def until(word: str) -> None:
-            while True:
-                msg = sock.recv(4096).decode()
-                got.extend(msg.splitlines())
-                if any(line.startswith(word) for line in msg.splitlines()):
-                    return
+            """Read notifications up to the first starting with ``word``; fail at once if the daemon exits first."""
+
+            def seen() -> bool:
+                while True:
+                    try:
+                        msg = sock.recv(4096).decode()
+                    except TimeoutError:
+                        return False
+                    got.extend(msg.splitlines())
+                    if any(line.startswith(word) for line in msg.splitlines()):
+                        return True
+
+            wait_until(seen, 30, f"{word} on the notify socket", proc)
 
         try:
             until("READY=1")
             until("WATCHDOG=1")
-            wait_for(lambda: out.exists() and out.stat().st_size > 0, 30, "records")
+            wait_until(lambda: out.exists() and out.stat().st_size > 0, 30, "records", proc)
             proc.send_signal(signal.SIGHUP)
             until("RELOADING=1")
             until("READY=1")

@@ -19,7 +19,7 @@ import pytest
 
 from logfwd.engine.storage.format import ChunkMeta, encode_frame, encode_header, encode_seal, pack_batch
 from tests.backends._proc import free_port
-from tests.storagekit import LOGFWD, Daemon, FileWriter, SyslogSender, count_numbers, scale, wait_until
+from tests.storagekit import LOGFWD, Daemon, FileWriter, SyslogSender, count_numbers, numbers_arrived, scale
 
 NEEDS_ROOT = pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("unshare"),
                                 reason="needs root and unshare(1) to mount a tmpfs in a private namespace")
@@ -105,7 +105,7 @@ def test_damaged_chunks_at_start(tmp_path: Path, delete: bool) -> None:
     conf.write_text(_service(tmp_path, port, store, extra) + _syslog_input(free_port()) + _file_output(out))
     dm = Daemon(conf, tmp_path / "daemon.log").start()
     try:
-        assert wait_until(lambda: len(count_numbers(out / "out.txt")) >= 20, 30), dm.text()
+        dm.wait(numbers_arrived(out / "out.txt", 20), 30, "20 records delivered")
         doc = _get(port, "/api/v1/storage")
     finally:
         dm.stop()
@@ -133,13 +133,13 @@ def test_fast_output_does_not_receive_again_what_it_delivered(tmp_path: Path) ->
     sender = SyslogSender(sport, 3000, 3000)
     sender.start()
     sender.join(30)
-    assert wait_until(lambda: len(count_numbers(fast / "out.txt")) >= 3000, 30), dm.text()
+    dm.wait(numbers_arrived(fast / "out.txt", 3000), 30, "3000 records at the fast output")
     assert dm.stop() == 0
     assert list((store / "syslog.0").glob("*.ack")), "fast's deliveries are recorded beside the chunks"
     slow.mkdir()
     dm = Daemon(conf, tmp_path / "daemon.log").start()
     try:
-        assert wait_until(lambda: len(count_numbers(slow / "out.txt")) >= 3000, 30), dm.text()
+        dm.wait(numbers_arrived(slow / "out.txt", 3000), 30, "3000 records at the slow output")
     finally:
         dm.stop()
     assert sum(count_numbers(fast / "out.txt").values()) == 3000, "fast never re-received a chunk"
@@ -156,7 +156,8 @@ def test_sigterm_keeps_undelivered_on_disk_and_delivers_after_restart(tmp_path: 
     sender = SyslogSender(sport, 2000, 4000)
     sender.start()
     sender.join(30)
-    assert wait_until(lambda: _get(port, "/api/v1/storage")["input_chunks"]["syslog.0"]["chunks"]["total"] > 0, 10)
+    dm.wait(lambda: _get(port, "/api/v1/storage")["input_chunks"]["syslog.0"]["chunks"]["total"] > 0, 10,
+            "a chunk on disk")
     time.sleep(0.5)
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v1/metrics/prometheus", timeout=5) as r:
         prom = r.read().decode()
@@ -167,7 +168,7 @@ def test_sigterm_keeps_undelivered_on_disk_and_delivers_after_restart(tmp_path: 
     out.mkdir()
     dm = Daemon(conf, tmp_path / "daemon.log").start()
     try:
-        assert wait_until(lambda: len(count_numbers(out / "out.txt")) >= 2000, 30), dm.text()
+        dm.wait(numbers_arrived(out / "out.txt", 2000), 30, "2000 records after the restart")
     finally:
         dm.stop()
     assert "backlog of" in dm.text()
@@ -255,7 +256,7 @@ def test_full_disk_pauses_or_keeps_in_memory_and_loses_nothing(tmp_path: Path, s
     time.sleep(1.0)
     feeder.start()
     try:
-        assert wait_until(lambda: "disk full" in d.text(), 60), d.text()[-3000:]
+        d.wait(lambda: "disk full" in d.text(), 60, "the disk full line")
         metrics = _get(port, "/api/v1/metrics")["input"]
         name = f"{source}.0"
         assert metrics[name]["storage_errors"] > 0
@@ -263,7 +264,7 @@ def test_full_disk_pauses_or_keeps_in_memory_and_loses_nothing(tmp_path: Path, s
         assert want in d.text()
         out.mkdir()  # the output comes back
         feeder.join(120)
-        assert wait_until(lambda: len(count_numbers(out / "out.txt")) >= n, 120), d.text()[-3000:]
+        d.wait(numbers_arrived(out / "out.txt", n), 120, f"all {n} records")
     finally:
         d.stop()
     assert sorted(count_numbers(out / "out.txt")) == list(range(n))
@@ -300,12 +301,18 @@ def test_backend_down_memory_stays_bounded_and_everything_arrives(tmp_path: Path
         while writer.is_alive() or not samples:
             samples.append(d.rss())
             time.sleep(0.2)
-        assert wait_until(lambda: _storage(port)["input_chunks"]["tail.0"]["records"] >= n, 120), d.text()[-2000:]
+        d.wait(lambda: _storage(port)["input_chunks"]["tail.0"]["records"] >= n, 120, f"all {n} records on disk")
         doc = _storage(port)
         chunks = doc["input_chunks"]["tail.0"]["chunks"]
         outage_peak = max(samples)
         out.mkdir()  # the backend returns
-        assert wait_until(lambda: len(count_numbers(out / "out.txt")) >= n or not d.rss(), 300), d.text()[-2000:]
+        arrived = numbers_arrived(out / "out.txt", n)
+
+        def drained() -> bool:
+            d.rss()  # sampled through the drain as well: the peak RSS asserted below covers it
+            return arrived()
+
+        d.wait(drained, 300, f"all {n} records delivered")
         after = [d.rss() for _ in range(3)]
     finally:
         d.stop()
@@ -344,16 +351,16 @@ def test_total_limit_size_drops_oldest_for_push_inputs_and_pauses_tail(tmp_path:
         writer.start()
         sender.join(60)
         writer.join(60)
-        assert wait_until(lambda: "reached storage.total_limit_size" in d.text() and "paused" in d.text(), 30), \
-            d.text()[-3000:]
+        d.wait(lambda: "reached storage.total_limit_size" in d.text() and "paused" in d.text(), 30,
+               "the total_limit_size and paused lines")
         metrics = _get(port, "/api/v1/metrics")["output"]["file.0"]
         assert metrics["storage_dropped_chunks"] > 0 and metrics["dropped_records"] > 0
         out.mkdir()
         # tail resumes and loses nothing; syslog lost exactly what was dropped
-        assert wait_until(lambda: sum(1 for k in count_numbers(out / "out.txt") if k < 40_000) > 0, 60)
-        assert wait_until(lambda: _storage(port)["storage_layer"]["chunks"]["total_chunks"] == 0
-                          and writer.written == 40_000 and not _get(port, "/api/v1/metrics")["input"]["tail.0"].get(
-                              "paused"), 120)
+        d.wait(lambda: sum(1 for k in count_numbers(out / "out.txt") if k < 40_000) > 0, 60, "records delivered")
+        d.wait(lambda: _storage(port)["storage_layer"]["chunks"]["total_chunks"] == 0
+               and writer.written == 40_000 and not _get(port, "/api/v1/metrics")["input"]["tail.0"].get("paused"),
+               120, "no chunk left, everything written, tail not paused")
     finally:
         d.stop()
     text = (out / "out.txt").read_text()

@@ -31,9 +31,9 @@ from tests.storagekit import (
     count_numbers,
     durable_numbers,
     lost_runs,
+    numbers_arrived,
     scale,
     wait_stable,
-    wait_until,
 )
 
 SEED = 20261204
@@ -103,13 +103,13 @@ def test_tail_kill9_loses_nothing(tmp_path: Path) -> None:
     writer = FileWriter(log, n, rate=max(2000.0, n / (kills * 1.2)))
     _torture(tmp_path, d, writer, n, kills, rnd)
     out = tmp_path / "out" / "out.txt"
-    ok = wait_until(lambda: len(count_numbers(out)) >= n, 120)
+    d.wait(numbers_arrived(out, n), 120, f"all {n} records")
     got = count_numbers(out)
     missing = sorted(set(range(n)) - set(got))
     dups = sum(c - 1 for c in got.values())
     print(f"\ntail torture: records={n} kills={kills} delivered={len(got)} missing={len(missing)} "
           f"duplicates={dups} ({100 * dups / n:.3f}%)")
-    assert ok and not missing, f"{len(missing)} lost, first {missing[:10]}; log:\n{d.text()[-3000:]}"
+    assert not missing, f"{len(missing)} lost, first {missing[:10]}; log:\n{d.text()[-3000:]}"
     assert d.stop() == 0
     assert dups < 0.01 * n
     assert not list((tmp_path / "storage" / "tail.0").glob("*.chunk")), "everything delivered, nothing left"
@@ -132,7 +132,7 @@ def test_syslog_tcp_kill9_loses_only_what_was_not_durable(tmp_path: Path) -> Non
     durable: set[int] = set()
     at = _torture(tmp_path, d, sender, n, kills, rnd,
                   on_kill=lambda: durable.update(durable_numbers(out, tmp_path / "storage")))
-    wait_stable(out)
+    wait_stable(out, d)
     assert d.stop() == 0
     got = count_numbers(out)
     missing = sorted(set(range(n)) - set(got))
@@ -172,7 +172,7 @@ def test_tail_kill9_sync_normal_also_loses_nothing(tmp_path: Path, sync: str) ->
     d = Daemon(conf, tmp_path / "daemon.log")
     _torture(tmp_path, d, FileWriter(log, n, rate=n / 3), n, 3, rnd)
     out = tmp_path / "out" / "out.txt"
-    assert wait_until(lambda: len(count_numbers(out)) >= n, 120), d.text()[-3000:]
+    d.wait(numbers_arrived(out, n), 120, f"all {n} records")
     assert d.stop() == 0
 
 
@@ -206,7 +206,7 @@ def test_tail_kill9_to_kafka_loses_nothing(tmp_path: Path, kafka_broker, kafka_t
 """)
     d = Daemon(conf, tmp_path / "daemon.log")
     _torture(tmp_path, d, FileWriter(log, n, rate=max(2000.0, n / (kills * 1.2))), n, kills, rnd)
-    assert wait_until(lambda: not list((tmp_path / "storage" / "tail.0").glob("*.chunk")), 120), d.text()[-3000:]
+    d.wait(lambda: not list((tmp_path / "storage" / "tail.0").glob("*.chunk")), 120, "every chunk delivered")
     assert d.stop() == 0
     msgs = kafka_consume(kafka_broker.bootstrap, kafka_topic, n, timeout=60, settle=2)
     got = Counter(int(m) for msg in msgs for m in NUM_RE.findall(msg.value or b""))

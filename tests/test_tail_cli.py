@@ -10,8 +10,8 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from tests.backends._proc import free_port, wait_for
-from tests.clikit import metrics, stop
+from tests.backends._proc import free_port
+from tests.clikit import metrics, stop, wait_until
 from tests.tailkit import LINE_RE, NumberedWriter
 
 LOGFWD = [sys.executable, "-m", "logfwd"]
@@ -70,7 +70,8 @@ def test_kill9_then_restart_loses_nothing(tmp_path: Path) -> None:
     conf = config(tmp_path, port)
     p = start(conf, tmp_path)
     try:
-        wait_for(lambda: sum(delivered(tmp_path).values()) >= 5_000, 30, "first deliveries", tmp_path / "daemon.log")
+        wait_until(lambda: sum(delivered(tmp_path).values()) >= 5_000, 30, "first deliveries",
+                   (p, tmp_path / "daemon.log"))
         w.write(5_000)
         os.kill(p.pid, signal.SIGKILL)
         p.wait()
@@ -82,7 +83,7 @@ def test_kill9_then_restart_loses_nothing(tmp_path: Path) -> None:
             got = delivered(tmp_path)
             return all(got[("L", i)] for i in range(w.next))
 
-        wait_for(complete, 30, "every line", tmp_path / "daemon.log")
+        wait_until(complete, 30, "every line", (p, tmp_path / "daemon.log"))
     finally:
         stop(p)
     got = delivered(tmp_path)
@@ -100,7 +101,7 @@ def test_graceful_restart_is_exactly_once(tmp_path: Path) -> None:
     conf = config(tmp_path, port)
     p = start(conf, tmp_path)
     try:
-        wait_for(lambda: sum(delivered(tmp_path).values()) >= 3_000, 30, "first run", tmp_path / "daemon.log")
+        wait_until(lambda: sum(delivered(tmp_path).values()) >= 3_000, 30, "first run", (p, tmp_path / "daemon.log"))
         m = metrics(port)
         assert m["input"]["tail.0"]["files_watched"] == 1
     finally:
@@ -110,7 +111,7 @@ def test_graceful_restart_is_exactly_once(tmp_path: Path) -> None:
     port = free_port()
     p = start(config(tmp_path, port), tmp_path)
     try:
-        wait_for(lambda: sum(delivered(tmp_path).values()) >= 5_000, 30, "second run", tmp_path / "daemon.log")
+        wait_until(lambda: sum(delivered(tmp_path).values()) >= 5_000, 30, "second run", (p, tmp_path / "daemon.log"))
         time.sleep(0.5)
     finally:
         stop(p)

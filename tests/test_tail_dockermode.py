@@ -26,7 +26,7 @@ from logfwd.plugin import ConfigValueError
 from logfwd.plugins.in_tail.dockermode import DockerFirstline
 from tests.tailkit import Collector, Harness, run_tail
 
-from .clikit import LOGFWD
+from .clikit import LOGFWD, wait_until
 
 # Fluent Bit's own documented style: the rule runs on the raw JSON line, '{' unescaped.
 FIRSTLINE = r'(?<log>^{"log":"\d{4}-\d{2}-\d{2}.*)'
@@ -205,11 +205,8 @@ def _fluent_bit_style_run(tmp_path: Path, argv0: list[str], name: str, expect: i
     out = d / "out.jsonl"
     proc = subprocess.Popen([*argv0, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and proc.poll() is None:
-            if out.exists() and out.read_bytes().count(b"\n") >= expect:
-                break
-            time.sleep(0.1)
+        wait_until(lambda: out.exists() and out.read_bytes().count(b"\n") >= expect, 30, f"{expect} records out",
+                   proc)
         assert proc.poll() is None, proc.stderr.read().decode()[-2000:] if proc.stderr else ""
     finally:
         proc.terminate()

@@ -14,7 +14,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -28,28 +28,51 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def wait_for(check: Callable[[], bool], timeout: float, what: str, log: Path | None = None,
-             gone: Callable[[], str | None] | None = None) -> None:
-    """Poll ``check`` until true; on timeout fail with the server's log attached.
+def poll(check: Callable[[], object], timeout: float, gone: Callable[[], BaseException | None],
+         expired: Callable[[Exception | None], BaseException], interval: float = 0.1) -> Iterator[float]:
+    """The one polling loop behind every wait of the tests: yields the pauses between tries of ``check``.
 
-    ``gone`` says why waiting is pointless (e.g. the process under test exited) or None:
-    when it says so the wait fails at once with that reason instead of waiting out a
-    generous deadline for a condition that can no longer come true.
+    A generator, so that blocking waits (``wait_for`` here, ``clikit.wait_until``) and trio
+    waits (``clikit.wait_until_async``) share the loop and differ only in how they sleep:
+    ``for pause in poll(...): time.sleep(pause)`` or ``await trio.sleep(pause)``.
+
+    It ends when ``check()`` is truthy; an exception from ``check`` means "not yet" (a
+    server still starting refuses connections) and is kept for the deadline's message.
+    ``gone()`` returns the exception to raise when waiting has become pointless (the
+    process under test exited), or None; it is asked *before* each check, so a process
+    that made the condition true and then exited still counts as a success, while one
+    that exited without it fails at once instead of at a generous deadline. At the
+    deadline ``expired(last exception from check, or None)`` is raised.
     """
     deadline = time.monotonic() + timeout
     last: Exception | None = None
-    while time.monotonic() < deadline:
-        reason = gone() if gone is not None else None
-        if reason is not None:
-            raise RuntimeError(f"{what}: gave up waiting, {reason}")
+    while True:
+        stop = gone()
         try:
             if check():
                 return
         except Exception as e:  # noqa: BLE001 - any failure means "not yet"
             last = e
-        time.sleep(0.1)
-    tail = log.read_text(errors="replace")[-3000:] if log and log.exists() else ""
-    raise RuntimeError(f"{what} did not become ready in {timeout}s (last error: {last})\n{tail}")
+        if stop is not None:
+            raise stop
+        if time.monotonic() >= deadline:
+            raise expired(last)
+        yield interval
+
+
+def wait_for(check: Callable[[], bool], timeout: float, what: str, log: Path | None = None) -> None:
+    """Poll ``check`` until true; on timeout fail with the server's log attached.
+
+    For backend fixtures waiting for their own server to answer; a test waiting on the
+    ``logfwd`` daemon uses ``clikit.wait_until``, which also fails at once when it exits.
+    """
+
+    def expired(last: Exception | None) -> RuntimeError:
+        tail = log.read_text(errors="replace")[-3000:] if log and log.exists() else ""
+        return RuntimeError(f"{what} did not become ready in {timeout}s (last error: {last})\n{tail}")
+
+    for pause in poll(check, timeout, lambda: None, expired):
+        time.sleep(pause)
 
 
 def port_open(port: int, host: str = "127.0.0.1") -> bool:
