@@ -280,15 +280,12 @@ def test_docker_journald_log_driver_end_to_end(tmp_path: Path, kube_api: KubeApi
     logfwds.append(lf)
     lf.start()
 
-    def records() -> list[dict[str, Any]]:
-        return [json.loads(line) for line in out.read_text().splitlines()] if out.exists() else []
-
-    lf.wait(lambda: len(records()) >= 5, 60, "the journal's five entries in the output")
+    lf.wait(lambda: len(_json_lines(out)) >= 5, 60, "the journal's five entries in the output")
     assert lf.counter("filter", "k8s", "journal_unnamed_records") == 1  # dockerd's own line
     assert lf.counter("filter", "k8s", "journal_unmatched_records") == 1  # the registry container
     lf.stop()
     assert "Traceback" not in lf.log.read_text()
-    recs = records()
+    recs = _json_lines(out)
     assert [r["log"] for r in recs] == ["API listen on /run/docker.sock", "GET / 200",
                                         '{"level":"info","msg":"paid"}', "not a pod's", "GET /health 200"]
     assert "kubernetes" not in recs[0] and "kubernetes" not in recs[3]  # not a pod's: passed as they were
