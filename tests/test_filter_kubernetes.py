@@ -12,6 +12,7 @@ import trio
 from logfwd.batch import Batch
 from logfwd.parsers import ParserRegistry
 from logfwd.plugins.filter_kubernetes import KubernetesFilter
+from logfwd.plugins.filter_kubernetes import source as k8s_source
 
 from .backends.kubeapi import KubeApiServer, load_fixture
 from .kubekit import (
@@ -562,12 +563,16 @@ def test_many_pods_one_watch(kube_api: KubeApiServer) -> None:
 
 
 @pytest.mark.parametrize("mode", ["503", "hang"])
-def test_api_away_at_start_does_not_stall(kube_api: KubeApiServer, mode: str) -> None:
+def test_api_away_at_start_does_not_stall(kube_api: KubeApiServer, mode: str,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """Lookups at start wait for the first LIST's outcome, not for its deadline: an API that
+    refuses (503) or times out (Kube_Request_Timeout) ends the wait, once for every batch."""
+    monkeypatch.setattr(k8s_source, "_SYNC_WAIT", 120.0)  # waiting out the deadline would fail below
     kube_api.down(mode)
     f = make_filter(kube_api, Kube_Node_Name="node-a", Kube_Request_Timeout="0.5")
 
     async def body(f: KubernetesFilter) -> None:
-        with trio.fail_after(4):  # the start-up wait for the first LIST is paid once, not per batch
+        with trio.fail_after(60):
             for i in range(20):
                 [r] = await enrich(f, WEB_TAG, {"log": str(i)})
                 assert "pod_id" not in r["kubernetes"]

@@ -111,12 +111,13 @@ class MetaSource:
     async def _wait_synced(self, watch: Reflector) -> bool:
         """Just after the start, wait for the watch's first LIST rather than GET each pod; True if it came.
 
-        The wait is bounded by one deadline from the start, not per batch, and skipped when the
-        API already failed: an API that is away at start costs the pipeline at most that once.
+        The wait is bounded by one deadline from the start, not per batch, and ends as soon as
+        the first LIST fails: an API that refuses at start costs the pipeline nothing, one that
+        does not answer costs it the deadline once.
         """
-        if not watch.synced.is_set() and watch.healthy:
+        if not watch.answered.is_set():
             with trio.move_on_after(max(0.0, self._sync_deadline - time.monotonic())):
-                await watch.synced.wait()
+                await watch.answered.wait()
         return watch.synced.is_set()
 
     def _stale_container(self, meta: PodMeta, docker_id: str | None) -> bool:

@@ -49,8 +49,10 @@ class Reflector:
     """Keeps ``cache`` equal to the objects at ``path`` (``/api/v1/pods``), by list and watch.
 
     ``key`` and ``convert`` turn an API object into the cache's key and value. ``synced``
-    is set after the first successful LIST; ``healthy`` is False from an API error until
-    the next successful call, so the filter can skip requests the API would not answer.
+    is set after the first successful LIST; ``answered`` after the first LIST's outcome,
+    success or error (what a lookup at start waits for: an API that refuses at once must
+    not hold records back); ``healthy`` is False from an API error until the next
+    successful call, so the filter can skip requests the API would not answer.
     """
 
     def __init__(
@@ -78,6 +80,7 @@ class Reflector:
         self.metrics = metrics
         self.kind = kind
         self.synced = trio.Event()
+        self.answered = trio.Event()
         self.healthy = True
         self.resource_version: str | None = None
         self.backoff = Backoff()
@@ -118,6 +121,7 @@ class Reflector:
             self.log.warning("Kubernetes API (%s): %s; retrying with backoff, records pass unenriched meanwhile",
                              self.kind, e)
         self.healthy = False
+        self.answered.set()
         self.metrics.inc("api_errors")
 
     async def _list(self) -> None:
@@ -137,6 +141,7 @@ class Reflector:
         self.healthy = True
         self.metrics.set(f"{self.kind}_cached", len(self.cache))
         self.synced.set()
+        self.answered.set()
 
     async def _watch(self) -> None:
         url = self._url(watch="1", resourceVersion=self.resource_version, allowWatchBookmarks="true",
